@@ -1,0 +1,1 @@
+"""xmr: the importable library behind the DVC stages (data, detection, text, models, losses, metrics, training)."""

@@ -1,0 +1,1 @@
+"""Datasets: the embedded `shapes` generator, COCO-layout readers and the prepared table."""

@@ -1,0 +1,54 @@
+import pytest
+
+from pipeline.params import ParamError, dataset_params, load_params, validate
+
+REPO_PARAMS = __import__("pathlib").Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def test_repository_params_are_valid_and_complete():
+    p = load_params(REPO_PARAMS)
+    assert p["datasets"] == ["shapes"]
+    assert isinstance(p["lambda"], float)
+    assert dataset_params(p, "shapes")["kind"] == "shapes"
+
+
+def test_defaults_fill_missing_keys():
+    p = validate({"data": {"shapes": {"kind": "shapes", "n_images": 50}}})
+    assert p["data"]["shapes"]["n_images"] == 50
+    assert p["data"]["shapes"]["n_val"] == 200
+    assert p["prepare"]["images_without_labels"] == "keep"
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"lamda": 0.1}, "unknown parameter 'lamda'"),
+    ({"lambda": "high"}, "parameter 'lambda' must be a number"),
+    ({"prepare": {"max_captions": 2.5}}, "parameter 'prepare.max_captions' must be an integer"),
+    ({"prepare": {"images_without_labels": "ignore"}}, "'prepare.images_without_labels' must be 'keep' or 'drop'"),
+    ({"data": {"shapes": {"kind": "shapes", "n_imgs": 3}}}, "unknown parameter 'data.shapes.n_imgs'"),
+    ({"data": {"shapes": {"kind": "shapes", "n_images": True}}}, "'data.shapes.n_images' must be an integer"),
+    ({"data": {"x": {"kind": "lmdb"}}}, "'data.x.kind' is 'lmdb'"),
+    ({"data": {"x": [1]}}, "'data.x' must be a mapping with a 'kind'"),
+    ({"datasets": ["nope"]}, "dataset 'nope' is listed in 'datasets' but has no entry"),
+    ({"datasets": "shapes"}, "parameter 'datasets' must be a list"),
+    ([1, 2], "expected a mapping at the top level"),
+])
+def test_bad_params_name_the_key(raw, needle):
+    with pytest.raises(ParamError) as err:
+        validate(raw, "p.yaml")
+    assert needle in str(err.value)
+    assert "p.yaml" in str(err.value)
+
+
+def test_unreadable_params_files(tmp_path):
+    with pytest.raises(ParamError, match="params file not found"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lambda: [unclosed\n")
+    with pytest.raises(ParamError, match="bad.yaml: not valid YAML"):
+        load_params(bad)
+
+
+def test_unknown_dataset_lists_known_ones():
+    p = validate({})
+    with pytest.raises(ParamError, match="unknown dataset 'coco'"):
+        dataset_params(p, "coco")
