@@ -14,6 +14,9 @@ from typing import Any
 
 import yaml
 
+from pipeline.detection.schema import DETECTOR_SCHEMA, EXTRACT_SCHEMA
+from pipeline.training.schema import METHOD_SCHEMAS, TRAIN_SCHEMA, USES_LAMBDA, check_training_params
+
 
 class ParamError(ValueError):
     """A parameter is unknown, missing or of the wrong type."""
@@ -58,15 +61,109 @@ COCO_SCHEMA: dict[str, Any] = {
     "splits": AnyMapping({"train": "train2017", "val": "val2017"}),
 }
 
-DATASET_SCHEMAS: dict[str, dict[str, Any]] = {"shapes": SHAPES_SCHEMA, "coco": COCO_SCHEMA}
+# Real datasets (pipeline/data/mirflickr.py, nuswide.py, karpathy.py; README "Datasets"). An empty
+# `root` / `karpathy_json` means "the copy fetched by `xmr download <name>`"; split files are frozen
+# on first prepare (splits/README.md).
+MIRFLICKR_SCHEMA: dict[str, Any] = {
+    "kind": "mirflickr",
+    # Folder holding the extracted mirflickr25k.zip (mirflickr/) and annotations v080; "" = downloaded copy.
+    "root": "",
+    # Tags kept in the text: "common" (doc/common_tags.txt, the 1,386 tags used by 20+ images) or "all".
+    "tag_vocabulary": "common",
+    # Pairs without any of the 24 labels / without any kept tag are dropped (DCMH-style set) or kept.
+    "require_label": True,
+    "require_tag": True,
+    # Eligible pairs the rule must yield (0: no check).
+    "expected_pairs": 0,
+    "n_val": 2000,
+    "n_test": 2000,
+    "split_seed": 0,
+    "split_file": "splits/mirflickr25k.json",
+}
+
+NUSWIDE_SCHEMA: dict[str, Any] = {
+    "kind": "nuswide",
+    # Folder holding the extracted Groundtruth/NUS_WID_Tags/ImageList/ConceptsList archives; "" = downloaded copy.
+    "root": "",
+    # The user's copy of the images, laid out as in ImageList/Imagelist.txt (<concept>/<file>.jpg). Required.
+    "images_root": "",
+    # Concepts kept as labels: the most frequent over all 269,648 images (papers/000: 21).
+    "top_concepts": 21,
+    # Also require at least one of the 1,000 tags (the paper's 195,834 pairs do not).
+    "require_tags": False,
+    # Pairs with at least one kept concept (papers/000: 195,834); 0 disables the check.
+    "expected_pairs": 195834,
+    # Eligible pairs whose image is absent from images_root: dropped (counted) or an error.
+    "missing_images": "drop",
+    "n_val": 5000,
+    "n_test": 1000,
+    "split_seed": 0,
+    "split_file": "splits/nuswide.json",
+}
+
+COCO2014_SCHEMA: dict[str, Any] = {
+    "kind": "coco2014",
+    # COCO-layout folder (annotations/, train2014/, val2014/); "" = downloaded copy.
+    "root": "",
+    # Annotation sets read (annotations/captions_<set>.json, instances_<set>.json, images in <root>/<set>/).
+    "annotation_sets": ["train2014", "val2014"],
+    # Karpathy dataset_coco.json; "" = the downloaded caption_datasets.zip.
+    "karpathy_json": "",
+    # Karpathy 'restval' images: "train" (113,287 train images) or "drop" (82,783, as papers/000 states).
+    "restval": "train",
+    "split_file": "splits/coco2014_karpathy.json",
+}
+
+
+def _flickr_schema(kind: str) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        # The user's folder of images (file names as in the Karpathy JSON). Required.
+        "images_root": "",
+        # Karpathy dataset_<kind>.json; "" = the downloaded caption_datasets.zip.
+        "karpathy_json": "",
+        # Images listed in the JSON but absent from images_root: "error" or "drop" (counted).
+        "missing_images": "error",
+        "split_file": f"splits/{kind}_karpathy.json",
+    }
+
+
+DATASET_SCHEMAS: dict[str, dict[str, Any]] = {
+    "shapes": SHAPES_SCHEMA, "coco": COCO_SCHEMA, "mirflickr": MIRFLICKR_SCHEMA, "nuswide": NUSWIDE_SCHEMA,
+    "coco2014": COCO2014_SCHEMA, "flickr30k": _flickr_schema("flickr30k"), "flickr8k": _flickr_schema("flickr8k"),
+}
+
+# Downloads of the real datasets and assets (pipeline/data/registry.yaml, fetch.py).
+DOWNLOAD_SCHEMA: dict[str, Any] = {
+    # Where archives are downloaded and extracted (data/downloads/<source>/, .../extracted/).
+    "dir": "data/downloads",
+    # The registry of URLs, sizes and sha256.
+    "registry": "pipeline/data/registry.yaml",
+    # sha256 recorded at first download for files without a published hash (commit it to pin them).
+    "lock_file": "registry.lock.json",
+    # Source name -> list of base URLs replacing the registry's URLs (<base>/<file name>), tried in order.
+    "mirrors": AnyMapping({}),
+    # Extra attempts after a dropped connection (each resumes the partial file), and the wait between them.
+    "retries": 3,
+    "retry_wait": 2.0,
+    # Seconds without data before a connection counts as dropped.
+    "timeout": 60.0,
+    "progress": True,
+}
 
 SCHEMA: dict[str, Any] = {
     # Weight of the context (masked-segment) loss: L = L1 + lambda * L2.
     "lambda": 0.1,
     "seed": 0,
     "datasets": ["shapes"],
+    # Methods run by dvc.yaml's train/evaluate stages: those reading `lambda`, and the others.
+    "run": {"lambda_methods": ["ss"], "methods": ["cca"]},
+    # Shared training settings and one section per method (pipeline/training/schema.py).
+    "train": TRAIN_SCHEMA,
+    "methods": METHOD_SCHEMAS,
     # Dataset name -> its settings; `kind` selects the schema (DATASET_SCHEMAS).
     "data": AnyMapping({"shapes": {"kind": "shapes"}}),
+    "download": DOWNLOAD_SCHEMA,
     "prepare": {
         # Images listed in the annotations but carrying no object label: keep (with an
         # empty label list) or drop.
@@ -74,6 +171,9 @@ SCHEMA: dict[str, Any] = {
         # Captions kept per image (the first ones by annotation id); 0 keeps all.
         "max_captions": 5,
     },
+    # Region features (pipeline/detection/schema.py): `xmr extract`, and `xmr train-detector` for shapes.
+    "extract": {**EXTRACT_SCHEMA, "detectors": AnyMapping(), "weights": AnyMapping()},
+    "detector": DETECTOR_SCHEMA,
     "text": {
         # Tokens kept per caption (papers/001: maximum sequence length 150).
         "max_len": 150,
@@ -91,6 +191,22 @@ SCHEMA: dict[str, Any] = {
         "w2v_window": 5,
         "w2v_skipgram": False,
     },
+    # Retrieval / classification metrics (each key explained in pipeline/metrics/config.py).
+    "metrics": {
+        "ndcg_k": 500,
+        "map_k": 500,
+        "map_full": True,
+        "recall_ks": [1, 5, 10, 20, 50, 100],
+        "f1_threshold": 0.5,
+        "chunk_size": 0,
+        "memory_mb": 512,
+        "t2i_discount": "standard",
+        "datasets": AnyMapping({"coco": {"protocols": ["coco5k", "coco1k"]},
+                                "mirflickr": {"dedup_texts": True}, "nuswide": {"dedup_texts": True}}),
+    },
+    # `xmr report`: queries per direction on each qualitative page, thumbnail size (px), methods drawn
+    # in the lambda-sensitivity plot (papers/001 Figure 3 shows the full model).
+    "report": {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"]},
 }
 
 
@@ -179,10 +295,25 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
         if name not in datasets:
             raise ParamError(f"{source}: dataset '{name}' is listed in 'datasets' but has no entry "
                              f"under 'data' (known: {', '.join(sorted(datasets)) or 'none'})")
+    _check_run_lists(params["run"], source)
     if params["prepare"]["images_without_labels"] not in ("keep", "drop"):
         raise ParamError(f"{source}: parameter 'prepare.images_without_labels' must be 'keep' or "
                          f"'drop', got {params['prepare']['images_without_labels']!r}")
+    check_training_params(params, source)
     return params
+
+
+def _check_run_lists(run: dict, source: str) -> None:
+    """`run.lambda_methods` must be exactly the methods reading `lambda`, so DVC reruns the right stages."""
+    for key, want_lambda in (("lambda_methods", True), ("methods", False)):
+        for name in run[key]:
+            if name not in METHOD_SCHEMAS:
+                raise ParamError(f"{source}: parameter 'run.{key}' names unknown method '{name}' "
+                                 f"(known: {', '.join(sorted(METHOD_SCHEMAS))})")
+            if (name in USES_LAMBDA) != want_lambda:
+                other = "methods" if want_lambda else "lambda_methods"
+                raise ParamError(f"{source}: method '{name}' belongs in 'run.{other}' "
+                                 f"({'does not read' if want_lambda else 'reads'} the top-level lambda)")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:

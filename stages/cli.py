@@ -4,6 +4,10 @@ from __future__ import annotations
 import typer
 
 from stages import download, prepare
+from stages import tokenize
+from stages import evaluate, train
+from stages import report
+from stages import extract, train_detector
 
 app = typer.Typer(
     help="xmr: cross-modal retrieval pipeline. Each subcommand is one DVC stage; "
@@ -13,3 +17,9 @@ app = typer.Typer(
 )
 app.command("download")(download.main)
 app.command("prepare")(prepare.main)
+app.command("train-detector")(train_detector.main)
+app.command("extract")(extract.main)
+app.command("tokenize")(tokenize.main)
+app.command("train")(train.main)
+app.command("evaluate")(evaluate.main)
+app.command("report")(report.main)

@@ -37,7 +37,7 @@ def test_bad_param_is_a_one_line_error(tmp_path):
 
 def make_project(tmp_path):
     """A copy of the project's DVC wiring with a tiny shapes dataset, in its own git repository."""
-    for name in ("dvc.yaml", "pipeline"):
+    for name in ("dvc.yaml", "pipeline", "stages", "splits"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -1,17 +1,85 @@
-"""The `download` stage. The embedded `shapes` dataset is generated offline from its seed."""
+"""The `download` stage. The embedded `shapes` dataset is generated offline from its seed; the real
+datasets and the assets (word vectors, detector weights) are fetched from the registry.
+
+A real dataset's `data/<dataset>/raw/` holds only `manifest.json` (which source files, their sha256
+and where they were extracted): the large files live in `download.dir`, shared between datasets (the
+Karpathy archive serves COCO, Flickr30k and Flickr8k) and kept out of the DVC cache.
+"""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
-from pipeline.data import shapes
-from pipeline.data.prepare import raw_dir
+from pipeline.data import archives, registry as reg, shapes
+from pipeline.data.fetch import FetchSettings, fetch_file
+from pipeline.data.prepare import MANIFEST, raw_dir
+from pipeline.io import write_json
+from pipeline.params import DOWNLOAD_SCHEMA, AnyMapping
 
 
-def download_dataset(dataset: str, dparams: dict, data_dir: str | Path = "data") -> dict:
-    """Materialise `data/<dataset>/raw`; returns per-split image counts."""
-    if dparams["kind"] == "shapes":
+def default_download_params() -> dict:
+    return {k: (copy.deepcopy(v.default) if isinstance(v, AnyMapping) else v) for k, v in DOWNLOAD_SCHEMA.items()}
+
+
+def user_provided(dparams: dict, source_name: str) -> bool:
+    """Whether the user points at their own copy of a source, so nothing needs downloading."""
+    if source_name == "karpathy":
+        return bool(dparams.get("karpathy_json"))
+    return bool(dparams.get("root"))
+
+
+def fetch_source(src: reg.Source, settings: FetchSettings) -> dict:
+    """Download every file of a source and extract its archives; returns its manifest entry."""
+    files = {}
+    for entry in src.files:
+        info = fetch_file(entry, settings)
+        if entry.extract:
+            archives.extract_once(info["path"], reg.extracted_dir(settings.download_dir, src.name), info["sha256"],
+                                  settings.progress)
+        files[entry.name] = info
+    out = {"files": files}
+    if any(e.extract for e in src.files):
+        out["extracted"] = str(reg.extracted_dir(settings.download_dir, src.name))
+    return out
+
+
+def download_dataset(dataset: str, dparams: dict, data_dir: str | Path = "data",
+                     download_params: dict | None = None) -> dict:
+    """Materialise `data/<dataset>/raw`; returns per-split image counts (shapes) or per-source file counts."""
+    kind = dparams["kind"]
+    if kind == "shapes":
         return shapes.generate(raw_dir(data_dir, dataset), dparams)
-    raise ValueError(
-        f"params: data.{dataset} has kind '{dparams['kind']}', which is read in place from data.{dataset}.root "
-        f"by `xmr prepare {dataset}`; it has nothing to download"
-    )
+    if kind == "coco":
+        raise ValueError(
+            f"params: data.{dataset} has kind 'coco', which is read in place from data.{dataset}.root "
+            f"by `xmr prepare {dataset}`; it has nothing to download"
+        )
+    download_params = download_params or default_download_params()
+    settings = FetchSettings.from_params(download_params)
+    sources = reg.load_registry(download_params["registry"])
+    needed = reg.sources_for_kind(sources, kind)
+    if not needed:
+        raise reg.RegistryError(f"{download_params['registry']}: no source is used by dataset kind '{kind}'")
+    manifest = {"dataset": dataset, "kind": kind, "sources": {}, "user_provided": []}
+    for src in needed:
+        if user_provided(dparams, src.name):
+            manifest["user_provided"].append(src.name)
+            continue
+        fetched = fetch_source(src, settings)
+        # Only what identifies the bytes: the manifest is a DVC output and must not change with the mirror used.
+        fetched["files"] = {name: {k: f[k] for k in ("path", "sha256", "size")} for name, f in fetched["files"].items()}
+        manifest["sources"][src.name] = fetched
+    write_json(raw_dir(data_dir, dataset) / MANIFEST, manifest)
+    return {name: len(entry["files"]) for name, entry in manifest["sources"].items()}
+
+
+def download_asset(name: str, download_params: dict | None = None) -> dict:
+    """Fetch an asset source (word2vec, weights) into `download.dir/<name>/`; returns its manifest entry."""
+    download_params = download_params or default_download_params()
+    sources = reg.load_registry(download_params["registry"])
+    src = reg.source(sources, name)
+    if "asset" not in src.used_by:
+        raise reg.RegistryError(f"source '{name}' belongs to a dataset; download it with `xmr download <dataset>` "
+                                f"for a dataset of kind {', '.join(src.used_by)}")
+    return fetch_source(src, FetchSettings.from_params(download_params))
+

@@ -1,6 +1,11 @@
-"""The `prepare` stage: a dataset's annotations -> `data/<dataset>/table.parquet` (+ stats)."""
+"""The `prepare` stage: a dataset's annotations -> `data/<dataset>/table.parquet` (+ stats).
+
+`shapes` and `coco` are COCO-layout folders; the real datasets (mirflickr, nuswide, coco2014,
+flickr30k, flickr8k) have their own readers, which also return each row's frozen split.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pipeline.data import coco
@@ -9,6 +14,8 @@ from pipeline.io import write_json
 from pipeline.params import ParamError
 
 SHAPES_SPLITS = {"train": "train", "val": "val", "test": "test"}
+MANIFEST = "manifest.json"
+REAL_KINDS = ("mirflickr", "nuswide", "coco2014", "flickr30k", "flickr8k")
 
 
 def raw_dir(data_dir: str | Path, dataset: str) -> Path:
@@ -29,8 +36,82 @@ def source(data_dir: str | Path, dataset: str, dparams: dict) -> tuple[Path, dic
     return root, dict(splits)
 
 
+def read_manifest(data_dir: str | Path, dataset: str) -> dict:
+    """The download stage's record of where a real dataset's sources were extracted."""
+    path = raw_dir(data_dir, dataset) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: download manifest not found (run `xmr download {dataset}` first, or set "
+                                f"data.{dataset}.root / karpathy_json to your own copy)")
+    return json.loads(path.read_text())
+
+
+def _downloaded(data_dir, dataset: str, source_name: str, param: str) -> Path:
+    entry = read_manifest(data_dir, dataset)["sources"].get(source_name)
+    if not entry or "extracted" not in entry:
+        raise FileNotFoundError(f"{raw_dir(data_dir, dataset) / MANIFEST}: source '{source_name}' was not downloaded "
+                                f"(data.{dataset}.{param} was set then?); rerun `xmr download {dataset}`")
+    return Path(entry["extracted"])
+
+
+def karpathy_json(data_dir, dataset: str, dparams: dict, name: str) -> Path:
+    """The Karpathy split file: the user's (karpathy_json) or the one in the downloaded archive."""
+    if dparams["karpathy_json"]:
+        return Path(dparams["karpathy_json"])
+    from pipeline.data.locate import find_file
+
+    return find_file(_downloaded(data_dir, dataset, "karpathy", "karpathy_json"), f"dataset_{name}.json",
+                     "Karpathy split file, in caption_datasets.zip")
+
+
+def read_real(dataset: str, dparams: dict, prepare_params: dict, data_dir) -> tuple[list[dict], list[str], dict]:
+    """Rows (each with its split), label names and reader stats of a real dataset."""
+    from pipeline.data import karpathy, mirflickr, nuswide
+
+    kind = dparams["kind"]
+    if kind in ("mirflickr", "nuswide"):
+        root = Path(dparams["root"]) if dparams["root"] else _downloaded(
+            data_dir, dataset, "mirflickr25k" if kind == "mirflickr" else "nuswide", "root")
+        reader = mirflickr.read if kind == "mirflickr" else nuswide.read
+        return reader(root, dparams, dataset)
+    if kind == "coco2014":
+        root = Path(dparams["root"]) if dparams["root"] else _downloaded(data_dir, dataset, "coco2014", "root")
+        return karpathy.read_coco(root, karpathy_json(data_dir, dataset, dparams, "coco"), dparams, dataset,
+                                  prepare_params["max_captions"])
+    return karpathy.read_flickr(karpathy_json(data_dir, dataset, dparams, kind), dparams, dataset, kind,
+                                prepare_params["max_captions"])
+
+
+def _prepare_real(dataset: str, dparams: dict, prepare_params: dict, data_dir) -> dict:
+    rows, names, reader_stats = read_real(dataset, dparams, prepare_params, data_dir)
+    rows.sort(key=lambda r: SPLITS.index(r["split"]))  # stable: the reader's order within a split
+    policy = prepare_params["images_without_labels"]
+    columns: dict[str, list] = {name: [] for name in SCHEMA.names}
+    stats = {"dataset": dataset, "kind": dparams["kind"], "images": {s: 0 for s in SPLITS},
+             "images_without_labels": 0, "images_without_captions": 0,
+             "images_without_labels_policy": policy if names else "n/a (no labels)",
+             "unlisted_images": reader_stats.pop("unlisted_images", 0), "source": reader_stats}
+    for row in rows:
+        if names and not row["labels"]:
+            stats["images_without_labels"] += 1
+            if policy == "drop":
+                continue
+        stats["images_without_captions"] += not row["captions"]
+        for key in SCHEMA.names:
+            columns[key].append(row[key])
+        stats["images"][row["split"]] += 1
+    if not columns["image_id"]:
+        raise coco.AnnotationError(f"data.{dataset}: the dataset is empty after its rules were applied")
+    stats["labels"] = len(names)
+    out = table_path(data_dir, dataset)
+    write_table(columns, names, dataset, out)
+    write_json(out.with_name("prepare_stats.json"), stats)
+    return stats
+
+
 def prepare_dataset(dataset: str, dparams: dict, prepare_params: dict, data_dir: str | Path = "data") -> dict:
-    """Read a COCO-layout dataset and write its prepared table; returns the stats written beside it."""
+    """Read a dataset and write its prepared table; returns the stats written beside it."""
+    if dparams["kind"] in REAL_KINDS:
+        return _prepare_real(dataset, dparams, prepare_params, data_dir)
     root, splits = source(data_dir, dataset, dparams)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset folder not found (run `xmr download {dataset}` first)")

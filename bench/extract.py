@@ -1,0 +1,170 @@
+"""Benchmark: region-feature extraction throughput (images/s) and peak memory per detector.
+
+Runs the stage's path end to end (`pipeline.detection.extract.extract_features`: DataLoader decode,
+detector, RoI selection, positions, Zarr writes) on randomly initialised detectors (speed does not
+depend on the weights, except that selection work grows with the number of confident class scores):
+  shapes_frcnn           128x128 generated shapes images, trained-size config, 300 proposals
+  frcnn_r50_fpn_v2_coco  real COCO JPEGs (../shared/coco-mini, else synthetic 640x480), short side 600, max 1000, 300 proposals
+  butd_r101_c4           same images and bottom-up-attention settings (600 / 1000 / 300 proposals, 14x14 RoIPool, res5 head)
+for each batch size x DataLoader workers. Each configuration runs in a fresh subprocess (peak RSS
+is per configuration); one warm-up batch is excluded. On CUDA the peak is torch's max allocated.
+
+    python bench/extract.py [--device cpu|cuda] [--detectors a,b] [--images 32] [--big-images 4]
+                            [--batch-sizes 1,8] [--workers 0,2] [--threads 0] [--record reports/benchmarks.md]
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# Scripts in bench/ (tokenize.py) would shadow standard modules: put the project root first instead.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [_ROOT] + [p for p in sys.path if os.path.abspath(p or ".") != os.path.join(_ROOT, "bench")]
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+COCO_MINI = Path(_ROOT).parent / "shared" / "coco-mini" / "val2017"
+DETECTORS = ("shapes_frcnn", "frcnn_r50_fpn_v2_coco", "butd_r101_c4")
+
+
+def image_table(detector: str, n: int, workdir: Path) -> pa.Table:
+    """`n` image files for the detector: generated shapes, or COCO JPEGs (cycled), else synthetic JPEGs."""
+    paths, sizes = [], []
+    if detector == "shapes_frcnn":
+        from pipeline.data.shapes import generate_image
+        from pipeline.params import SHAPES_SCHEMA
+
+        p = copy.deepcopy(SHAPES_SCHEMA)
+        for i in range(n):
+            img, _, _ = generate_image(i, p)
+            path = workdir / f"shape_{i}.png"
+            img.save(path)
+            paths.append(str(path))
+            sizes.append(img.size)
+    else:
+        files = sorted(COCO_MINI.glob("*.jpg"))
+        rng = np.random.default_rng(0)
+        for i in range(n):
+            if files:
+                path = files[i % len(files)]
+            else:
+                path = workdir / f"synthetic_{i}.jpg"
+                Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(path, quality=90)
+            paths.append(str(path))
+            sizes.append(Image.open(path).size)
+    return pa.table({"file_path": paths, "width": [s[0] for s in sizes], "height": [s[1] for s in sizes]})
+
+
+def build(detector: str, proposals: int):
+    """A randomly initialised detector wrapped as the stage loads it."""
+    from pipeline.data.shapes import CLASSES
+    from pipeline.detection import coco_frcnn
+    from pipeline.detection.butd import ButdConfig, build_butd, init_random_
+    from pipeline.detection.detectors import LoadedDetector
+    from pipeline.detection.shapes_frcnn import ShapesDetectorConfig, build_shapes_detector, init_weights_
+
+    torch.manual_seed(0)
+    if detector == "shapes_frcnn":
+        model = init_weights_(build_shapes_detector(ShapesDetectorConfig(num_classes=len(CLASSES), proposals=proposals)))
+        return LoadedDetector(detector, model.eval(), list(CLASSES), 256, "random", "0" * 64)
+    if detector == "frcnn_r50_fpn_v2_coco":
+        model = coco_frcnn.build(min_size=600, max_size=1000, proposals=proposals)
+        return LoadedDetector(detector, model, coco_frcnn.class_names(), coco_frcnn.FEATURE_DIM, "random", "0" * 64)
+    model = init_random_(build_butd(ButdConfig(min_size=600, max_size=1000, proposals=proposals)))
+    return LoadedDetector(detector, model, [f"vg_{i}" for i in range(1600)], 2048, "random", "0" * 64)
+
+
+def run_one(args) -> dict:
+    """One configuration, in this process: warm-up batch, then the timed extraction."""
+    from pipeline.detection.extract import describe_batch, extract_features, resolve_device
+    from pipeline.detection.images import decode_image
+    from pipeline.detection.settings import extract_settings
+    from pipeline.params import validate
+
+    params = validate({"datasets": ["b"], "data": {"b": {"kind": "coco"}},
+                       "extract": {"batch_size": args.batch_size, "workers": args.workers, "device": args.device,
+                                   "chunk_size": 64, "proposals": 300, "min_size": 600, "max_size": 1000}})
+    settings = extract_settings(params, "b")
+    detector = build(args.single, settings.proposals)
+    device = resolve_device(settings.device)
+    detector.model.to(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        table = image_table(args.single, args.n, Path(tmp))
+        warm = [torch.from_numpy(decode_image(p)[0]).permute(2, 0, 1) for p in table.column("file_path").to_pylist()[: args.batch_size]]
+        describe_batch(detector, warm, settings, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        stats = extract_features(table, Path(tmp) / "f.zarr", detector, settings, progress=False)
+        seconds = time.perf_counter() - t0
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"detector": args.single, "device": str(device), "batch_size": args.batch_size, "workers": args.workers,
+            "images": args.n, "seconds": round(seconds, 2), "images_per_s": round(args.n / seconds, 3),
+            "peak_mib": round(peak), "peak_kind": "GPU max allocated" if device.type == "cuda" else "process max RSS",
+            "relaxed_nms": stats["images_with_relaxed_nms"], "repeated": stats["images_with_repeated_rois"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--detectors", default=",".join(DETECTORS))
+    ap.add_argument("--images", type=int, default=32, help="images per configuration (shapes)")
+    ap.add_argument("--big-images", type=int, default=4, help="images per configuration (COCO-size detectors)")
+    ap.add_argument("--batch-sizes", default="1,8")
+    ap.add_argument("--workers", default="0,2")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch default)")
+    ap.add_argument("--record", type=Path, help="append the Markdown section to this file")
+    ap.add_argument("--single", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--workers-one", type=int, dest="workers_one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.single:
+        args.workers = args.workers_one
+        print(json.dumps(run_one(args)))
+        return
+    rows = []
+    for det in args.detectors.split(","):
+        n = args.images if det == "shapes_frcnn" else args.big_images
+        for bs in (int(b) for b in args.batch_sizes.split(",")):
+            for w in (int(x) for x in args.workers.split(",")):
+                cmd = [sys.executable, os.path.abspath(__file__), "--single", det, "--n", str(n), "--batch-size", str(bs),
+                       "--workers-one", str(w), "--device", args.device, "--threads", str(args.threads)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=_ROOT)
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(rows[-1], file=sys.stderr, flush=True)
+    lines = [f"## Region features: extraction throughput (`bench/extract.py`)", "",
+             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, device `{args.device}`"
+             f"{' (' + torch.cuda.get_device_name() + ')' if args.device.startswith('cuda') else ''}. "
+             f"Command: `python bench/extract.py --device {args.device} --detectors {args.detectors} --images {args.images} "
+             f"--big-images {args.big_images} --batch-sizes {args.batch_sizes} --workers {args.workers} --threads {args.threads}`.", "",
+             "| detector | device | batch | workers | images | s | images/s | peak MiB |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['detector']} | {r['device']} | {r['batch_size']} | {r['workers']} | {r['images']} | "
+                     f"{r['seconds']} | {r['images_per_s']} | {r['peak_mib']} ({r['peak_kind']}) |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.record:
+        with args.record.open("a") as f:
+            f.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The region-feature store `data/<ds>/features.zarr` (Zarr v3), its resumable writer and its reader.
+
+Layout (row i = prepared-table row i; docs/architecture.md):
+  features [N, K, D] (float16 by default), boxes [N, K, 4] float32 pixels, positions [N, K, 5] float32,
+  scores [N, K] float32, classes [N, K] int32, image_size [N, 2] int32 (W, H), valid [N] bool
+  (False for an image skipped as unreadable; its other rows are zeros).
+Each array is sharded by `chunk_rows` images (the unit of writing and of resuming) with one image per
+inner chunk, so a training loop reading random rows decompresses only those rows.
+
+Writing goes to `.<name>.partial` beside the final path. A chunk is complete once all its arrays are
+written and its marker `_progress/<chunk>` exists; a rerun with the same signature (detector, weights,
+selection, table, layout) skips complete chunks, a different signature starts over. `finalize`
+checks every chunk, removes `_progress`, marks the store complete and renames it into place, so an
+unfinished store never sits at the final path. Ranks of a distributed run write disjoint chunks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+ARRAYS = ("features", "boxes", "positions", "scores", "classes", "image_size", "valid")
+DTYPES = ("float16", "float32")
+FORMAT_VERSION = 1
+
+
+class StoreError(ValueError):
+    """A feature store is missing, incomplete or does not follow the layout."""
+
+
+def partial_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
+def _specs(n: int, k: int, d: int, dtype: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {
+        "features": ((n, k, d), dtype),
+        "boxes": ((n, k, 4), "float32"),
+        "positions": ((n, k, 5), "float32"),
+        "scores": ((n, k), "float32"),
+        "classes": ((n, k), "int32"),
+        "image_size": ((n, 2), "int32"),
+        "valid": ((n,), "bool"),
+    }
+
+
+class FeatureStoreWriter:
+    """Write a feature store chunk by chunk; reopen the partial store of an interrupted run."""
+
+    def __init__(self, path: str | Path, *, n_rows: int, num_boxes: int, feature_dim: int,
+                 dtype: str = "float16", chunk_rows: int = 64, signature: dict, attrs: dict):
+        if dtype not in DTYPES:
+            raise StoreError(f"feature dtype must be one of {DTYPES}, got {dtype!r}")
+        if chunk_rows < 1 or n_rows < 1:
+            raise StoreError(f"need n_rows >= 1 and chunk_rows >= 1, got {n_rows}, {chunk_rows}")
+        self.path = Path(path)
+        self.tmp = partial_path(self.path)
+        self.n_rows, self.chunk_rows = n_rows, chunk_rows
+        self.num_chunks = -(-n_rows // chunk_rows)
+        self.signature = dict(signature, n_rows=n_rows, num_boxes=num_boxes, feature_dim=feature_dim,
+                              dtype=dtype, chunk_rows=chunk_rows, format_version=FORMAT_VERSION)
+        self.attrs = attrs
+        self._specs = _specs(n_rows, num_boxes, feature_dim, dtype)
+        self.resumed = self._reuse_partial()
+        if not self.resumed:
+            self._create()
+        self.progress_dir.mkdir(exist_ok=True)
+        self.group = zarr.open_group(self.tmp, mode="r+")
+        self.arrays = {name: self.group[name] for name in ARRAYS}
+
+    @property
+    def progress_dir(self) -> Path:
+        return self.tmp / "_progress"
+
+    def _reuse_partial(self) -> bool:
+        meta = self.tmp / "zarr.json"
+        if not meta.is_file():
+            return False
+        try:
+            attrs = json.loads(meta.read_text()).get("attributes", {})
+        except (OSError, json.JSONDecodeError):
+            return False
+        return attrs.get("signature") == json.loads(json.dumps(self.signature))
+
+    def _create(self) -> None:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        group = zarr.open_group(self.tmp, mode="w", zarr_format=3)
+        for name, (shape, dtype) in self._specs.items():
+            group.create_array(
+                name, shape=shape, dtype=dtype, chunks=(1,) + shape[1:],
+                shards=(min(self.chunk_rows, shape[0]),) + shape[1:],
+                compressors=BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if name != "valid" else "noshuffle"),
+                fill_value=False if dtype == "bool" else 0,
+            )
+        self.progress_dir.mkdir()
+        # The signature goes last: a store killed while being created is never resumed.
+        group.attrs.update(dict(self.attrs, signature=self.signature, complete=False))
+
+    def chunk_rows_range(self, chunk: int) -> range:
+        start = chunk * self.chunk_rows
+        return range(start, min(start + self.chunk_rows, self.n_rows))
+
+    def done_chunks(self) -> set[int]:
+        if not self.progress_dir.is_dir():
+            return set()
+        return {int(p.name) for p in self.progress_dir.iterdir() if p.name.isdigit()}
+
+    def pending_chunks(self, rank: int = 0, world: int = 1) -> list[int]:
+        """Chunks still to write that belong to `rank` of `world` (round-robin)."""
+        done = self.done_chunks()
+        return [c for c in range(self.num_chunks) if c % world == rank and c not in done]
+
+    def write_chunk(self, chunk: int, data: dict[str, np.ndarray], stats: dict | None = None) -> None:
+        """Write all arrays of one chunk (whole shards, no read-modify-write), then mark it complete;
+        the marker holds the chunk's `stats` (JSON), gathered by `chunk_stats` at the end."""
+        rows = self.chunk_rows_range(chunk)
+        for name in ARRAYS:
+            if name not in data:
+                raise StoreError(f"chunk {chunk}: array '{name}' missing")
+            shape = (len(rows),) + self._specs[name][0][1:]
+            value = np.asarray(data[name])
+            if value.shape != shape:
+                raise StoreError(f"chunk {chunk}: array '{name}' has shape {value.shape}, expected {shape}")
+            self.arrays[name][rows.start:rows.stop] = value
+        marker = self.progress_dir / f"{chunk:08d}"
+        tmp = marker.with_name(f".{marker.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(stats or {}))
+        os.replace(tmp, marker)
+
+    def chunk_stats(self) -> list[dict]:
+        """The stats recorded with each complete chunk, in chunk order."""
+        return [json.loads((self.progress_dir / f"{c:08d}").read_text() or "{}") for c in sorted(self.done_chunks())]
+
+    def finalize(self, extra_attrs: dict | None = None) -> Path:
+        """Check completeness, mark the store complete and move it to the final path."""
+        missing = sorted(set(range(self.num_chunks)) - self.done_chunks())
+        if missing:
+            raise StoreError(f"{self.tmp}: {len(missing)} of {self.num_chunks} chunks not written yet "
+                             f"(first: {missing[0]}); run the extraction again to finish them")
+        self.group.attrs.update(dict(extra_attrs or {}, complete=True))
+        shutil.rmtree(self.progress_dir)
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self.tmp, self.path)
+        return self.path
+
+
+class FeatureStore:
+    """Random access by table row to a complete feature store."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / "zarr.json").is_file():
+            hint = " (an interrupted extraction left a partial store; rerun `xmr extract`)" \
+                if partial_path(self.path).exists() else " (run `xmr extract` / `dvc repro` first)"
+            raise StoreError(f"{self.path}: feature store not found{hint}")
+        self.group = zarr.open_group(self.path, mode="r")
+        self.attrs = dict(self.group.attrs)
+        if not self.attrs.get("complete"):
+            raise StoreError(f"{self.path}: feature store is not marked complete")
+        missing = [name for name in ARRAYS if name not in self.group]
+        if missing:
+            raise StoreError(f"{self.path}: array '{missing[0]}' missing (expected: {', '.join(ARRAYS)})")
+        self.arrays = {name: self.group[name] for name in ARRAYS}
+        self._valid: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.arrays["features"].shape[0]
+
+    @property
+    def dim(self) -> int:
+        return int(self.arrays["features"].shape[2])
+
+    @property
+    def num_boxes(self) -> int:
+        return int(self.arrays["features"].shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.attrs["num_classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.attrs["class_names"])
+
+    @property
+    def valid(self) -> np.ndarray:
+        """[N] bool: False for images skipped as unreadable (training must leave them out)."""
+        if self._valid is None:
+            self._valid = np.asarray(self.arrays["valid"][:], dtype=bool)
+        return self._valid
+
+    def read(self, rows) -> dict[str, np.ndarray]:
+        """Arrays of the given table rows, in the given order; features as float32."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if rows.size and (rows.min() < -n or rows.max() >= n):
+            raise IndexError(f"{self.path}: row index out of range for {n} rows")
+        rows = np.where(rows < 0, rows + n, rows)
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        out = {}
+        for name, arr in self.arrays.items():
+            values = arr.oindex[uniq] if uniq.size else np.zeros((0,) + arr.shape[1:], dtype=arr.dtype)
+            values = np.asarray(values)[inverse]
+            out[name] = values.astype(np.float32) if name == "features" else values
+        return out
+

@@ -1,0 +1,189 @@
+"""Dual-path image-text embedding with the instance loss (papers/003), method `dual_path`.
+
+Every image with its captions (one table row) is a class. Both paths end in a 2048-d feature `f`
+(fc-bn-relu-fc head, Sec. 3.1); one shared classifier `W_share` (no bias, as the official code)
+scores `dropout(f)` of either modality over all classes, and each modality has its own softmax
+instance loss (Eq. 5-8). Retrieval compares the `f` of the two paths by cosine similarity.
+
+Training has two stages (Sec. 5): stage I (the first `stage1_epochs` epochs) uses only the instance
+losses (weights 0/1/1) with the pretrained image weights frozen; stage II adds the bidirectional
+ranking loss (Eq. 4, margin `margin`) with `loss_weights` (1/1/1) and trains everything. The loop
+tells the method which epoch starts through `start_epoch(epoch)`. Frozen parts run without
+gradients (so the optimiser skips them) and keep their batch-norm statistics.
+
+Image path: by default the RoI features mean-pooled over regions (the detector is fixed, so stage I
+freezes nothing unless `stage1_freeze` is "image_path"); with `image_backbone: resnet50` a
+ResNet-50 from local ImageNet weights is fine-tuned end to end on the table's images.
+Text path: `pipeline.models.text_cnn` (fixed 32-word input, position shift while training).
+
+Losses are means over the batch (the papers sum; the ratio of the three terms is the same).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.losses.ranking import distinct_images, triplet_ranking_loss
+from pipeline.models.text_cnn import TextCNN, fixed_length_ids
+from pipeline.training.batches import DataInfo, ImageBatch, PairBatch, TextBatch
+from pipeline.training.method import RetrievalMethod, build_kwargs_word_vectors
+
+NEGATIVES = ("sampled", "hardest")
+FREEZE = ("pretrained", "image_path")
+BACKBONES = ("roi", "resnet50")
+
+
+class _BatchNorm(nn.BatchNorm1d):
+    """Batch norm that falls back to its running statistics for a training batch of one item."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+def embedding_head(in_dim: int, dim: int) -> nn.Sequential:
+    """fc -> batch norm -> relu -> fc (papers/003 Sec. 3.1), giving the descriptor f."""
+    return nn.Sequential(nn.Linear(in_dim, dim), _BatchNorm(dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
+
+
+def instance_classes(info: DataInfo) -> int:
+    """Number of instance classes: one per table row (image/text group)."""
+    n = getattr(info, "num_images", 0)
+    if not n:
+        raise ValueError("method 'dual_path' classifies image/text groups and needs the number of images of the "
+                         "dataset (DataInfo.num_images), which this data description lacks")
+    return int(n)
+
+
+def _check_settings(s: dict) -> None:
+    def fail(key: str, expected: str) -> None:
+        raise ValueError(f"parameter 'methods.dual_path.{key}' must be {expected}, got {s[key]!r}")
+
+    for key in ("embed_dim", "text_length", "image_size"):
+        if s[key] < 1:
+            fail(key, "an integer >= 1")
+    if not 0 <= s["dropout"] < 1:
+        fail("dropout", "in [0, 1)")
+    if not s["text_blocks"] or len(s["text_blocks"]) != len(s["text_widths"]):
+        fail("text_widths", f"a non-empty list as long as text_blocks ({s['text_blocks']})")
+    if any(b < 1 for b in s["text_blocks"]) or any(w < 1 for w in s["text_widths"]):
+        fail("text_blocks", "positive block counts with positive text_widths")
+    if not s["margin"] >= 0:
+        fail("margin", ">= 0")
+    if s["ranking_negatives"] not in NEGATIVES:
+        fail("ranking_negatives", " or ".join(NEGATIVES))
+    if len(s["loss_weights"]) != 3 or any(not w >= 0 for w in s["loss_weights"]):
+        fail("loss_weights", "three weights >= 0 (ranking, visual, textual)")
+    if s["stage1_epochs"] < 0:
+        fail("stage1_epochs", "an integer >= 0")
+    if s["stage1_freeze"] not in FREEZE:
+        fail("stage1_freeze", " or ".join(FREEZE))
+    if s["image_backbone"] not in BACKBONES:
+        fail("image_backbone", " or ".join(BACKBONES))
+    if s["image_backbone"] == "resnet50":
+        for key in ("resnet_weights", "image_table"):
+            if not s[key]:
+                fail(key, "a file path when image_backbone is resnet50 (ImageNet weights / the prepared table)")
+
+
+class DualPath(RetrievalMethod):
+    """Image path + text CNN + shared instance classifier (see the module docstring)."""
+
+    #: Model selection on the validation rsum (instance-level retrieval) when train.select_metric is "auto".
+    select_metric = "rsum"
+
+    def __init__(self, name: str, settings: dict, info: DataInfo, lam: float | None = None,
+                 word_vectors: np.ndarray | None = None):
+        super().__init__(name, settings, info, lam)
+        _check_settings(settings)
+        s = settings
+        dim = s["embed_dim"]
+        self.num_classes = instance_classes(info)
+        self.text_cnn = TextCNN(info.vocab_size, info.word_dim, s["text_blocks"], s["text_widths"],
+                                build_kwargs_word_vectors(word_vectors, info), s["finetune_words"])
+        self.text_head = embedding_head(self.text_cnn.out_dim, dim)
+        self.backbone = None
+        self.images = None
+        image_in = info.feature_dim
+        if s["image_backbone"] == "resnet50":
+            from pipeline.models.resnet_images import FEATURE_DIM, ResNet50Features, TableImages
+
+            self.backbone = ResNet50Features(s["resnet_weights"])
+            self.images = TableImages(s["image_table"], s["image_size"])
+            image_in = FEATURE_DIM
+        self.image_head = embedding_head(image_in, dim)
+        self.classifier = nn.Linear(dim, self.num_classes, bias=False)   # W_share
+        self.drop = nn.Dropout(s["dropout"])
+        self.epoch = 0
+
+    # --- stages ---------------------------------------------------------------------------------
+    @property
+    def stage(self) -> int:
+        return 1 if self.epoch < self.settings["stage1_epochs"] else 2
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the training loop before epoch `epoch` (0-based): selects the stage."""
+        self.epoch = int(epoch)
+        self.train(self.training)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Parts of the image path that stage I keeps fixed (none in stage II)."""
+        if self.stage != 1:
+            return []
+        parts = [self.backbone] if self.backbone is not None else []
+        if self.settings["stage1_freeze"] == "image_path":
+            parts.append(self.image_head)
+        return parts
+
+    def train(self, mode: bool = True) -> "DualPath":
+        super().train(mode)
+        if mode:
+            for module in self.frozen_modules():
+                module.eval()   # frozen batch-norm statistics
+        return self
+
+    # --- encoders -------------------------------------------------------------------------------
+    def encode_images(self, images: ImageBatch) -> torch.Tensor:
+        frozen = self.frozen_modules() if self.training else []
+        if self.backbone is not None:
+            pixels = self.images.load(images.rows.cpu(), train=self.training).to(images.features.device)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.backbone not in frozen):
+                x = self.backbone(pixels)
+        else:
+            x = images.features.mean(dim=1)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.image_head not in frozen):
+            return self.image_head(x)
+
+    def encode_texts(self, texts: TextBatch) -> torch.Tensor:
+        shift = self.training and self.settings["position_shift"]
+        ids = fixed_length_ids(texts.ids, texts.lengths, self.settings["text_length"], shift)
+        return self.text_head(self.text_cnn(ids))
+
+    # --- objective ------------------------------------------------------------------------------
+    def loss_weights(self) -> tuple[float, float, float]:
+        """(ranking, visual, textual) weights of Eq. 9 in the current stage."""
+        rank, visual, textual = (float(w) for w in self.settings["loss_weights"])
+        return (0.0 if self.stage == 1 else rank), visual, textual
+
+    def training_loss(self, batch: PairBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        classes = batch.images.rows
+        if int(classes.max()) >= self.num_classes or int(classes.min()) < 0:
+            raise ValueError(f"dual_path: image row {int(classes.max())} outside the {self.num_classes} instance "
+                             f"classes the model was built for")
+        f_img, f_txt = self.encode_images(batch.images), self.encode_texts(batch.texts)
+        w_rank, w_visual, w_textual = self.loss_weights()
+        visual = F.cross_entropy(self.classifier(self.drop(f_img)).float(), classes)
+        textual = F.cross_entropy(self.classifier(self.drop(f_txt)).float(), classes)
+        total = w_visual * visual + w_textual * textual
+        parts = {"instance_visual": visual.detach(), "instance_textual": textual.detach()}
+        if w_rank > 0:
+            scores = F.normalize(f_img.float(), dim=1) @ F.normalize(f_txt.float(), dim=1).T
+            ranking = triplet_ranking_loss(scores, self.settings["margin"],
+                                           distinct_images(batch.images.rows, batch.texts.rows),
+                                           mining=self.settings["ranking_negatives"], reduction="mean")
+            total = total + w_rank * ranking
+            parts["ranking"] = ranking.detach()
+        return total, parts

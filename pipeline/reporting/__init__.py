@@ -1,0 +1,1 @@
+"""The `report` stage's library: published numbers, metrics collection, tables, plots, qualitative pages."""

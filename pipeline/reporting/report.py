@@ -1,0 +1,155 @@
+"""`build_report`: every metrics file -> reports/results.md, PNG plots, plot data, qualitative pages.
+
+Inputs (under `reports_dir` unless noted):
+  metrics/<ds>/<method>.json     evaluate_similarity dicts (required: at least one)
+  training/<ds>/<method>.json    per-epoch histories (optional) -> plots/training_<ds>.png
+  rankings/<ds>/<method>.npz     top retrievals (optional) + <data_dir>/<ds>/table.parquet
+                                 -> qualitative/<ds>/<method>.html
+  experiments file               `dvc exp show --json` output (optional) -> the lambda sweep
+Outputs: results.md, plots/ (PNG), lambda_sensitivity.json (DVC plot data), qualitative/.
+Each output is written under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.data.table import read_table, table_path
+from pipeline.io import atomic_output
+from pipeline.metrics.rankings import read_rankings
+from pipeline.reporting import tables
+from pipeline.reporting.collect import collect_metrics, column_views, read_json
+from pipeline.reporting.plots import plot_lambda_sensitivity, plot_training_curves, read_history
+from pipeline.reporting.published import NOTES
+from pipeline.reporting.qualitative import render_page
+from pipeline.reporting.sweep import merge_points, sweep_points, workspace_points
+
+PARAM = "lambda"
+
+
+def _sweep(records, experiments: Path | None, current_lambda: float, methods: list[str]) -> tuple[list[dict], str]:
+    """Sweep points (filtered to `methods`) and a sentence on where they came from."""
+    points = workspace_points(records, current_lambda, PARAM)
+    source = f"the current results only (lambda = {current_lambda:g})"
+    if experiments is not None and experiments.is_file():
+        points = merge_points(sweep_points(read_json(experiments, "`dvc exp show --json` output"), PARAM), points, PARAM)
+        source = f"`{experiments.as_posix()}` (`dvc exp show --json`) and the current results"
+    return [p for p in points if p["method"] in methods], source
+
+
+def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "data", *,
+                 experiments: str | Path | None = None, current_lambda: float = 0.1,
+                 report_params: dict | None = None, root: str | Path = ".") -> dict:
+    """Write the report; returns a summary (counts and written paths)."""
+    reports_dir, data_dir, root = Path(reports_dir), Path(data_dir), Path(root)
+    opts = {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"], **(report_params or {})}
+    records = collect_metrics(reports_dir / "metrics")
+    if not records:
+        raise FileNotFoundError(f"{reports_dir / 'metrics'}: no <dataset>/<method>.json metrics files "
+                                "(run `xmr evaluate` / `dvc repro` first)")
+    summary: dict = {"metrics_files": len(records), "training_plots": [], "training_panels": {},
+                     "qualitative_pages": []}
+
+    # plots/: training curves and the lambda sweep
+    points, sweep_source = _sweep(records, Path(experiments) if experiments else None, current_lambda,
+                                  opts["lambda_methods"])
+    training = {}
+    for path in sorted((reports_dir / "training").glob("*/*.json")):
+        training.setdefault(path.parent.name, {})[path.stem] = read_history(path)
+    with atomic_output(reports_dir / "plots") as plots_tmp:
+        plots_tmp.mkdir()
+        for dataset, histories in sorted(training.items()):
+            panels = plot_training_curves(histories, f"Training: {dataset}", plots_tmp / f"training_{dataset}.png")
+            if panels:
+                summary["training_plots"].append(dataset)
+                summary["training_panels"][dataset] = panels
+        curves = plot_lambda_sensitivity(points, plots_tmp / "lambda_sensitivity.png", PARAM)
+    summary["lambda_curves"] = curves
+    with atomic_output(reports_dir / "lambda_sensitivity.json") as tmp:
+        tmp.write_text(json.dumps(points, indent=2) + "\n")
+
+    # qualitative/<ds>/<method>.html
+    rankings = sorted((reports_dir / "rankings").glob("*/*.npz"))
+    tables_cache = {}
+    with atomic_output(reports_dir / "qualitative") as qual_tmp:
+        qual_tmp.mkdir()
+        for path in rankings:
+            dataset, method = path.parent.name, path.stem
+            ranking = read_rankings(path)
+            if dataset not in tables_cache:
+                tables_cache[dataset] = read_table(table_path(data_dir, dataset))
+            page = render_page(ranking, tables_cache[dataset], f"{dataset} / {method}", root,
+                               opts["qualitative_queries"], opts["thumbnail_px"])
+            (qual_tmp / dataset).mkdir(exist_ok=True)
+            (qual_tmp / dataset / f"{method}.html").write_text(page, encoding="utf-8")
+            summary["qualitative_pages"].append(f"{dataset}/{method}")
+
+    text = results_markdown(records, summary, sweep_source, opts["lambda_methods"])
+    with atomic_output(reports_dir / "results.md") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return summary
+
+
+def _ks(records, key: str) -> str:
+    values = sorted({r.values[key] for r in records if key in r.values})
+    return "/".join(str(v) for v in values) or "k"
+
+
+def results_markdown(records, summary: dict, sweep_source: str, lambda_methods: list[str]) -> str:
+    datasets = sorted({r.dataset for r in records})
+    methods = sorted({r.method for r in records})
+    views = [view for r in records for _, view in column_views(r)]
+    has = {key: any(key in view for view in views) for key in ("ndcg_i2t", "r1_i2t", "f1_image")}
+    out = ["# Results", "",
+           f"Generated by `xmr report` from {len(records)} metrics files in `reports/metrics/` "
+           f"(datasets: {', '.join(datasets)}; methods: {', '.join(methods)}). Do not edit by hand.", ""]
+
+    out += [f"## Label-wise retrieval: NDCG@{_ks(records, 'ndcg_k')} (papers/000 Table 1 layout)", "",
+            "Each cell: **ours / published** (papers/000 Table 1). `–`: not run here, or not reported by the paper. "
+            "Columns of datasets the paper does not have show ours only. COCO columns come from the coco5k / "
+            "coco1k protocols.", ""]
+    out += [tables.ndcg_table(records), ""]
+    if has["ndcg_i2t"]:
+        out += ["### Every label-wise metric of our runs", "",
+                "mAP: relevant = shares at least one label; over the whole ranking and over the top k. A k larger "
+                "than the gallery means the whole gallery (e.g. NDCG@500 on a 200-image test set is NDCG@200 for "
+                "T2I).", "",
+                tables.label_metrics_table(records), ""]
+    out += ["## Instance-level retrieval: Recall@K", ""]
+    if has["r1_i2t"]:
+        out += ["R@K in %, MedR 1-based. Published rows follow ours (papers/002 Tables 1-3, papers/003 Tables 1 "
+                "and 3); rsum of published rows is computed here from their R@1/5/10.", "",
+                tables.recall_tables(records), ""]
+    else:
+        out += ["No metrics file has instance-level results (R@K needs captions with their images).", ""]
+    out += ["## Classification: Micro-F1 of the shared classifier (supplementary Table 1 layout)", ""]
+    if has["f1_image"]:
+        out += ["Each cell: **ours / published** (papers/001 Table 1); fractions in [0, 1].", "",
+                tables.f1_table(records), ""]
+    else:
+        out += ["No metrics file has classification results (`f1_image` / `f1_text`: the evaluate stage "
+                "writes them for methods with a label classifier).", ""]
+    out += ["## Sensitivity to lambda (papers/001 Figure 3)", ""]
+    if summary["lambda_curves"]:
+        out += [f"NDCG against lambda for {', '.join(f'`{m}`' for m in lambda_methods)}; T2I solid, I2T dotted. "
+                f"Points from {sweep_source}; data in `reports/lambda_sensitivity.json`.", "",
+                "![lambda sensitivity](plots/lambda_sensitivity.png)", ""]
+    else:
+        out += [f"No lambda sweep found (points from {sweep_source}; a curve needs at least two lambda values "
+                f"for one of {', '.join(f'`{m}`' for m in lambda_methods)}). To make one: "
+                "`dvc exp run -S lambda=0.01`, `dvc exp run -S lambda=1` (and so on), then "
+                "`dvc exp show --json > reports/experiments.json` and `xmr report` "
+                "(or `xmr report --dvc-exp-show`).", ""]
+    out += ["## Training curves", ""]
+    if summary["training_plots"]:
+        out += [f"![training curves: {d}](plots/training_{d}.png)\n" for d in summary["training_plots"]]
+    else:
+        out += ["No training histories in `reports/training/`.", ""]
+    out += ["## Qualitative results", ""]
+    if summary["qualitative_pages"]:
+        out += ["Top-5 captions for image queries and top-3 images for caption queries (self-contained HTML):", ""]
+        out += [f"- [{p}](qualitative/{p}.html)" for p in summary["qualitative_pages"]] + [""]
+    else:
+        out += ["No rankings in `reports/rankings/`.", ""]
+    out += ["## Notes on the published numbers", ""] + [f"- {n}" for n in NOTES] + [""]
+    return "\n".join(out)

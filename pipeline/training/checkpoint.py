@@ -1,0 +1,90 @@
+"""Model files and the resumable training state of `models/<ds>/<method>/`.
+
+  model.pt     state dict of the selected (best-validation) model
+  config.json  `RetrievalMethod.config()` + selection facts (epoch, metric, value, data fingerprint)
+  last.pt      resumable state after the last finished epoch: weights, optimizer, history, selection
+               bookkeeping, and the fingerprint of the run it belongs to
+Every file is written under a temporary name and renamed, so a kill leaves the previous version.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.io import atomic_output, write_json
+from pipeline.training.batches import DataInfo
+from pipeline.training.registry import rebuild_method
+
+MODEL_FILE, CONFIG_FILE, STATE_FILE = "model.pt", "config.json", "last.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not belong to the requested method or data."""
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def save_model(model_dir: Path, method, extra: dict[str, Any]) -> None:
+    """Write `model.pt` then `config.json` (the config is what marks the pair complete)."""
+    save_torch(model_dir / MODEL_FILE, {k: v.detach().cpu() for k, v in method.state_dict().items()})
+    write_json(model_dir / CONFIG_FILE, {**method.config(), **extra})
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Raise CheckpointError naming the first missing, unexpected or mis-shaped tensor."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        detail = f"lacks '{missing[0]}'" if missing else f"has unexpected '{unexpected[0]}'"
+        raise CheckpointError(f"{where}: weights do not fit the model ({detail}); it was saved by another "
+                              f"method or configuration")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise CheckpointError(f"{where}: tensor '{k}' has shape {tuple(v.shape)}, the model expects "
+                                  f"{tuple(own[k].shape)}")
+
+
+def load_model(model_dir: str | Path, method_name: str, info: DataInfo | None = None,
+               device: str | torch.device = "cpu"):
+    """The selected model of `model_dir`, checked to be `method_name` built for data `info`.
+
+    Returns `(method, config)`; errors name the file and what does not match.
+    """
+    model_dir = Path(model_dir)
+    config_path, weights_path = model_dir / CONFIG_FILE, model_dir / MODEL_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: trained model not found (run `xmr train <dataset> {method_name}`)")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_path}: not valid JSON ({exc})") from exc
+    if config.get("method") != method_name:
+        raise CheckpointError(f"{config_path}: checkpoint of method '{config.get('method')}', expected '{method_name}'")
+    try:
+        method = rebuild_method(config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{config_path}: cannot rebuild the model ({exc})") from exc
+    if info is not None:
+        diffs = method.info.differences(info)
+        if diffs:
+            raise CheckpointError(f"{config_path}: model was trained on other data shapes ({'; '.join(diffs)} "
+                                  f"[checkpoint != current data])")
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    check_state_dict(method, state, str(weights_path))
+    method.load_state_dict(state)
+    return method.to(device), config
+
+
+def load_state(path: Path) -> dict[str, Any] | None:
+    """The resumable training state, or None when there is none."""
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)

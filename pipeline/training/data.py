@@ -1,0 +1,169 @@
+"""Training and scoring data: the prepared table, region features and caption tokens as batches.
+
+`RetrievalData` joins the three upstream artifacts by table row (the canonical image order),
+checks that they agree before any training starts, and serves `ImageBatch` / `TextBatch` /
+`PairBatch` objects. Region features of the splits in use are held in memory as float16 when
+they fit in `cache_gb`; otherwise each batch is read from the Zarr store.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from pipeline.data.labels import multi_hot
+from pipeline.data.table import SPLITS, label_names, read_table, table_path
+from pipeline.training.batches import PAD_ID, DataInfo, ImageBatch, PairBatch, TextBatch
+
+READ_CHUNK = 512  # rows per store read while filling the cache
+
+
+class DataInputError(ValueError):
+    """The table, feature store and text store do not fit together."""
+
+
+@dataclass(frozen=True)
+class SplitItems:
+    """The images of one split and the captions of those images (caption indices)."""
+
+    image_rows: np.ndarray
+    captions: np.ndarray
+
+
+def features_path(data_dir: str | Path, dataset: str) -> Path:
+    return Path(data_dir) / dataset / "features.zarr"
+
+
+def text_path(data_dir: str | Path, dataset: str) -> Path:
+    return Path(data_dir) / dataset / "text"
+
+
+class RetrievalData:
+    """Table + feature store + text store of one dataset, validated against each other."""
+
+    def __init__(self, table: pa.Table, store: Any, text: Any, *, cache_splits: Iterable[str] = (),
+                 cache_gb: float = 8.0, names: dict[str, str] | None = None, progress: bool = False):
+        names = {"table": "table", "features": "feature store", "text": "text store", **(names or {})}
+        self.names = names
+        self.table, self.store, self.text = table, store, text
+        n = table.num_rows
+        if len(store) != n:
+            raise DataInputError(f"{names['features']}: {len(store)} rows but {names['table']} has {n} images; "
+                                 f"the features must be re-extracted for this table (`xmr extract`)")
+        caption_rows = np.asarray(text.caption_rows, dtype=np.int64)
+        if caption_rows.size and (caption_rows.min() < 0 or caption_rows.max() >= n):
+            raise DataInputError(f"{names['text']}: captions refer to image rows up to {int(caption_rows.max())} "
+                                 f"but {names['table']} has {n} images; re-run `xmr tokenize`")
+        self.caption_rows = caption_rows
+        self.split = np.asarray(table.column("split").to_pylist(), dtype=object)
+        # images the extractor could not read have no features: every split leaves them out
+        self.valid = np.asarray(getattr(store, "valid", np.ones(n, dtype=bool)), dtype=bool)
+        if self.valid.shape != (n,):
+            raise DataInputError(f"{names['features']}: 'valid' has shape {self.valid.shape}, expected ({n},)")
+        self.labels = multi_hot(table).astype(np.float32)
+        first = store.read(np.array([0]))
+        embeddings = np.asarray(text.embeddings)
+        self.info = DataInfo(feature_dim=int(first["features"].shape[-1]), num_regions=int(first["features"].shape[1]),
+                             num_detector_classes=int(store.num_classes), vocab_size=len(text.vocab),
+                             word_dim=int(embeddings.shape[1]), num_labels=len(label_names(table)), num_images=n)
+        if int(store.dim) != self.info.feature_dim:
+            raise DataInputError(f"{names['features']}: attribute feature_dim {store.dim} but features are "
+                                 f"{self.info.feature_dim}-d")
+        self._slot = np.full(n, -1, dtype=np.int64)
+        self._cache: dict[str, np.ndarray] | None = None
+        rows = np.flatnonzero(np.isin(self.split, list(cache_splits)) & self.valid)
+        need = len(rows) * self.info.num_regions * self.info.feature_dim * 2 / 2**30
+        if len(rows) and need <= cache_gb:
+            self._fill_cache(rows, progress)
+
+    @classmethod
+    def open(cls, data_dir: str | Path, dataset: str, **kwargs) -> "RetrievalData":
+        """Open `data/<dataset>/{table.parquet, features.zarr, text/}` (errors name the missing file)."""
+        from pipeline.detection.store import FeatureStore
+        from pipeline.text.store import TextData
+
+        tpath, fpath, xpath = table_path(data_dir, dataset), features_path(data_dir, dataset), text_path(data_dir, dataset)
+        table = read_table(tpath)
+        if not fpath.exists():
+            raise FileNotFoundError(f"{fpath}: feature store not found (run `xmr extract {dataset}` / `dvc repro`)")
+        store = FeatureStore(fpath)
+        text = TextData.load(xpath)
+        names = {"table": str(tpath), "features": str(fpath), "text": str(xpath)}
+        return cls(table, store, text, names=names, **kwargs)
+
+    # --- items -------------------------------------------------------------------------------
+    def split_items(self, split: str) -> SplitItems:
+        """Images of `split` that have features, and their captions."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
+        rows = np.flatnonzero((self.split == split) & self.valid)
+        return SplitItems(rows, np.flatnonzero(np.isin(self.caption_rows, rows)))
+
+    def fingerprint(self) -> str:
+        """Hash of what a trained model depends on: shapes, splits, caption ownership, labels."""
+        h = hashlib.sha256(repr(sorted(self.info.to_json().items())).encode())
+        for arr in (self.split.astype(str), self.valid, self.caption_rows, self.labels, np.asarray(self.text.lengths)):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()[:16]
+
+    # --- region features ---------------------------------------------------------------------
+    def _check_classes(self, classes: np.ndarray) -> None:
+        if classes.size and classes.max() >= self.info.num_detector_classes:
+            raise DataInputError(f"{self.names['features']}: RoI class {int(classes.max())} outside the "
+                                 f"detector's {self.info.num_detector_classes} classes")
+
+    def _fill_cache(self, rows: np.ndarray, progress: bool) -> None:
+        r, d = self.info.num_regions, self.info.feature_dim
+        cache = {"features": np.empty((len(rows), r, d), np.float16),
+                 "positions": np.empty((len(rows), r, 5), np.float32),
+                 "classes": np.empty((len(rows), r), np.int64)}
+        for start in tqdm(range(0, len(rows), READ_CHUNK), desc="loading features", unit="chunk",
+                          disable=not progress, leave=False):
+            part = self.store.read(rows[start:start + READ_CHUNK])
+            for key in cache:
+                cache[key][start:start + READ_CHUNK] = part[key]
+        self._check_classes(cache["classes"])
+        self._slot[rows] = np.arange(len(rows))
+        self._cache = cache
+
+    def _regions(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        slots = self._slot[rows]
+        if self._cache is not None and (slots >= 0).all():
+            return {k: v[slots] for k, v in self._cache.items()}
+        unique, inverse = np.unique(rows, return_inverse=True)  # sorted reads are faster on Zarr
+        part = self.store.read(unique)
+        out = {k: np.asarray(part[k])[inverse] for k in ("features", "positions", "classes")}
+        self._check_classes(out["classes"])
+        return out
+
+    # --- batches -----------------------------------------------------------------------------
+    def image_batch(self, rows) -> ImageBatch:
+        rows = np.asarray(rows, dtype=np.int64)
+        reg = self._regions(rows)
+        return ImageBatch(rows=torch.from_numpy(rows),
+                          features=torch.from_numpy(np.ascontiguousarray(reg["features"])).float(),
+                          positions=torch.from_numpy(np.ascontiguousarray(reg["positions"], dtype=np.float32)),
+                          classes=torch.from_numpy(np.ascontiguousarray(reg["classes"], dtype=np.int64)),
+                          labels=torch.from_numpy(self.labels[rows]))
+
+    def text_batch(self, captions) -> TextBatch:
+        captions = np.asarray(captions, dtype=np.int64)
+        ids, lengths = self.text.pad_batch(captions)
+        if ids.shape[1] == 0:  # only empty captions: keep one pad column
+            ids = np.full((len(captions), 1), PAD_ID, dtype=np.int64)
+        rows = self.caption_rows[captions]
+        return TextBatch(captions=torch.from_numpy(captions), rows=torch.from_numpy(rows),
+                         ids=torch.from_numpy(np.asarray(ids, dtype=np.int64)),
+                         lengths=torch.from_numpy(np.asarray(lengths, dtype=np.int64)),
+                         labels=torch.from_numpy(self.labels[rows]))
+
+    def pair_batch(self, captions) -> PairBatch:
+        """Captions and their images, aligned item by item."""
+        captions = np.asarray(captions, dtype=np.int64)
+        return PairBatch(self.image_batch(self.caption_rows[captions]), self.text_batch(captions))

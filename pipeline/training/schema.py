@@ -1,0 +1,170 @@
+"""Parameter schema of the `train` section and of every method's `methods.<name>` section.
+
+Kept free of torch imports because `pipeline.params` (read by every stage) includes it.
+Each method has its own section so that DVC re-runs only the methods whose parameters changed;
+`lambda` stays a top-level key and is read only by the methods whose objective has a context term
+(`USES_LAMBDA`). Defaults are the paper's (papers/000 + supplementary) or, where the paper is
+silent, the official code's; `params.yaml` holds the small values used on the embedded dataset.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.models.baselines.params import BASELINE_SCHEMAS, check_baseline_section
+
+TRAIN_SCHEMA: dict[str, Any] = {
+    # Mini-batch size (pairs of one image and one of its captions).
+    "batch_size": 64,
+    # Adam learning rate (paper 1e-4; official code 2e-4).
+    "lr": 1e-4,
+    "weight_decay": 0.0,
+    # Maximal number of epochs (paper 45); one epoch visits every training caption once.
+    "epochs": 45,
+    # Early stopping: stop after this many epochs without a better validation metric (0 = never).
+    "patience": 0,
+    # Gradient-norm clipping (0 = off).
+    "grad_clip": 2.0,
+    # "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:<index>".
+    "device": "auto",
+    # bfloat16 autocast on CUDA (ignored on CPU).
+    "amp": True,
+    # Items per forward pass when encoding validation/test items.
+    "eval_batch_size": 256,
+    # Validation metric for model selection: "auto" = label-wise NDCG when the dataset has labels,
+    # rsum otherwise; or any key of pipeline.metrics' result.
+    "select_metric": "auto",
+    # Region features are held in memory (float16) when they need at most this many GiB.
+    "cache_features_gb": 8.0,
+    # Stop with an error when an epoch's mean loss exceeds this multiple of the first steps' loss.
+    "diverge_ratio": 20.0,
+    # CPU threads for torch (0 = torch's default).
+    "threads": 0,
+}
+
+# Inputs of the Semantic Sharing family: phi(psi1(x) + psi2(position)) per segment.
+_SS_INPUT: dict[str, Any] = {
+    # Width d of segments, encoder and heads (official code 1024).
+    "d_model": 1024,
+    "dropout": 0.1,
+    # Non-linearity phi of the segment input: relu | gelu | tanh.
+    "phi": "relu",
+    # Bi-GRU over the word vectors before psi1 (papers/000 Sec. 3.2); false feeds word vectors directly.
+    "text_gru": True,
+    # Fine-tune the word-vector table (initialised from text/embeddings.npy).
+    "finetune_words": True,
+}
+# The shared transformer encoder (supplementary: 6 layers, 8 heads; official code d_ff 2048).
+_SS_TRANSFORMER: dict[str, Any] = {
+    "layers": 6,
+    "heads": 8,
+    "d_ff": 2048,
+    # Pre-norm blocks with a final LayerNorm as the official code; false = post-norm (BERT layout).
+    "norm_first": True,
+    # Feed-forward activation: relu (official code) | gelu (BERT).
+    "activation": "relu",
+    # Optional BERT-base checkpoint (HF BertModel state dict, .bin/.pt) to initialise the encoder
+    # ("" = random init). Needs d_model 768, d_ff 3072, layers <= 12, norm_first false, gelu.
+    "bert_checkpoint": "",
+}
+# Masked-segment context prediction (Eq. 5).
+_SS_MASK: dict[str, Any] = {"mask_prob": 0.15}
+# Triplet consistency loss of the "Ours+Con" ablation.
+_SS_CON: dict[str, Any] = {"con_weight": 0.1, "con_margin": 0.2}
+
+# SCAN (papers/002): region FC + Bi-GRU width d, triplet margin 0.2 (hardest negatives), inverse
+# softmax temperatures lambda1 (regions attend words, F^V) / lambda2 (words attend regions, F^S) 9,
+# lambda_con 0.3 (best on COCO and Flickr8k; 1.0 on Flickr30k). attention_memory_mb bounds the
+# working tensors of one scoring block at evaluation (raise it on a GPU).
+_SCAN: dict[str, Any] = {"d_model": 1024, "finetune_words": True, "margin": 0.2, "attention_memory_mb": 512.0}
+# Dual-path instance loss (papers/003): 2048-d embedding (fc-bn-relu-fc heads), dropout 0.75,
+# text CNN over 32 tokens with ResNet-50 stage depths/widths, ranking margin 1 with one sampled
+# negative per anchor ("hardest" for VSE++ mining), stage II weights (rank, visual, textual) 1/1/1
+# (stage I: 0/1/1 for `stage1_epochs` epochs; the paper stops stage I at convergence).
+# stage1_freeze: "pretrained" freezes the ImageNet backbone in stage I (paper; nothing on RoI
+# features), "image_path" the whole image path. image_backbone "resnet50" trains end to end from
+# pixels and needs resnet_weights (torchvision state dict) and image_table (table.parquet).
+_DUAL_PATH: dict[str, Any] = {
+    "embed_dim": 2048, "dropout": 0.75, "text_length": 32, "position_shift": True,
+    "text_blocks": [3, 4, 6, 3], "text_widths": [256, 512, 1024, 2048], "finetune_words": True,
+    "margin": 1.0, "ranking_negatives": "sampled", "loss_weights": [1.0, 1.0, 1.0],
+    "stage1_epochs": 20, "stage1_freeze": "pretrained",
+    "image_backbone": "roi", "resnet_weights": "", "image_table": "", "image_size": 224,
+}
+
+METHOD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ss": {**_SS_INPUT, **_SS_TRANSFORMER, **_SS_MASK},
+    "ss_con": {**_SS_INPUT, **_SS_TRANSFORMER, **_SS_MASK, **_SS_CON},
+    "ss_wo_r": {**_SS_INPUT},
+    "ss_wo_t": {**_SS_INPUT, **_SS_MASK},
+    "ss_wo_c": {**_SS_INPUT, **_SS_TRANSFORMER},
+    "ss_wo_l": {**_SS_INPUT, **_SS_TRANSFORMER, **_SS_MASK},
+    "st": {**_SS_INPUT, **_SS_TRANSFORMER, **_SS_MASK},
+    "imc": {**_SS_INPUT, **_SS_TRANSFORMER},
+    "scan_i2t": {**_SCAN, "lambda1": 9.0},
+    "scan_t2i": {**_SCAN, "lambda2": 9.0},
+    "scan_consistency": {**_SCAN, "lambda1": 9.0, "lambda2": 9.0, "lambda_con": 0.3},
+    "dual_path": dict(_DUAL_PATH),
+    **BASELINE_SCHEMAS,  # Table-1 baselines: cca lcfs jfssl dcca dscmr scml vilbert (pipeline/models/baselines/params.py)
+}
+
+# Methods whose objective reads the top-level `lambda` (those with the context loss L2).
+USES_LAMBDA = frozenset(name for name, schema in METHOD_SCHEMAS.items() if "mask_prob" in schema)
+
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_training_params(params: dict, source: str = "params.yaml") -> None:
+    """Range checks the type-based schema cannot express; raises ParamError naming the key."""
+    from pipeline.params import ParamError
+
+    def fail(key: str, expected: str, value: Any) -> None:
+        raise ParamError(f"{source}: parameter '{key}' must be {expected}, got {value!r}")
+
+    lam = params["lambda"]
+    if not lam >= 0 or lam != lam or lam == float("inf"):
+        fail("lambda", "a finite number >= 0", lam)
+    train = params["train"]
+    for key in ("batch_size", "epochs", "eval_batch_size"):
+        if train[key] < 1:
+            fail(f"train.{key}", "an integer >= 1", train[key])
+    for key in ("patience", "threads"):
+        if train[key] < 0:
+            fail(f"train.{key}", "an integer >= 0", train[key])
+    if not train["lr"] > 0:
+        fail("train.lr", "> 0", train["lr"])
+    for key in ("weight_decay", "grad_clip", "cache_features_gb"):
+        if not train[key] >= 0:
+            fail(f"train.{key}", ">= 0", train[key])
+    if not train["diverge_ratio"] > 1:
+        fail("train.diverge_ratio", "> 1", train["diverge_ratio"])
+    device = train["device"]
+    if device not in _DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
+        fail("train.device", "auto, cpu, cuda or cuda:<index>", device)
+    for name, section in params["methods"].items():
+        _check_method_section(name, section, fail)
+
+
+def _check_method_section(name: str, s: dict, fail) -> None:
+    key = f"methods.{name}."
+    if "d_model" in s and s["d_model"] < 1:
+        fail(key + "d_model", "an integer >= 1", s["d_model"])
+    if "dropout" in s and not 0 <= s["dropout"] < 1:
+        fail(key + "dropout", "in [0, 1)", s["dropout"])
+    if "phi" in s and s["phi"] not in ("relu", "gelu", "tanh"):
+        fail(key + "phi", "relu, gelu or tanh", s["phi"])
+    if "mask_prob" in s and not 0 < s["mask_prob"] < 1:
+        fail(key + "mask_prob", "in (0, 1)", s["mask_prob"])
+    if "layers" in s:
+        for sub in ("layers", "heads", "d_ff"):
+            if s[sub] < 1:
+                fail(key + sub, "an integer >= 1", s[sub])
+        if s["d_model"] % s["heads"]:
+            fail(key + "heads", f"a divisor of d_model ({s['d_model']})", s["heads"])
+        if s["activation"] not in ("relu", "gelu"):
+            fail(key + "activation", "relu or gelu", s["activation"])
+    check_baseline_section(name, s, fail)
+    if "con_weight" in s:
+        if not s["con_weight"] >= 0:
+            fail(key + "con_weight", ">= 0", s["con_weight"])
+        if not s["con_margin"] >= 0:
+            fail(key + "con_margin", ">= 0", s["con_margin"])

@@ -1,0 +1,67 @@
+"""`xmr evaluate <dataset> <method>`: score the trained model on the test split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pipeline.params import dataset_params, load_params
+from stages.common import DATA_OPTION, PARAMS_OPTION, stage_errors
+from stages.train import MODELS_OPTION, REPORTS_OPTION
+
+
+@stage_errors
+def main(
+    dataset: str = typer.Argument(..., help="Dataset name: a key under `data` in params.yaml."),
+    method: str = typer.Argument(..., help="Method name (a key under `methods` in params.yaml)."),
+    params: Path = PARAMS_OPTION,
+    data_dir: Path = DATA_OPTION,
+    models_dir: Path = MODELS_OPTION,
+    reports_dir: Path = REPORTS_OPTION,
+    split: str = typer.Option("test", "--split", help="Split to score (test; val for datasets without a test split)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Load models/<dataset>/<method>/ (the selected epoch) and score the test split.
+
+    Inputs: the model, data/<dataset>/{table.parquet, features.zarr, text/}.
+    Outputs: reports/metrics/<dataset>/<method>.json (every metric of pipeline.metrics: label-wise
+    NDCG@k and mAP, R@K, rsum, the shared classifier's Micro-F1 per modality when the method has
+    one, plus the selected training epoch) and
+    reports/rankings/<dataset>/<method>.npz (top-10 captions per test image and top-10 images per
+    test caption). Params: metrics.* (k values, protocols per dataset), train.device,
+    train.eval_batch_size, train.amp.
+    """
+    import numpy as np
+
+    from pipeline.io import write_json
+    from pipeline.metrics import write_rankings
+    from pipeline.training.checkpoint import load_model
+    from pipeline.training.data import RetrievalData
+    from pipeline.training.loop import resolve_device
+    from pipeline.training.registry import check_method
+    from pipeline.training.scoring import classify_split, score_split, split_metrics, split_rankings
+
+    p = load_params(params)
+    dataset_params(p, dataset, str(params))
+    check_method(method)
+    settings = p["train"]
+    data = RetrievalData.open(data_dir, dataset, cache_splits=(split,), cache_gb=settings["cache_features_gb"],
+                              progress=progress)
+    device = resolve_device(settings["device"])
+    model, config = load_model(models_dir / dataset / method, method, data.info, device)
+    amp = settings["amp"] and device.type == "cuda"
+    scores = score_split(model, data, split, metrics_params=p["metrics"], dataset=dataset,
+                         batch_size=settings["eval_batch_size"], device=device, amp=amp, progress=progress)
+    probabilities = classify_split(model, data, scores.items, batch_size=settings["eval_batch_size"],
+                                   device=device, amp=amp)
+    metrics = split_metrics(scores, data, metrics_params=p["metrics"], dataset=dataset, device=device,
+                            progress=progress, probabilities=probabilities)
+    metrics["selected_epoch"] = int(config.get("epoch", 0))
+    top = split_rankings(scores, 10, device=device)
+    captions = scores.items.captions
+    caption_index = np.asarray(getattr(data.text, "caption_index", np.zeros(len(data.caption_rows))))[captions]
+    write_rankings(reports_dir / "rankings" / dataset / f"{method}.npz", scores.items.image_rows,
+                   data.caption_rows[captions], caption_index, top["i2t_top"], top["t2i_top"])
+    write_json(reports_dir / "metrics" / dataset / f"{method}.json", metrics)
+    shown = [k for k in ("ndcg_i2t", "ndcg_t2i", "ndcg_ave", "map_ave", "rsum") if k in metrics]
+    typer.echo(f"{dataset}/{method} ({split}): " + ", ".join(f"{k} {metrics[k]:.2f}" for k in shown))

@@ -1,0 +1,54 @@
+"""`xmr report`: every metrics file -> reports/results.md with the papers' tables, plots and pages."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pipeline.io import atomic_output
+from pipeline.params import load_params
+from stages.common import DATA_OPTION, PARAMS_OPTION, stage_errors
+
+
+@stage_errors
+def main(
+    params: Path = PARAMS_OPTION,
+    data_dir: Path = DATA_OPTION,
+    reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Root of the report inputs and outputs."),
+    experiments: Optional[Path] = typer.Option(
+        None, "--experiments",
+        help="`dvc exp show --json` output for the lambda sweep (default <reports-dir>/experiments.json; "
+        "skipped when absent)."),
+    dvc_exp_show: bool = typer.Option(
+        False, "--dvc-exp-show",
+        help="Run `dvc exp show --json` first and save it as the experiments file. Not inside `dvc repro` "
+        "(it holds the repository lock)."),
+) -> None:
+    """Write reports/results.md: the papers/000 Table 1 layout (methods x datasets, I2T / T2I / Ave NDCG)
+    with the published numbers beside ours, every label-wise metric (NDCG, mAP, mAP@k), Recall@K tables
+    beside papers/002 and 003, the Micro-F1 table beside the supplementary, the lambda-sensitivity plot,
+    training curves and links to the qualitative pages.
+
+    Inputs: reports/metrics/<ds>/<method>.json (required), reports/training/<ds>/<method>.json,
+    reports/rankings/<ds>/<method>.npz with data/<ds>/table.parquet and its images, the experiments file.
+    Outputs: reports/results.md, reports/plots/*.png, reports/lambda_sensitivity.json (DVC plot data:
+    NDCG vs lambda), reports/qualitative/<ds>/<method>.html. Params: lambda (the current value),
+    report.qualitative_queries, report.thumbnail_px, report.lambda_methods.
+    """
+    from pipeline.reporting.report import build_report
+
+    p = load_params(params)
+    experiments = experiments or reports_dir / "experiments.json"
+    if dvc_exp_show:
+        result = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ValueError(f"`dvc exp show --json` failed: {result.stderr.strip() or result.stdout.strip()}")
+        with atomic_output(experiments) as tmp:
+            tmp.write_text(result.stdout)
+    summary = build_report(reports_dir, data_dir, experiments=experiments, current_lambda=p["lambda"],
+                           report_params=p["report"])
+    typer.echo(f"report: {summary['metrics_files']} metrics files, {len(summary['training_plots'])} training "
+               f"plots, {summary['lambda_curves']} lambda curves, {len(summary['qualitative_pages'])} qualitative "
+               f"pages -> {reports_dir / 'results.md'}")

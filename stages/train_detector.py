@@ -1,0 +1,54 @@
+"""`xmr train-detector`: train the small Faster R-CNN of the embedded dataset on its ground-truth boxes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pipeline.data.table import read_table, table_path
+from pipeline.io import write_json
+from pipeline.params import load_params
+from stages.common import DATA_OPTION, PARAMS_OPTION, stage_errors
+
+MODELS_OPTION = typer.Option(Path("models"), "--models-dir", help="Root of model outputs (models/<dataset>/detector/).")
+REPORTS_OPTION = typer.Option(Path("reports"), "--reports-dir", help="Root of reports (reports/detector/<dataset>.json).")
+
+
+@stage_errors
+def main(
+    dataset: str = typer.Argument(..., help="Dataset name: a key under `data` in params.yaml (the embedded `shapes`)."),
+    params: Path = PARAMS_OPTION,
+    data_dir: Path = DATA_OPTION,
+    models_dir: Path = MODELS_OPTION,
+    reports_dir: Path = REPORTS_OPTION,
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train shapes_frcnn on the train split's boxes and box_labels of data/<dataset>/table.parquet.
+
+    Output: models/<dataset>/detector/ (model.pt, config.json with class names and validation metrics)
+    and reports/detector/<dataset>.json (loss history; recall of ground-truth boxes by detections with
+    score >= detector.eval_score at IoU >= 0.5 on the val split, class-aware and class-agnostic; precision).
+    Params: detector.* (iterations, batch_size, lr, weight_decay, warmup, width,
+    representation, proposals, checkpoint_every, eval_score, threads), seed. CPU, a few minutes;
+    a killed run resumes from models/<dataset>/.detector.resume.pt.
+    """
+    from pipeline.detection.settings import train_settings
+    from pipeline.detection.train import train_shapes_detector
+
+    p = load_params(params)
+    if dataset not in p["data"]:
+        raise ValueError(f"{params}: unknown dataset '{dataset}' (known: {', '.join(sorted(p['data']))})")
+    settings = train_settings(p)
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    table = read_table(table_path(data_dir, dataset))
+    out = Path(models_dir) / dataset / "detector"
+    report = train_shapes_detector(table, out, settings, seed=p["seed"],
+                                   resume_file=Path(models_dir) / dataset / ".detector.resume.pt", progress=progress)
+    write_json(Path(reports_dir) / "detector" / f"{dataset}.json", report)
+    m = report["metrics"]
+    typer.echo(f"{dataset}: detector -> {out}; {m['split']} recall@0.5 {m['recall']:.3f} "
+               f"(class-agnostic {m['recall_class_agnostic']:.3f}), precision {m['precision']:.3f}, "
+               f"{report['train_seconds_this_run']} s")

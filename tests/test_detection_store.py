@@ -1,0 +1,88 @@
+"""Zarr feature store: layout, resumable chunk writing, completeness, random-access reader."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.detection.store import ARRAYS, FeatureStore, FeatureStoreWriter, StoreError, partial_path
+
+N, K, D = 10, 3, 4
+
+
+def chunk_data(rows: range) -> dict:
+    n = len(rows)
+    r = np.asarray(rows, dtype=np.float32)
+    return {
+        "features": np.broadcast_to(r[:, None, None], (n, K, D)).astype(np.float16) + np.arange(D, dtype=np.float16),
+        "boxes": np.broadcast_to(r[:, None, None], (n, K, 4)).astype(np.float32),
+        "positions": np.full((n, K, 5), 0.5, np.float32),
+        "scores": np.broadcast_to(r[:, None], (n, K)).astype(np.float32) / 100,
+        "classes": np.broadcast_to(np.asarray(rows, np.int32)[:, None], (n, K)).copy(),
+        "image_size": np.stack([np.asarray(rows) + 10, np.asarray(rows) + 20], 1).astype(np.int32),
+        "valid": np.asarray(rows) != 7,
+    }
+
+
+def writer(path, **kw) -> FeatureStoreWriter:
+    args = dict(n_rows=N, num_boxes=K, feature_dim=D, dtype="float16", chunk_rows=4,
+                signature={"detector": "test", "weights_sha256": "abc"},
+                attrs={"detector": "test", "weights_sha256": "abc", "selection": {"num_boxes": K},
+                       "num_classes": 2, "class_names": ["a", "b"], "feature_dim": D})
+    args.update(kw)
+    return FeatureStoreWriter(path, **args)
+
+
+def test_layout_attrs_and_row_access(tmp_path):
+    path = tmp_path / "features.zarr"
+    w = writer(path)
+    assert w.num_chunks == 3 and w.pending_chunks() == [0, 1, 2]
+    for c in range(3):
+        w.write_chunk(c, chunk_data(w.chunk_rows_range(c)), {"images": len(w.chunk_rows_range(c))})
+    assert [s["images"] for s in w.chunk_stats()] == [4, 4, 2]
+    w.finalize()
+    assert path.is_dir() and not partial_path(path).exists()
+    meta = json.loads((path / "zarr.json").read_text())
+    assert meta["zarr_format"] == 3 and meta["attributes"]["complete"] is True
+    store = FeatureStore(path)
+    assert len(store) == N and store.dim == D and store.num_boxes == K and store.num_classes == 2
+    assert store.group["features"].dtype == np.float16
+    assert store.group["features"].shards[0] == 4 and store.group["features"].chunks[0] == 1
+    assert store.valid.tolist() == [r != 7 for r in range(N)]
+    got = store.read([9, 2, 2, 0])
+    assert set(got) == set(ARRAYS)
+    assert got["features"].dtype == np.float32 and got["features"].shape == (4, K, D)
+    assert got["classes"][:, 0].tolist() == [9, 2, 2, 0]  # row order of the request
+    assert got["image_size"][0].tolist() == [19, 29]
+    assert np.allclose(got["features"][0, 0], 9 + np.arange(D))
+
+
+def test_unfinished_store_is_not_visible_and_resumes(tmp_path):
+    path = tmp_path / "features.zarr"
+    w = writer(path)
+    w.write_chunk(1, chunk_data(w.chunk_rows_range(1)))
+    with pytest.raises(StoreError, match="2 of 3 chunks"):
+        w.finalize()
+    with pytest.raises(StoreError, match="partial store"):
+        FeatureStore(path)
+    again = writer(path)  # same signature: resumes
+    assert again.resumed and again.pending_chunks() == [0, 2]
+    assert again.pending_chunks(rank=0, world=2) == [0, 2] and again.pending_chunks(rank=1, world=2) == []
+    other = writer(path, signature={"detector": "other", "weights_sha256": "abc"})  # different run: restart
+    assert not other.resumed and other.pending_chunks() == [0, 1, 2]
+
+
+def test_write_chunk_checks_shapes_and_dtype(tmp_path):
+    w = writer(tmp_path / "f.zarr")
+    bad = chunk_data(w.chunk_rows_range(0))
+    bad["boxes"] = bad["boxes"][:, :2]
+    with pytest.raises(StoreError, match="'boxes' has shape"):
+        w.write_chunk(0, bad)
+    with pytest.raises(StoreError, match="dtype"):
+        writer(tmp_path / "g.zarr", dtype="int8")
+
+
+def test_missing_store_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="not found"):
+        FeatureStore(tmp_path / "nothing.zarr")
