@@ -18,28 +18,24 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, bench/ comes first on sys.path, where bench/tokenize.py would shadow the standard
-# library's `tokenize` module: put the project root there instead.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:] = [_ROOT] + [p for p in sys.path if os.path.abspath(p or ".") != os.path.join(_ROOT, "bench")]
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from pipeline.data.table import label_names, read_table  # noqa: E402
-from pipeline.params import validate  # noqa: E402
-from pipeline.text.store import TextData  # noqa: E402
-from pipeline.training.data import RetrievalData  # noqa: E402
-from pipeline.training.loop import train_method  # noqa: E402
-from retrieval_fixtures import FakeFeatureStore  # noqa: E402
+from pipeline.data.table import label_names, read_table
+from pipeline.params import validate
+from pipeline.text.store import TextData
+from pipeline.training.data import RetrievalData
+from pipeline.training.loop import train_method
+from retrieval_fixtures import FakeFeatureStore
 
 # Proposed params.yaml settings for the embedded dataset (train section shared by all methods).
 TRAIN = {"batch_size": 64, "lr": 1e-3, "device": "cpu", "eval_batch_size": 256}

@@ -10,7 +10,8 @@ for each batch size x DataLoader workers. Each configuration runs in a fresh sub
 is per configuration); one warm-up batch is excluded. On CUDA the peak is torch's max allocated.
 
     python bench/extract.py [--device cpu|cuda] [--detectors a,b] [--images 32] [--big-images 4]
-                            [--batch-sizes 1,8] [--workers 0,2] [--threads 0] [--record reports/benchmarks.md]
+                            [--batch-sizes 1,8] [--workers 0,2] [--threads 1,2] [--selection]
+                            [--record reports/benchmarks.md]
 """
 from __future__ import annotations
 
@@ -119,6 +120,45 @@ def run_one(args) -> dict:
             "relaxed_nms": stats["images_with_relaxed_nms"], "repeated": stats["images_with_repeated_rois"]}
 
 
+def selection_bench(device: str, repeats: int = 3) -> list[dict]:
+    """Per-class NMS of `selection.surviving_scores` (shared-box, rank-stepped) against one torchvision
+    `batched_nms` call over (image, class) groups, on [8, 300, C] random candidates."""
+    from torchvision.ops import batched_nms
+
+    from pipeline.detection.selection import surviving_scores
+
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for classes, alpha, label in ((24, 1.0, "24 classes, flat scores (untrained shapes detector)"),
+                                  (1600, 0.02, "1600 classes, peaked scores (Visual Genome-like)")):
+        B, R = 8, 300
+        xy = torch.rand(B, R, 2, generator=gen) * 500
+        boxes = torch.cat([xy, xy + 20 + torch.rand(B, R, 2, generator=gen) * 200], dim=2).to(device)
+        probs = torch.distributions.Dirichlet(torch.full((classes,), alpha)).sample((B, R)).to(device)
+        valid = torch.ones(B, R, dtype=torch.bool, device=device)
+
+        def reference():
+            b, r, c = ((probs >= 0.01) & valid[..., None]).nonzero(as_tuple=True)
+            keep = batched_nms(boxes[b, r], probs[b, r, c], b * classes + c, 0.3)
+            best = torch.full((B * R,), -1.0, device=device)
+            return best.scatter_reduce_(0, (b * R + r)[keep], probs[b, r, c][keep], reduce="amax")
+
+        out = {}
+        for name, fn in (("shared-box", lambda: surviving_scores(boxes, probs, valid, 0.3, 0.01)), ("batched_nms", reference)):
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                result = fn()
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            out[name] = (min(times), result.view(B, R))
+        same = torch.equal(out["shared-box"][1], out["batched_nms"][1])
+        rows.append({"case": label, "pairs": int(((probs >= 0.01)).sum()), "shared_s": out["shared-box"][0],
+                     "reference_s": out["batched_nms"][0], "equal": same})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -127,16 +167,17 @@ def main() -> None:
     ap.add_argument("--big-images", type=int, default=4, help="images per configuration (COCO-size detectors)")
     ap.add_argument("--batch-sizes", default="1,8")
     ap.add_argument("--workers", default="0,2")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch default)")
+    ap.add_argument("--threads", default="0", help="torch CPU threads per run, comma-separated (0: torch default)")
     ap.add_argument("--record", type=Path, help="append the Markdown section to this file")
+    ap.add_argument("--selection", action="store_true", help="also time per-class NMS against torchvision batched_nms")
     ap.add_argument("--single", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--workers-one", type=int, dest="workers_one", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.single:
+        if int(args.threads):
+            torch.set_num_threads(int(args.threads))
         args.workers = args.workers_one
         print(json.dumps(run_one(args)))
         return
@@ -145,20 +186,32 @@ def main() -> None:
         n = args.images if det == "shapes_frcnn" else args.big_images
         for bs in (int(b) for b in args.batch_sizes.split(",")):
             for w in (int(x) for x in args.workers.split(",")):
-                cmd = [sys.executable, os.path.abspath(__file__), "--single", det, "--n", str(n), "--batch-size", str(bs),
-                       "--workers-one", str(w), "--device", args.device, "--threads", str(args.threads)]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=_ROOT)
-                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(rows[-1], file=sys.stderr, flush=True)
-    lines = [f"## Region features: extraction throughput (`bench/extract.py`)", "",
+                for threads in args.threads.split(","):
+                    cmd = [sys.executable, os.path.abspath(__file__), "--single", det, "--n", str(n), "--batch-size",
+                           str(bs), "--workers-one", str(w), "--device", args.device, "--threads", threads]
+                    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=_ROOT)
+                    rows.append(dict(json.loads(out.stdout.strip().splitlines()[-1]), threads=threads))
+                    print(rows[-1], file=sys.stderr, flush=True)
+    lines = ["## Region features: extraction throughput (`bench/extract.py`)", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, device `{args.device}`"
              f"{' (' + torch.cuda.get_device_name() + ')' if args.device.startswith('cuda') else ''}. "
              f"Command: `python bench/extract.py --device {args.device} --detectors {args.detectors} --images {args.images} "
-             f"--big-images {args.big_images} --batch-sizes {args.batch_sizes} --workers {args.workers} --threads {args.threads}`.", "",
-             "| detector | device | batch | workers | images | s | images/s | peak MiB |", "|---|---|---|---|---|---|---|---|"]
+             f"--big-images {args.big_images} --batch-sizes {args.batch_sizes} --workers {args.workers} --threads {args.threads}"
+             f"{' --selection' if args.selection else ''}`. Random weights; one warm-up batch excluded.", "",
+             "| detector | device | batch | workers | threads | images | s | images/s | peak MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['detector']} | {r['device']} | {r['batch_size']} | {r['workers']} | {r['images']} | "
-                     f"{r['seconds']} | {r['images_per_s']} | {r['peak_mib']} ({r['peak_kind']}) |")
+        lines.append(f"| {r['detector']} | {r['device']} | {r['batch_size']} | {r['workers']} | {r['threads']} | "
+                     f"{r['images']} | {r['seconds']} | {r['images_per_s']} | {r['peak_mib']} ({r['peak_kind']}) |")
+    if args.selection:
+        if int(args.threads.split(",")[0]):
+            torch.set_num_threads(int(args.threads.split(",")[0]))
+        lines += ["", "Per-class NMS over 8 images x 300 proposals (best of 3, same results required):", "",
+                  "| case | pairs >= 0.01 | shared-box (s) | torchvision batched_nms (s) | ratio | equal |",
+                  "|---|---|---|---|---|---|"]
+        for r in selection_bench(args.device):
+            lines.append(f"| {r['case']} | {r['pairs']} | {r['shared_s']:.3f} | {r['reference_s']:.3f} | "
+                         f"{r['reference_s'] / r['shared_s']:.1f}x | {r['equal']} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.record:

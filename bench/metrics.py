@@ -17,25 +17,22 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/ holds a tokenize.py that would shadow the standard library's `tokenize` (imported by numpy
-# through inspect/linecache) when this script runs as `python bench/metrics.py`: drop bench/ from the path.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(os.path.abspath(__file__))]
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import datetime
+import math
+import platform
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from pipeline.metrics import evaluate_similarity, score_direction  # noqa: E402
-from pipeline.metrics.scoring import make_source, resolve_device  # noqa: E402
+from pipeline.metrics import evaluate_similarity, score_direction
+from pipeline.metrics.scoring import make_source, resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import metrics_reference  # noqa: E402  (the tests' per-query reference)
+import metrics_reference  # the tests' per-query reference
 
 
 def reference_loop(sim: np.ndarray, rel: np.ndarray, k: int) -> np.ndarray:

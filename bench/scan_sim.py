@@ -14,7 +14,6 @@ appends it.
 
     python -P bench/scan_sim.py --images 1000 --captions 5000 [--device cuda] [--record reports/benchmarks.md]
 
-(`-P` keeps bench/ off sys.path: bench/tokenize.py would shadow the standard library's tokenize.)
 """
 from __future__ import annotations
 

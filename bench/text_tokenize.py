@@ -17,24 +17,20 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the standard
-# library's `tokenize` module (imported by inspect/linecache): put the project root there instead.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:] = [_ROOT] + [p for p in sys.path if os.path.abspath(p or ".") != os.path.join(_ROOT, "bench")]
 
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import shutil
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from gensim.models import KeyedVectors  # noqa: E402
-from nltk.tokenize import RegexpTokenizer, TreebankWordTokenizer  # noqa: E402
+from gensim.models import KeyedVectors
+from nltk.tokenize import RegexpTokenizer, TreebankWordTokenizer
 
-from pipeline.text.tokenizer import SEPARATOR, WORD_PATTERN, normalize, tokenize_corpus  # noqa: E402
-from pipeline.text.vectors import convert_to_native, embedding_matrix, load_vectors, train_word2vec  # noqa: E402
-from pipeline.text.vocab import build_vocab, encode  # noqa: E402
+from pipeline.text.tokenizer import SEPARATOR, WORD_PATTERN, normalize, tokenize_corpus
+from pipeline.text.vectors import convert_to_native, embedding_matrix, load_vectors, train_word2vec
+from pipeline.text.vocab import build_vocab, encode
 
 COMMON = ("a an the of on in with and is are at to near two man woman people dog cat sitting standing "
           "riding holding next top large small white black red street table plate field water").split()

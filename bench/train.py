@@ -22,30 +22,26 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, bench/ comes first on sys.path, where bench/tokenize.py would shadow the standard
-# library's `tokenize` module: put the project root there instead.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:] = [_ROOT] + [p for p in sys.path if os.path.abspath(p or ".") != os.path.join(_ROOT, "bench")]
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from pipeline.params import load_params, validate  # noqa: E402
-from pipeline.training.data import RetrievalData  # noqa: E402
-from pipeline.training.loop import resolve_device, train_method  # noqa: E402
-from pipeline.training.registry import build_method  # noqa: E402
-from retrieval_fixtures import FakeFeatureStore, FakeTextData  # noqa: E402
-from pipeline.data.table import SCHEMA  # noqa: E402
+from pipeline.params import load_params, validate
+from pipeline.training.data import RetrievalData
+from pipeline.training.loop import resolve_device, train_method
+from pipeline.training.registry import build_method
+from retrieval_fixtures import FakeFeatureStore, FakeTextData
+from pipeline.data.table import SCHEMA
 
 
 def synthetic(n_images, captions_per_image, n_regions, dim, caption_len, n_labels, vocab_size, n_val, n_test,

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from pipeline.detection.schema import DETECTOR_SCHEMA, EXTRACT_SCHEMA
-from pipeline.training.schema import METHOD_SCHEMAS, TRAIN_SCHEMA, USES_LAMBDA, check_training_params
+from pipeline.training.schema import (METHOD_SCHEMAS, METHOD_TRAIN_OVERRIDES, TRAIN_SCHEMA, USES_LAMBDA,
+                                      check_training_params)
 
 
 class ParamError(ValueError):
@@ -160,7 +161,8 @@ SCHEMA: dict[str, Any] = {
     "run": {"lambda_methods": ["ss"], "methods": ["cca"]},
     # Shared training settings and one section per method (pipeline/training/schema.py).
     "train": TRAIN_SCHEMA,
-    "methods": METHOD_SCHEMAS,
+    # Each method section may hold `train: {epochs, lr, batch_size}` overriding the shared `train` values.
+    "methods": {name: {**schema, "train": AnyMapping()} for name, schema in METHOD_SCHEMAS.items()},
     # Dataset name -> its settings; `kind` selects the schema (DATASET_SCHEMAS).
     "data": AnyMapping({"shapes": {"kind": "shapes"}}),
     "download": DOWNLOAD_SCHEMA,
@@ -296,6 +298,12 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
             raise ParamError(f"{source}: dataset '{name}' is listed in 'datasets' but has no entry "
                              f"under 'data' (known: {', '.join(sorted(datasets)) or 'none'})")
     _check_run_lists(params["run"], source)
+    for name, section in params["methods"].items():
+        for key, value in section["train"].items():
+            if key not in METHOD_TRAIN_OVERRIDES:
+                raise ParamError(f"{source}: unknown parameter 'methods.{name}.train.{key}' "
+                                 f"(expected one of: {', '.join(METHOD_TRAIN_OVERRIDES)})")
+            section["train"][key] = _check(value, SCHEMA["train"][key], f"methods.{name}.train.{key}", source)
     if params["prepare"]["images_without_labels"] not in ("keep", "drop"):
         raise ParamError(f"{source}: parameter 'prepare.images_without_labels' must be 'keep' or "
                          f"'drop', got {params['prepare']['images_without_labels']!r}")

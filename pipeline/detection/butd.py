@@ -188,10 +188,11 @@ def build_butd(config: ButdConfig = ButdConfig()) -> GeneralizedRCNN:
 
 def init_random_(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random weights that keep activations finite through 26+ residual blocks (tests, benchmarks):
-    He-initialised convolutions and residual branches scaled down by their last frozen BN."""
+    He-initialised ResNet convolutions with residual branches scaled down by their last frozen BN;
+    the RPN predicts no box deltas, so its proposals are distinct anchors ranked by random objectness."""
     gen = torch.Generator().manual_seed(seed)
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, nn.Conv2d) and not name.startswith("rpn."):
             fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1] // module.groups
             module.weight.data = torch.randn(module.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5
             if module.bias is not None:
@@ -201,4 +202,6 @@ def init_random_(model: nn.Module, seed: int = 0) -> nn.Module:
             module.bias.data.zero_()
         elif isinstance(module, Bottleneck):
             module.bn3.weight.fill_(0.2)
+    model.rpn.head.bbox_pred.weight.data.zero_()
+    model.rpn.head.bbox_pred.bias.data.zero_()
     return model

@@ -32,6 +32,7 @@ from pipeline.io import write_json
 from pipeline.training.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, load_state, save_model, save_torch
 from pipeline.training.data import RetrievalData
 from pipeline.training.registry import build_method
+from pipeline.training.schema import method_train_settings
 from pipeline.training.scoring import autocast, score_split, selection_key, split_metrics
 
 CHECK_EVERY = 20  # steps between loss read-outs (a read-out synchronises the GPU)
@@ -139,7 +140,7 @@ def train_method(name: str, params: dict, data: RetrievalData, model_dir: str | 
 
 def _train(name: str, params: dict, data: RetrievalData, model_dir: Path, history_path: Path, dataset: str,
            progress: bool, step_hook: Callable[[int, int], None] | None, log: Callable[[str], None]) -> TrainResult:
-    settings, seed = params["train"], int(params["seed"])
+    settings, seed = method_train_settings(params, name), int(params["seed"])
     device = resolve_device(settings["device"])
     rank, world, device = _setup_distributed(device)
     amp = settings["amp"] and device.type == "cuda"

@@ -108,6 +108,17 @@ METHOD_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 # Methods whose objective reads the top-level `lambda` (those with the context loss L2).
+# Shared `train` keys a method section may override (`methods.<m>.train`), so slow methods can run fewer
+# epochs or another learning rate than the rest.
+METHOD_TRAIN_OVERRIDES = ("epochs", "lr", "batch_size")
+
+
+def method_train_settings(params: dict, name: str) -> dict:
+    """The `train` section as method `name` sees it: shared values with its own overrides applied."""
+    overrides = params["methods"].get(name, {}).get("train", {})
+    return {**params["train"], **overrides}
+
+
 USES_LAMBDA = frozenset(name for name, schema in METHOD_SCHEMAS.items() if "mask_prob" in schema)
 
 _DEVICES = ("auto", "cpu", "cuda")
