@@ -29,11 +29,11 @@ EXTRACT_SCHEMA: dict[str, Any] = {
     "dtype": "float16",
     "batch_size": 8,
     "chunk_size": 64,
-    # DataLoader decode workers (0 on a 2-core CPU, where workers compete with the model for cores;
-    # several on a GPU machine); device auto | cpu | cuda[:N]; bfloat16 autocast on CUDA; torch CPU
-    # threads of the extracting process (0 = torch default; 1 is fastest for the small shapes detector
-    # and robust on a shared machine, where spinning OpenMP threads cost up to 6x: reports/benchmarks.md).
-    "workers": 0,
+    # DataLoader decode workers (more on a GPU machine); device auto | cpu | cuda[:N]; bfloat16 autocast
+    # on CUDA; torch CPU threads of the extracting process (0 = torch default; 1 is fastest for the small
+    # shapes detector and robust on a shared machine, where spinning OpenMP threads cost 6-18x:
+    # reports/benchmarks.md).
+    "workers": 2,
     "device": "auto",
     "autocast": True,
     "threads": 1,
