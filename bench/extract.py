@@ -18,26 +18,24 @@ from __future__ import annotations
 import os
 import sys
 
-# Scripts in bench/ (tokenize.py) would shadow standard modules: put the project root first instead.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:] = [_ROOT] + [p for p in sys.path if os.path.abspath(p or ".") != os.path.join(_ROOT, "bench")]
 
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import copy
+import json
+import platform
+import resource
+import subprocess
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pyarrow as pa
+import torch
+from PIL import Image
 
-COCO_MINI = Path(_ROOT).parent / "shared" / "coco-mini" / "val2017"
+ROOT = Path(__file__).resolve().parents[1]
+COCO_MINI = ROOT.parent / "shared" / "coco-mini" / "val2017"
 DETECTORS = ("shapes_frcnn", "frcnn_r50_fpn_v2_coco", "butd_r101_c4")
 
 
@@ -189,7 +187,7 @@ def main() -> None:
                 for threads in args.threads.split(","):
                     cmd = [sys.executable, os.path.abspath(__file__), "--single", det, "--n", str(n), "--batch-size",
                            str(bs), "--workers-one", str(w), "--device", args.device, "--threads", threads]
-                    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=_ROOT)
+                    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
                     rows.append(dict(json.loads(out.stdout.strip().splitlines()[-1]), threads=threads))
                     print(rows[-1], file=sys.stderr, flush=True)
     lines = ["## Region features: extraction throughput (`bench/extract.py`)", "",

@@ -14,7 +14,6 @@ scaled linearly (each query costs the same). Prints a Markdown section; `--recor
 """
 from __future__ import annotations
 
-import os
 import sys
 
 

@@ -15,7 +15,6 @@ Prints a Markdown section for reports/benchmarks.md.
 from __future__ import annotations
 
 import os
-import sys
 
 
 import argparse

@@ -35,3 +35,14 @@ def shapes_raw(tmp_path_factory) -> Path:
     data_dir = tmp_path_factory.mktemp("data")
     generate(data_dir / "shapes" / "raw", tiny_shapes_params())
     return data_dir
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread avoids thread-pool overhead (large on a busy 2-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

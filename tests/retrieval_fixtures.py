@@ -12,7 +12,6 @@ import json
 
 import numpy as np
 import pyarrow as pa
-import pytest
 import torch
 
 from pipeline.data.table import SCHEMA
@@ -127,15 +126,6 @@ def small_params(method="ss", epochs=3, **train):
             entry.update(layers=2, heads=4, d_ff=64)
         raw["methods"][name] = entry
     return validate(raw)
-
-
-@pytest.fixture(autouse=False)
-def one_thread():
-    """Run a test on one torch thread (small ops on a shared 2-core machine thrash with more)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:

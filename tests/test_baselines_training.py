@@ -33,12 +33,7 @@ def data():
     return RetrievalData(table, store, text, cache_splits=("train", "val"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def params_for(name, **overrides):

@@ -19,13 +19,7 @@ SMALL = {"embed_dim": 32, "dropout": 0.1, "text_length": 12, "text_blocks": [1, 
          "stage1_epochs": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids thread-pool overhead (large on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _dual(data, **overrides) -> DualPath:

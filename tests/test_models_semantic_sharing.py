@@ -13,7 +13,6 @@ from pipeline.params import ParamError, validate
 from pipeline.training.batches import MASK_ID, DataInfo, ImageBatch, PairBatch, TextBatch
 from pipeline.training.registry import METHODS, UnknownMethodError, build_method, check_method
 from pipeline.training.schema import METHOD_SCHEMAS, USES_LAMBDA
-from retrieval_fixtures import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,13 +13,7 @@ from pipeline.training.scoring import score_source
 from instance_data import concept_data, rsum_on, train_steps
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids thread-pool overhead (large on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_pair(v: torch.Tensor, t: torch.Tensor, lambda1: float, lambda2: float) -> tuple[float, float]:

@@ -11,7 +11,6 @@ from pipeline.training.loop import TrainingDiverged, train_method
 from pipeline.training.registry import build_method
 from pipeline.training.scoring import score_split, split_metrics
 from retrieval_fixtures import FakeFeatureStore, FakeTextData, make_dataset, small_params
-from retrieval_fixtures import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

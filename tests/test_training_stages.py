@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from pipeline.metrics import read_rankings
 from pipeline.training.data import RetrievalData
 from retrieval_fixtures import make_dataset, small_params
-from retrieval_fixtures import one_thread  # noqa: F401
 from stages.cli import app
 
 pytestmark = pytest.mark.usefixtures("one_thread")

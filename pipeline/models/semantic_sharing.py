@@ -69,9 +69,6 @@ class SemanticSharing(RetrievalMethod):
         if name not in VARIANTS:
             raise ValueError(f"SemanticSharing has no variant '{name}' (known: {', '.join(VARIANTS)})")
         sw = self.switches = VARIANTS[name]
-        if info.num_labels < 1:
-            raise ValueError(f"method '{name}' embeds items in label space and needs a dataset with labels; "
-                             f"this dataset has none")
         if sw.context and lam is None:
             raise ValueError(f"method '{name}' weighs its context loss by the top-level 'lambda', which is missing")
         d = settings["d_model"]

@@ -36,6 +36,9 @@ class RetrievalMethod(nn.Module):
 
     def __init__(self, name: str, settings: dict[str, Any], info: DataInfo, lam: float | None = None):
         super().__init__()
+        if self.needs_labels and info.num_labels < 1:
+            raise ValueError(f"method '{name}' is supervised by labels and needs a dataset with labels; "
+                             f"this dataset has none")
         self.method_name = name
         self.settings = dict(settings)
         self.info = info

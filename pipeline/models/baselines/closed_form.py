@@ -54,7 +54,10 @@ class ClosedFormMethod(RetrievalMethod):
 
     # --- what subclasses provide ---------------------------------------------------------------
     def output_dim(self) -> int:
-        raise NotImplementedError
+        """Width of the common space; label-regression methods project onto the label space."""
+        if not self.label_regression:
+            raise NotImplementedError
+        return self.info.num_labels  # label-regression methods need labels: checked by RetrievalMethod
 
     def solve(self, image_x: np.ndarray, text_x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
         """Projections `[d_img, k]`, `[d_txt, k]` from standardised inputs, and facts about the fit."""

@@ -32,8 +32,6 @@ class DSCMR(RetrievalMethod):
     def __init__(self, name: str, settings: dict, info: DataInfo, lam: float | None = None,
                  word_vectors: np.ndarray | None = None):
         super().__init__(name, settings, info, lam)
-        if info.num_labels < 1:
-            raise ValueError(f"method '{name}' is supervised by labels and needs a dataset with labels")
         s = settings
         self.captions = CaptionEncoder(s["text_encoder"], info, word_vectors, s["finetune_words"])
         self.image_net = mlp([info.feature_dim, s["hidden"]], "relu", last_activation=True)

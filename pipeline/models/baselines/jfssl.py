@@ -73,11 +73,6 @@ class JFSSL(ClosedFormMethod):
     needs_labels = True
     label_regression = True
 
-    def output_dim(self) -> int:
-        if self.info.num_labels < 1:
-            raise ValueError(f"method '{self.method_name}' regresses onto labels and needs a dataset with labels")
-        return self.info.num_labels
-
     def solve(self, image_x: np.ndarray, text_x: np.ndarray, labels: np.ndarray):
         s = self.settings
         y = labels - labels.mean(axis=0)

@@ -43,8 +43,6 @@ class SCML(RetrievalMethod):
     def __init__(self, name: str, settings: dict, info: DataInfo, lam: float | None = None,
                  word_vectors: np.ndarray | None = None):
         super().__init__(name, settings, info, lam)
-        if info.num_labels < 1:
-            raise ValueError(f"method '{name}' is supervised by labels and needs a dataset with labels")
         s, h = settings, int(settings["hidden"])
         self.captions = CaptionEncoder(s["text_encoder"], info, word_vectors, s["finetune_words"])
         self.image_net = mlp([info.feature_dim, h], "relu", last_activation=True)
