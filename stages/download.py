@@ -5,8 +5,6 @@ from pathlib import Path
 
 import typer
 
-from pipeline.data import registry
-from pipeline.data.download import download_asset, download_dataset
 from pipeline.params import dataset_params, load_params
 from stages.common import DATA_OPTION, PARAMS_OPTION, stage_errors
 
@@ -40,6 +38,9 @@ def main(
     Params: download.dir, registry, lock_file, mirrors (<source>: [base URLs] replacing the registry's),
     retries, retry_wait, timeout, progress.
     """
+    from pipeline.data import registry
+    from pipeline.data.download import download_asset, download_dataset
+
     p = load_params(params)
     if dataset not in p["data"] and dataset in registry.assets(registry.load_registry(p["download"]["registry"])):
         info = download_asset(dataset, p["download"])

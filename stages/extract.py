@@ -23,7 +23,7 @@ def main(
 ) -> None:
     """Detect regions in every image of data/<dataset>/table.parquet and store 36 RoIs per image.
 
-    Detector (extract.detector / extract.detectors.<dataset>; weights extract.weights.<name>):
+    Detector (extract.detectors.<dataset>; weights extract.weights.<name>):
     shapes_frcnn (models/<dataset>/detector/ from `xmr train-detector`), butd_r101_c4 (bottom-up-attention
     ResNet-101 C4, 2048-d, from data/downloads/weights/bua-caffe-frcn-r101-k36.pth or a
     faster_rcnn_from_caffe.pkl named in extract.weights.butd_r101_c4), frcnn_r50_fpn_v2_coco (torchvision

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import typer
 
-from pipeline.data.prepare import prepare_dataset
 from pipeline.params import dataset_params, load_params
 from stages.common import DATA_OPTION, PARAMS_OPTION, stage_errors
 
@@ -31,6 +30,8 @@ def main(
     189,834/5,000/1,000), coco2014 (Karpathy split, restval train|drop, 80 categories, 5 captions),
     flickr30k / flickr8k (Karpathy split and captions, no labels).
     """
+    from pipeline.data.prepare import prepare_dataset
+
     p = load_params(params)
     stats = prepare_dataset(dataset, dataset_params(p, dataset, str(params)), p["prepare"], data_dir)
     typer.echo(f"{dataset}: " + ", ".join(f"{k} {v}" for k, v in stats["images"].items())

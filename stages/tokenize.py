@@ -8,7 +8,6 @@ import typer
 
 from pipeline.data.table import read_table, table_path
 from pipeline.params import dataset_params, load_params
-from pipeline.text.build import build_text_data
 from pipeline.text.store import text_dir
 from stages.common import DATA_OPTION, PARAMS_OPTION, stage_errors
 
@@ -27,6 +26,8 @@ def main(
 
     Params: text.max_len (tokens kept per caption), text.min_count (rarer training words become <unk>), text.word2vec_path (null: train Word2Vec on the training captions with text.w2v_epochs, text.w2v_window, text.w2v_skipgram), text.word2vec_cache_dir (folder of the native copy; null: next to the file), text.embedding_dim, seed.
     """
+    from pipeline.text.build import build_text_data  # imported here: nltk costs seconds at every `xmr` start
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pipeline.text").setLevel(logging.INFO)
     cfg = load_params(params)

@@ -25,6 +25,10 @@ def main(
 ) -> None:
     """Train shapes_frcnn on the train split's boxes and box_labels of data/<dataset>/table.parquet.
 
+    A dataset whose extraction uses a downloaded detector (extract.detectors.<dataset>
+    other than shapes_frcnn) trains nothing: the stage checks the weights' SHA-256 and records the
+    detector in models/<dataset>/detector/pretrained.json, so extraction re-runs if they change.
+
     Output: models/<dataset>/detector/ (model.pt, config.json with class names and validation metrics)
     and reports/detector/<dataset>.json (loss history; recall of ground-truth boxes by detections with
     score >= detector.eval_score at IoU >= 0.5 on the val split, class-aware and class-agnostic; precision).
@@ -32,19 +36,28 @@ def main(
     representation, proposals, checkpoint_every, eval_score, threads), seed. CPU, a few minutes;
     a killed run resumes from models/<dataset>/.detector.resume.pt.
     """
-    from pipeline.detection.settings import train_settings
+    from pipeline.detection.detectors import pretrained_record
+    from pipeline.detection.settings import extract_settings, train_settings
     from pipeline.detection.train import train_shapes_detector
 
     p = load_params(params)
     if dataset not in p["data"]:
         raise ValueError(f"{params}: unknown dataset '{dataset}' (known: {', '.join(sorted(p['data']))})")
+    out = Path(models_dir) / dataset / "detector"
+    extract = extract_settings(p, dataset)
+    if extract.detector != "shapes_frcnn":
+        record = pretrained_record(extract, p["download"])
+        write_json(out / "pretrained.json", record)
+        write_json(Path(reports_dir) / "detector" / f"{dataset}.json", record)
+        typer.echo(f"{dataset}: uses the downloaded {record['detector']} (sha256 {record['weights_sha256'][:12]}...); "
+                   "nothing to train")
+        return
     settings = train_settings(p)
     if settings.threads:
         import torch
 
         torch.set_num_threads(settings.threads)
     table = read_table(table_path(data_dir, dataset))
-    out = Path(models_dir) / dataset / "detector"
     report = train_shapes_detector(table, out, settings, seed=p["seed"],
                                    resume_file=Path(models_dir) / dataset / ".detector.resume.pt", progress=progress)
     write_json(Path(reports_dir) / "detector" / f"{dataset}.json", report)

@@ -2,6 +2,7 @@
 the stage command, and real COCO images through a randomly initialised bottom-up-attention model."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import REPO
 from detection_helpers import RESIZED, params, shapes_table, tiny_detector
 from pipeline.data.table import read_table
 from pipeline.detection.butd import ButdConfig, build_butd, init_random_
@@ -162,7 +164,7 @@ def test_extract_params_choose_the_detector_and_are_checked():
     assert detector_name(p, "s") == "shapes_frcnn" and detector_name(p, "c") == "frcnn_r50_fpn_v2_coco"
     p["extract"]["detectors"] = {}
     assert detector_name(p, "c") == "butd_r101_c4"
-    for key, value, message in [("detector", "yolo", "extract.detector' is 'yolo'"),
+    for key, value, message in [("detectors", {"s": "yolo"}, "extract.detectors.s' is 'yolo'"),
                                 ("on_bad_image", "ignore", "extract.on_bad_image"),
                                 ("dtype", "int8", "extract.dtype"), ("nms", 0.95, "nms"),
                                 ("device", "tpu", "extract.device")]:
@@ -206,3 +208,26 @@ def test_coco_mini_images_through_random_butd(coco_mini, tmp_path):
         unique = np.unique(a["boxes"][i], axis=0)
         assert len(unique) <= 21 and any(np.allclose(b, [0, 0, w, h]) for b in unique)
     write_json(tmp_path / "stats.json", stats)  # stats are JSON-serialisable
+
+
+def test_train_detector_records_a_downloaded_detector_instead_of_training(tmp_path, monkeypatch):
+    """A real dataset extracts with downloaded weights: the stage checks and pins them, trains nothing."""
+    from stages.cli import app
+
+    weights = tmp_path / "my_frcnn.pth"
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps({"datasets": ["real"], "data": {"real": {"kind": "coco"}},
+                                       "extract": {"detectors": {"real": "frcnn_r50_fpn_v2_coco"},
+                                                   "weights": {"frcnn_r50_fpn_v2_coco": str(weights)}},
+                                       "download": {"registry": str(REPO / "pipeline/data/registry.yaml")}}))
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["train-detector", "real"])
+    assert result.exit_code == 2 and "my_frcnn.pth: weights file not found" in result.output
+    weights.write_bytes(b"not really weights")
+    result = runner.invoke(app, ["train-detector", "real"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "models" / "real" / "detector" / "pretrained.json").read_text())
+    assert record == {"detector": "frcnn_r50_fpn_v2_coco", "trained": False, "weights_file": "my_frcnn.pth",
+                      "weights_sha256": hashlib.sha256(b"not really weights").hexdigest()}
+    assert json.loads((tmp_path / "reports" / "detector" / "real.json").read_text()) == record

@@ -48,7 +48,8 @@ def test_layout_attrs_and_row_access(tmp_path):
     store = FeatureStore(path)
     assert len(store) == N and store.dim == D and store.num_boxes == K and store.num_classes == 2
     assert store.group["features"].dtype == np.float16
-    assert store.group["features"].shards[0] == 4 and store.group["features"].chunks[0] == 1
+    assert store.group["features"].shards[0] == 4 and store.group["features"].chunks[0] == 4  # gcd(8, 4)
+    assert store.group["boxes"].chunks[0] == store.group["boxes"].shards[0] == 4
     assert store.valid.tolist() == [r != 7 for r in range(N)]
     got = store.read([9, 2, 2, 0])
     assert set(got) == set(ARRAYS)

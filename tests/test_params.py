@@ -1,8 +1,10 @@
 import pytest
+import yaml
 
+from conftest import REPO
 from pipeline.params import ParamError, dataset_params, load_params, validate
 
-REPO_PARAMS = __import__("pathlib").Path(__file__).resolve().parents[1] / "params.yaml"
+REPO_PARAMS = REPO / "params.yaml"
 
 
 def test_repository_params_are_valid_and_complete():
@@ -52,3 +54,16 @@ def test_unknown_dataset_lists_known_ones():
     p = validate({})
     with pytest.raises(ParamError, match="unknown dataset 'coco'"):
         dataset_params(p, "coco")
+
+
+def test_extract_stage_tracks_every_extract_param_and_only_its_own_detector():
+    """dvc.yaml lists the `extract` keys one by one (so that one dataset's detector choice re-runs that
+    dataset only); a key added to the schema but not to the list would go untracked."""
+    from pipeline.detection.schema import EXTRACT_SCHEMA
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    tracked = set(stages["extract"]["do"]["params"])
+    assert tracked == {f"extract.{k}" for k in EXTRACT_SCHEMA} | {"extract.weights", "extract.detectors.${item}"}
+    assert "extract.detectors.${item}" in stages["train_detector"]["do"]["params"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(params["datasets"]) <= set(params["extract"]["detectors"])  # DVC needs each dataset's key

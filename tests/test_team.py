@@ -1,83 +1,51 @@
-"""Incremental reruns and team sharing, on a tiny copy of the whole pipeline (all stages, two methods).
+"""Incremental reruns, experiment sweeps and team sharing, on a tiny copy of the whole pipeline
+(all stages, two methods; tests/tiny_project.py).
 
 One project is built and reproduced once per module; the tests then check what DVC re-runs after each
-kind of change, and that a teammate's clone that pulls the extracted features from a shared remote
-skips extraction and trains.
+kind of change, that a queued lambda sweep runs on two workers and feeds the report, and that a
+teammate's clone that pulls the extracted features from a shared remote (a directory, an S3 server,
+an SSH server) skips extraction.
 """
-import shutil
+import json
+import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import REPO, tiny_shapes_params
-from test_cli import BIN, run
+from remote_servers import s3_server, sftp_server
+from tiny_project import BIN, commit, create_project, dvc, edit_params, ran, run, tiny_params
 
-TINY = {
-    "run": {"lambda_methods": ["ss"], "methods": ["cca"]},
-    "detector": {"iterations": 6, "batch_size": 2, "checkpoint_every": 3},
-    "extract": {"batch_size": 8, "workers": 0},
-    "text": {"w2v_epochs": 1},
-    "train": {"epochs": 1},
-}
-
-
-def dvc(args, cwd, check=True):
-    return run([BIN / "dvc", *args], cwd, check=check)
-
-
-def ran(output: str) -> set[str]:
-    """Names of the stages a `dvc repro` / `dvc exp run` output says it ran."""
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
-
-
-def write_params(project: Path, edit) -> None:
-    path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    edit(params)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+DATASETS = ["shapes", "shapes_2"]
+SHARED = [f"{stage}@{ds}" for ds in DATASETS for stage in ("extract", "tokenize")]  # what a team shares
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A git + DVC project with the repository's pipeline on a tiny configuration, reproduced once."""
     root = tmp_path_factory.mktemp("team")
-    origin = root / "alice"
-    origin.mkdir()
-    for name in ("dvc.yaml", "pipeline", "stages", "splits", ".dvcignore", ".gitignore"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, origin / name,
-                                                           **({"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
 
     def tiny(params):
-        params["data"]["shapes"].update(tiny_shapes_params(n_images=40, n_val=8, n_test=8))
-        for section, values in TINY.items():
-            params[section].update(values)
+        tiny_params(params, DATASETS, lambda_methods=["ss"], methods=["cca"])
         params["methods"]["ss"].update(d_model=16, layers=1, heads=2, d_ff=32)
         params["methods"]["cca"].update(n_components=4)
 
-    shutil.copy(REPO / "params.yaml", origin / "params.yaml")
-    write_params(origin, tiny)
-    run(["git", "init", "-q", "-b", "main"], origin)
-    run(["git", "config", "user.email", "ci@example.invalid"], origin)
-    run(["git", "config", "user.name", "ci"], origin)
-    dvc(["init", "-q"], origin)
-    dvc(["config", "core.analytics", "false"], origin)
     remote = root / "remote"
-    dvc(["remote", "add", "-d", "shared", str(remote)], origin)
+    origin = create_project(root / "alice", tiny, remote=remote)
     first = dvc(["repro"], origin).stdout
-    run(["git", "add", "-A"], origin)
-    run(["git", "commit", "-q", "-m", "tiny pipeline"], origin)
+    commit(origin, "tiny pipeline")
     return {"root": root, "origin": origin, "remote": remote, "first": first}
 
 
+def per_dataset(*stages: str) -> set[str]:
+    """`extract@{ds}` -> {extract@shapes, extract@shapes_2}; `train@{ds}-cca` -> both datasets'."""
+    return {stage.format(ds=ds) for stage in stages for ds in DATASETS}
+
+
 def test_first_repro_runs_every_stage(project):
-    stages = ran(project["first"])
-    for stage in ("download@shapes", "prepare@shapes", "train_detector@shapes", "extract@shapes", "tokenize@shapes",
-                  "train_lambda@shapes-ss", "train@shapes-cca", "evaluate_lambda@shapes-ss", "evaluate@shapes-cca",
-                  "report"):
-        assert stage in stages
-    assert (project["origin"] / "reports" / "metrics" / "shapes" / "cca.json").is_file()
+    assert ran(project["first"]) == per_dataset(
+        "download@{ds}", "prepare@{ds}", "train_detector@{ds}", "extract@{ds}", "tokenize@{ds}",
+        "train_lambda@{ds}-ss", "train@{ds}-cca", "evaluate_lambda@{ds}-ss", "evaluate@{ds}-cca") | {"report"}
+    assert (project["origin"] / "reports" / "metrics" / "shapes_2" / "cca.json").is_file()
 
 
 def test_second_repro_runs_nothing(project):
@@ -85,58 +53,134 @@ def test_second_repro_runs_nothing(project):
     assert ran(out) == set(), out
 
 
-def test_lambda_experiment_reruns_only_the_methods_that_read_lambda(project):
-    out = dvc(["exp", "run", "-S", "lambda=0.05"], project["origin"]).stdout
-    assert ran(out) == {"train_lambda@shapes-ss", "evaluate_lambda@shapes-ss", "report"}, out
-    shown = dvc(["exp", "show", "--json"], project["origin"]).stdout
-    assert "0.05" in shown and "ndcg_ave" in shown
-    run(["git", "checkout", "--", "params.yaml", "dvc.lock"], project["origin"])
-    dvc(["checkout", "-q", "-f"], project["origin"], check=False)
+def restore(origin: Path) -> None:
+    """Undo a test's params change and its outputs."""
+    run(["git", "checkout", "--", "params.yaml", "dvc.lock"], origin)
+    dvc(["checkout", "-q", "-f"], origin, check=False)
 
 
 def settle(origin: Path) -> None:
-    """Bring the workspace back to a reproduced state after an earlier test's experiment."""
+    """Bring the workspace back to a reproduced state after an earlier test's change."""
     dvc(["repro"], origin)
     assert ran(dvc(["repro"], origin).stdout) == set()
+
+
+def test_lambda_experiment_reruns_only_the_methods_that_read_lambda(project):
+    origin = project["origin"]
+    try:
+        out = dvc(["exp", "run", "-S", "lambda=0.05"], origin).stdout
+        assert ran(out) == per_dataset("train_lambda@{ds}-ss", "evaluate_lambda@{ds}-ss") | {"report"}, out
+        shown = dvc(["exp", "show", "--json"], origin).stdout
+        assert "0.05" in shown and "ndcg_ave" in shown
+    finally:
+        restore(origin)
 
 
 def test_one_method_param_leaves_the_others_cached(project):
     origin = project["origin"]
     settle(origin)
-    write_params(origin, lambda p: p["methods"]["cca"].update(n_components=3))
+    edit_params(origin, lambda p: p["methods"]["cca"].update(n_components=3))
     try:
         out = dvc(["repro"], origin).stdout
-        assert ran(out) == {"train@shapes-cca", "evaluate@shapes-cca", "report"}, out
+        assert ran(out) == per_dataset("train@{ds}-cca", "evaluate@{ds}-cca") | {"report"}, out
     finally:
-        run(["git", "checkout", "--", "params.yaml", "dvc.lock"], origin)
-        dvc(["checkout", "-q", "-f"], origin, check=False)
+        restore(origin)
 
 
-def test_detector_param_reruns_extraction_and_downstream(project):
+def test_extract_param_reruns_extraction_and_downstream(project):
     origin = project["origin"]
     settle(origin)
-    write_params(origin, lambda p: p["extract"].update(score_threshold=0.4))
+    edit_params(origin, lambda p: p["extract"].update(score_threshold=0.4))
     try:
-        out = dvc(["repro"], origin).stdout
-        stages = ran(out)
-        assert {"extract@shapes", "train_lambda@shapes-ss", "train@shapes-cca", "report"} <= stages, out
-        assert not stages & {"download@shapes", "prepare@shapes", "train_detector@shapes", "tokenize@shapes"}
+        stages = ran(dvc(["repro"], origin).stdout)
+        assert per_dataset("extract@{ds}", "train_lambda@{ds}-ss", "train@{ds}-cca") | {"report"} <= stages
+        assert not stages & per_dataset("download@{ds}", "prepare@{ds}", "train_detector@{ds}", "tokenize@{ds}")
     finally:
-        run(["git", "checkout", "--", "params.yaml", "dvc.lock"], origin)
-        dvc(["checkout", "-q", "-f"], origin, check=False)
+        restore(origin)
+
+
+def test_one_datasets_detector_reruns_that_dataset_only(project):
+    origin = project["origin"]
+    settle(origin)
+    edit_params(origin, lambda p: p["extract"]["detectors"].update(shapes_2="shapes_frcnn"))  # was auto
+    try:
+        stages = ran(dvc(["repro"], origin).stdout)
+        assert {"train_detector@shapes_2", "extract@shapes_2"} <= stages, stages
+        # The same detector, so the same features: DVC sees that and keeps shapes_2's training cached.
+        assert not {s for s in stages if "@shapes-" in s or s.endswith("@shapes")}, stages
+    finally:
+        restore(origin)
+
+
+def wait_for_queue(project: Path, timeout: float = 1200.0) -> str:
+    """Poll `dvc queue status` until no experiment is queued or running; returns the last status table."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = dvc(["queue", "status"], project).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"experiment queue still busy after {timeout} s:\n{status}")
+        time.sleep(3)
+
+
+def test_queued_lambda_sweep_runs_on_two_workers_and_feeds_the_report(project):
+    origin = project["origin"]
+    settle(origin)
+    for value in ("0.01", "1"):
+        dvc(["exp", "run", "--queue", "-S", f"lambda={value}"], origin)
+    dvc(["queue", "start", "-j", "2"], origin)
+    try:
+        status = wait_for_queue(origin)
+    finally:
+        dvc(["queue", "stop"], origin, check=False)
+    assert status.count("Success") == 2, status
+    table = dvc(["exp", "show", "--no-pager", "--md"], origin).stdout
+    assert "ndcg_ave" in table and "0.01" in table, table
+    (origin / "reports" / "experiments.json").write_text(dvc(["exp", "show", "--json"], origin).stdout)
+    run([BIN / "xmr", "report"], origin)
+    points = json.loads((origin / "reports" / "lambda_sensitivity.json").read_text())
+    assert {0.01, 0.1, 1.0} <= {p["lambda"] for p in points if p["method"] == "ss" and p["dataset"] == "shapes_2"}
+    assert "lambda_sensitivity.png" in (origin / "reports" / "results.md").read_text()
 
 
 def test_teammate_pulls_features_and_skips_extraction(project):
     origin, root = project["origin"], project["root"]
     # Alice shares what is expensive to recompute: the features (and what they were computed from).
-    dvc(["push", "--with-deps", "extract@shapes", "tokenize@shapes"], origin)
+    dvc(["push", "--with-deps", *SHARED], origin)
     bob = root / "bob"
     run(["git", "clone", "-q", str(origin), str(bob)], root)
-    dvc(["pull", "--with-deps", "extract@shapes", "tokenize@shapes"], bob)
+    dvc(["pull", "--with-deps", *SHARED], bob)
     assert (bob / "data" / "shapes" / "features.zarr").is_dir()
     assert not (bob / "models" / "shapes" / "ss").exists()
     out = dvc(["repro"], bob).stdout
     stages = ran(out)
-    assert "extract@shapes" not in stages and "train_detector@shapes" not in stages
-    assert {"train_lambda@shapes-ss", "train@shapes-cca"} <= stages
+    assert not stages & per_dataset("download@{ds}", "prepare@{ds}", "train_detector@{ds}", "extract@{ds}")
+    assert per_dataset("train_lambda@{ds}-ss", "train@{ds}-cca") <= stages
     assert "Stage 'extract@shapes' didn't change, skipping" in out
+
+
+def add_remote(project: Path, name: str, remote) -> None:
+    """What the team commits (`dvc remote add` + options) and what each user keeps local (secrets)."""
+    dvc(["remote", "add", "-f", name, remote.url], project)
+    for key, value in remote.options.items():
+        dvc(["remote", "modify", name, key, value], project)
+    for key, value in remote.secrets.items():
+        dvc(["remote", "modify", "--local", name, key, value], project)
+
+
+@pytest.mark.parametrize("kind", ["s3", "ssh"])
+def test_teammate_pulls_features_through_a_server(project, kind, tmp_path):
+    """The same hand-over through a real S3-compatible server and a real SSH server on 127.0.0.1."""
+    origin, root = project["origin"], project["root"]
+    carol = root / f"carol-{kind}"
+    with (s3_server() if kind == "s3" else sftp_server(tmp_path / "sftp")) as remote:
+        add_remote(origin, kind, remote)
+        dvc(["push", "-r", kind, "--with-deps", *SHARED], origin)
+        run(["git", "clone", "-q", str(origin), str(carol)], root)
+        add_remote(carol, kind, remote)
+        dvc(["pull", "-r", kind, "--with-deps", *SHARED], carol)
+    assert (carol / "data" / "shapes" / "features.zarr" / "zarr.json").is_file()
+    assert not (carol / "models" / "shapes" / "ss").exists()
+    status = dvc(["status", "--with-deps", *SHARED], carol).stdout
+    assert "Data and pipelines are up to date" in status, status

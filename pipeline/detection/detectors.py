@@ -47,6 +47,16 @@ def _vg_class_names(weights: Path, n: int) -> list[str]:
     return [f"vg_{i}" for i in range(n)]
 
 
+def pretrained_record(settings: ExtractSettings, download: dict | None = None) -> dict:
+    """What the `train_detector` stage records for a dataset that uses a downloaded detector (nothing to
+    train): its name and verified weights, so that the stage's output pins the weights extraction uses."""
+    if settings.detector == "shapes_frcnn":
+        raise ValueError("shapes_frcnn is trained, not downloaded")
+    path = Path(settings.weights) if settings.weights else default_weights(settings.detector, "", download=download)
+    digest = verify(path, published_hash(path, (download or {}).get("registry", DEFAULT_REGISTRY)))
+    return {"detector": settings.detector, "trained": False, "weights_file": path.name, "weights_sha256": digest}
+
+
 def load_detector(settings: ExtractSettings, dataset: str, models_dir: str | Path = "models",
                   download: dict | None = None) -> LoadedDetector:
     """Load the detector named in `settings` from its weights (no network). `download` is the

@@ -8,10 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 EXTRACT_SCHEMA: dict[str, Any] = {
-    # Detector for every dataset: butd_r101_c4 | frcnn_r50_fpn_v2_coco | shapes_frcnn, or "auto"
-    # (shapes_frcnn for the embedded `shapes` kind, butd_r101_c4 otherwise). Per dataset:
-    # `extract.detectors.<dataset>`; weights file per detector: `extract.weights.<detector>`.
-    "detector": "auto",
+    # The detector is chosen per dataset in `extract.detectors.<dataset>` (added by pipeline.params):
+    # butd_r101_c4 | frcnn_r50_fpn_v2_coco | shapes_frcnn, or "auto" (shapes_frcnn for the embedded
+    # `shapes` kind, butd_r101_c4 otherwise); weights file per detector: `extract.weights.<detector>`.
     # RoI selection (papers/001): exactly num_boxes per image; score threshold; per-class NMS IoU,
     # relaxed by nms_step up to nms_max when too few survive; class scores below the floor skip NMS.
     "num_boxes": 36,

@@ -46,11 +46,12 @@ def _at_least(value, minimum, key: str):
 
 
 def detector_name(params: dict, dataset: str) -> str:
-    """The detector `dataset` uses: `extract.detectors.<dataset>`, else `extract.detector` ("auto" resolved)."""
-    ext = params["extract"]
-    per_dataset = ext["detectors"].get(dataset)
-    name = per_dataset if per_dataset is not None else ext["detector"]
-    key = f"extract.detectors.{dataset}" if per_dataset is not None else "extract.detector"
+    """The detector `dataset` uses: `extract.detectors.<dataset>` ("auto" when absent, then resolved).
+
+    Per dataset, so that DVC re-runs one dataset's detector and extraction stages when its choice
+    changes (dvc.yaml tracks `extract.detectors.${item}`, which the pipeline's params.yaml must hold)."""
+    name = params["extract"]["detectors"].get(dataset, "auto")
+    key = f"extract.detectors.{dataset}"
     if name == "auto":
         kind = params["data"].get(dataset, {}).get("kind")
         return "shapes_frcnn" if kind == "shapes" else "butd_r101_c4"

@@ -4,8 +4,10 @@ Layout (row i = prepared-table row i; docs/architecture.md):
   features [N, K, D] (float16 by default), boxes [N, K, 4] float32 pixels, positions [N, K, 5] float32,
   scores [N, K] float32, classes [N, K] int32, image_size [N, 2] int32 (W, H), valid [N] bool
   (False for an image skipped as unreadable; its other rows are zeros).
-Each array is sharded by `chunk_rows` images (the unit of writing and of resuming) with one image per
-inner chunk, so a training loop reading random rows decompresses only those rows.
+Each array is sharded by `chunk_rows` images (the unit of writing and of resuming). Inside a shard,
+`features` is compressed in runs of (at most) FEATURE_INNER_ROWS images, so that reading a few random rows
+decompresses little while reading a whole split does not pay a per-image overhead (one image per inner
+chunk made loading 1,800 rows 2.6x slower); the small arrays are one inner chunk per shard.
 
 Writing goes to `.<name>.partial` beside the final path. A chunk is complete once all its arrays are
 written and its marker `_progress/<chunk>` exists; a rerun with the same signature (detector, weights,
@@ -16,6 +18,7 @@ unfinished store never sits at the final path. Ranks of a distributed run write 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -26,7 +29,8 @@ from zarr.codecs import BloscCodec
 
 ARRAYS = ("features", "boxes", "positions", "scores", "classes", "image_size", "valid")
 DTYPES = ("float16", "float32")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+FEATURE_INNER_ROWS = 8
 
 
 class StoreError(ValueError):
@@ -92,10 +96,11 @@ class FeatureStoreWriter:
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         group = zarr.open_group(self.tmp, mode="w", zarr_format=3)
+        shard_rows = min(self.chunk_rows, self.n_rows)
         for name, (shape, dtype) in self._specs.items():
+            inner = math.gcd(FEATURE_INNER_ROWS, shard_rows) if name == "features" else shard_rows  # divides the shard
             group.create_array(
-                name, shape=shape, dtype=dtype, chunks=(1,) + shape[1:],
-                shards=(min(self.chunk_rows, shape[0]),) + shape[1:],
+                name, shape=shape, dtype=dtype, chunks=(inner,) + shape[1:], shards=(shard_rows,) + shape[1:],
                 compressors=BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if name != "valid" else "noshuffle"),
                 fill_value=False if dtype == "bool" else 0,
             )

@@ -1,0 +1,110 @@
+"""Reading the region-feature store: the inner-chunk layout against one image per inner chunk.
+
+    python bench/store_read.py [--images 2000] [--dim 256] [--repeats 3] [--record reports/benchmarks.md]
+
+Every train and evaluate stage opens data/<ds>/features.zarr and reads whole splits into memory, so
+the per-inner-chunk overhead of Zarr is paid once per stage. The bench writes one synthetic store
+through `FeatureStoreWriter` (the current layout: features in runs of FEATURE_INNER_ROWS images, the
+small arrays one inner chunk per shard), copies it with every array re-chunked to one image per
+inner chunk (the earlier layout), and times on both, in one run:
+  split     `FeatureStore.read` of the first 90% of the rows (a training split) and the `valid` mask
+  random    `FeatureStore.read` of 64 random rows (a mini-batch read without the cache)
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from pipeline.detection.store import ARRAYS, FEATURE_INNER_ROWS, FeatureStore, FeatureStoreWriter
+
+
+def synthetic_store(path: Path, n: int, k: int, d: int, chunk_rows: int) -> Path:
+    rng = np.random.default_rng(0)
+    writer = FeatureStoreWriter(path, n_rows=n, num_boxes=k, feature_dim=d, chunk_rows=chunk_rows,
+                                signature={"bench": True}, attrs={"num_classes": 24, "class_names": []})
+    for chunk in range(writer.num_chunks):
+        rows = writer.chunk_rows_range(chunk)
+        m = len(rows)
+        boxes = rng.uniform(0, 100, (m, k, 4)).astype(np.float32)
+        writer.write_chunk(chunk, {
+            "features": np.maximum(rng.normal(size=(m, k, d)), 0).astype(np.float16), "boxes": boxes,
+            "positions": rng.uniform(0, 1, (m, k, 5)).astype(np.float32),
+            "scores": rng.uniform(0, 1, (m, k)).astype(np.float32),
+            "classes": rng.integers(0, 24, (m, k)).astype(np.int32),
+            "image_size": np.full((m, 2), 128, np.int32), "valid": np.ones(m, bool)})
+    return writer.finalize()
+
+
+def one_image_chunks(src: Path, dst: Path) -> Path:
+    """A copy of `src` with every array stored one image per inner chunk (the earlier layout)."""
+    shutil.copytree(src, dst)
+    group = zarr.open_group(dst, mode="r+")
+    for name in ARRAYS:
+        old = zarr.open_group(src, mode="r")[name]
+        del group[name]
+        new = group.create_array(name, shape=old.shape, dtype=old.dtype, chunks=(1,) + old.shape[1:],
+                                 shards=old.shards, fill_value=old.fill_value,
+                                 compressors=BloscCodec(cname="zstd", clevel=3,
+                                                        shuffle="bitshuffle" if name != "valid" else "noshuffle"))
+        new[:] = old[:]
+    return dst
+
+
+def time_reads(path: Path, repeats: int) -> dict:
+    n = len(FeatureStore(path))
+    split = np.arange(int(n * 0.9))
+    rng = np.random.default_rng(1)
+    out = {"split": [], "random": []}
+    for _ in range(repeats):
+        store = FeatureStore(path)  # fresh, as each stage opens it
+        t0 = time.perf_counter()
+        store.read(split)
+        _ = store.valid
+        out["split"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        store.read(np.sort(rng.choice(n, 64, replace=False)))
+        out["random"].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--boxes", type=int, default=36)
+    ap.add_argument("--dim", type=int, default=256, help="feature width (256: shapes_frcnn; 2048: BUTD)")
+    ap.add_argument("--chunk-rows", type=int, default=64, help="images per shard (extract.chunk_size)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--record", type=Path, default=None, help="append the result table to this markdown file")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        current = synthetic_store(Path(tmp) / "current.zarr", args.images, args.boxes, args.dim, args.chunk_rows)
+        earlier = one_image_chunks(current, Path(tmp) / "one_image.zarr")
+        rows = {"one image per inner chunk (earlier)": time_reads(earlier, args.repeats),
+                f"features in runs of {FEATURE_INNER_ROWS}, small arrays per shard (current)": time_reads(current, args.repeats)}
+    before, after = rows.values()
+    lines = [f"\n### `python bench/store_read.py --images {args.images} --dim {args.dim}` ({date.today()}, "
+             f"{platform.machine()}, {args.repeats} repeats, median)\n",
+             f"{args.images} images x {args.boxes} RoIs x {args.dim}-d float16, shards of {args.chunk_rows} images.\n",
+             f"| layout | read 90% of rows + valid (s) | read 64 random rows (s) |", "|---|---|---|"]
+    lines += [f"| {name} | {r['split']:.3f} | {r['random']:.3f} |" for name, r in rows.items()]
+    lines += ["", f"Split read: {before['split'] / after['split']:.1f}x faster; random rows: "
+                  f"{before['random'] / after['random']:.2f}x.\n"]
+    text = "\n".join(lines)
+    print(text)
+    if args.record:
+        with args.record.open("a") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
