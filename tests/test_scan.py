@@ -145,8 +145,10 @@ def test_variants_score_with_their_grounding_and_round_trip():
         img, txt = method.encode_images(data.image_batch(rows)), method.encode_texts(data.text_batch(captions))
         both = cross_attention_scores(img, txt[0], txt[1], lambda1=9.0, lambda2=9.0)
         torch.testing.assert_close(method.similarity(img, txt), both[pick], atol=1e-5, rtol=0)
-        # the scoring module hands a block callable to the metrics for a method with its own similarity
-        block = score_source(method, img, txt, 8, 40)
+        # a method with its own similarity: the metrics get its score matrix, or above the size limit
+        # a block callable
+        torch.testing.assert_close(score_source(method, img, txt, 8, 40), both[pick], atol=1e-5, rtol=0)
+        block = score_source(method, img, txt, 8, 40, dense_pairs=8 * 40 - 1)
         torch.testing.assert_close(block(torch.tensor([1, 3]), torch.tensor([0, 7, 9])),
                                    both[pick][[1, 3]][:, [0, 7, 9]], atol=1e-5, rtol=0)
         rebuilt = rebuild_method(method.config())

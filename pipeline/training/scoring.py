@@ -83,8 +83,18 @@ def classify_split(method: RetrievalMethod, data: RetrievalData, items: SplitIte
     return out[0], out[1]
 
 
-def score_source(method: RetrievalMethod, image_rep: Any, text_rep: Any, n_images: int, n_texts: int):
-    """What `evaluate_similarity` accepts: embeddings, or a block callable for pairwise methods."""
+# Pairwise scores of a split up to this many (image, text) pairs are computed once into a matrix
+# (1 GiB of float32); larger splits are scored block by block whenever a metric asks.
+DENSE_PAIRS = 1 << 28
+DENSE_IMAGE_CHUNK = 64
+
+
+def score_source(method: RetrievalMethod, image_rep: Any, text_rep: Any, n_images: int, n_texts: int,
+                 dense_pairs: int = DENSE_PAIRS):
+    """What `evaluate_similarity` / `top_retrievals` accept: embeddings; for a pairwise method (its own
+    `similarity`, e.g. SCAN's cross attention) the score matrix when it fits in `dense_pairs` (the
+    metrics read it in both directions and the rankings again, so computing it once is 4x less
+    cross attention), else a block callable."""
     if type(method).similarity is RetrievalMethod.similarity:
         return image_rep, text_rep
 
@@ -92,7 +102,11 @@ def score_source(method: RetrievalMethod, image_rep: Any, text_rep: Any, n_image
     def block(image_rows: torch.Tensor, text_rows: torch.Tensor) -> torch.Tensor:
         return method.similarity(_take(image_rep, image_rows), _take(text_rep, text_rows)).float()
 
-    return block
+    if n_images * n_texts > dense_pairs:
+        return block
+    texts = torch.arange(n_texts)
+    return torch.cat([block(torch.arange(a, min(a + DENSE_IMAGE_CHUNK, n_images)), texts).cpu()
+                      for a in range(0, n_images, DENSE_IMAGE_CHUNK)])
 
 
 @dataclass
