@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from remote_servers import s3_server, sftp_server
-from tiny_project import BIN, commit, create_project, dvc, edit_params, ran, run, tiny_params
+from tiny_project import commit, create_project, dvc, edit_params, ran, run, tiny_params
 
 DATASETS = ["shapes", "shapes_2"]
 SHARED = [f"{stage}@{ds}" for ds in DATASETS for stage in ("extract", "tokenize")]  # what a team shares
@@ -138,7 +138,7 @@ def test_queued_lambda_sweep_runs_on_two_workers_and_feeds_the_report(project):
     table = dvc(["exp", "show", "--no-pager", "--md"], origin).stdout
     assert "ndcg_ave" in table and "0.01" in table, table
     (origin / "reports" / "experiments.json").write_text(dvc(["exp", "show", "--json"], origin).stdout)
-    run([BIN / "xmr", "report"], origin)
+    assert ran(dvc(["repro"], origin).stdout) == {"report"}  # the sweep is a dependency of the report
     points = json.loads((origin / "reports" / "lambda_sensitivity.json").read_text())
     assert {0.01, 0.1, 1.0} <= {p["lambda"] for p in points if p["method"] == "ss" and p["dataset"] == "shapes_2"}
     assert "lambda_sensitivity.png" in (origin / "reports" / "results.md").read_text()

@@ -80,6 +80,8 @@ def create_project(dest: Path, edit=None, remote: Path | None = None) -> Path:
         else:
             shutil.copy(src, dest / name)
     shutil.copy(REPO / "params.yaml", dest / "params.yaml")
+    (dest / "reports").mkdir()
+    (dest / "reports" / "experiments.json").write_text("[]\n")  # no lambda sweep yet
     if edit is not None:
         edit_params(dest, edit)
     run(["git", "init", "-q", "-b", "main"], dest)

@@ -7,7 +7,7 @@ Layout (row i = prepared-table row i; docs/architecture.md):
 Each array is sharded by `chunk_rows` images (the unit of writing and of resuming). Inside a shard,
 `features` is compressed in runs of (at most) FEATURE_INNER_ROWS images, so that reading a few random rows
 decompresses little while reading a whole split does not pay a per-image overhead (one image per inner
-chunk made loading 1,800 rows 2.6x slower); the small arrays are one inner chunk per shard.
+chunk made loading a 1,800-image split about 4x slower); the small arrays are one inner chunk per shard.
 
 Writing goes to `.<name>.partial` beside the final path. A chunk is complete once all its arrays are
 written and its marker `_progress/<chunk>` exists; a rerun with the same signature (detector, weights,

@@ -137,9 +137,8 @@ def results_markdown(records, summary: dict, sweep_source: str, lambda_methods: 
     else:
         out += [f"No lambda sweep found (points from {sweep_source}; a curve needs at least two lambda values "
                 f"for one of {', '.join(f'`{m}`' for m in lambda_methods)}). To make one: "
-                "`dvc exp run -S lambda=0.01`, `dvc exp run -S lambda=1` (and so on), then "
-                "`dvc exp show --json > reports/experiments.json` and `xmr report` "
-                "(or `xmr report --dvc-exp-show`).", ""]
+                "queue experiments over the lambda grid (`dvc exp run --queue -S lambda=0.01`, ...; "
+                "`dvc queue start`), then `dvc exp show --json > reports/experiments.json` and `dvc repro report`.", ""]
     out += ["## Training curves", ""]
     if summary["training_plots"]:
         out += [f"![training curves: {d}](plots/training_{d}.png)\n" for d in summary["training_plots"]]
