@@ -7,7 +7,7 @@ import typer
 
 from pipeline.data.table import read_table, table_path
 from pipeline.io import write_json
-from pipeline.params import load_params
+from pipeline.params import dataset_params, load_params
 from stages.common import DATA_OPTION, PARAMS_OPTION, stage_errors
 
 MODELS_OPTION = typer.Option(Path("models"), "--models-dir", help="Root of trained models (models/<dataset>/detector/).")
@@ -43,8 +43,7 @@ def main(
     from pipeline.detection.settings import extract_settings
 
     p = load_params(params)
-    if dataset not in p["data"]:
-        raise ValueError(f"{params}: unknown dataset '{dataset}' (known: {', '.join(sorted(p['data']))})")
+    dataset_params(p, dataset, str(params))
     settings = extract_settings(p, dataset)
     if settings.threads:
         import torch

@@ -7,7 +7,7 @@ import typer
 
 from pipeline.data.table import read_table, table_path
 from pipeline.io import write_json
-from pipeline.params import load_params
+from pipeline.params import dataset_params, load_params
 from stages.common import DATA_OPTION, PARAMS_OPTION, stage_errors
 
 MODELS_OPTION = typer.Option(Path("models"), "--models-dir", help="Root of model outputs (models/<dataset>/detector/).")
@@ -41,8 +41,7 @@ def main(
     from pipeline.detection.train import train_shapes_detector
 
     p = load_params(params)
-    if dataset not in p["data"]:
-        raise ValueError(f"{params}: unknown dataset '{dataset}' (known: {', '.join(sorted(p['data']))})")
+    dataset_params(p, dataset, str(params))
     out = Path(models_dir) / dataset / "detector"
     extract = extract_settings(p, dataset)
     if extract.detector != "shapes_frcnn":
