@@ -1,41 +1,28 @@
-"""Loading and validating `params.yaml`.
+"""Loading and validating `params.yaml`: every key of every section is checked here, at load.
 
-Every stage reads its parameters through `load_params`, so a typo or a wrong
-type stops the stage with a message naming the key instead of surfacing later
-as an obscure failure. The schema is a nested dict of defaults: a missing key
-takes its default, an unknown key or a value of the wrong type is an error.
-Each dataset entry under `data` is validated against the schema of its `kind`.
+Every stage reads its parameters through `load_params`, so a typo, a wrong type or a value out of range
+stops the stage with a message naming the key instead of surfacing later (after a training epoch, or
+after DVC removed the stage's outputs). The schema is a nested dict of defaults: a missing key takes its
+default, an unknown key or a value of the wrong type is an error (`pipeline.param_checks`).
+One module per area holds its section's schema and value checks, and this loader calls each:
+`pipeline.training.schema` (`train`, `methods`, `lambda`), `pipeline.detection.schema` (`extract`,
+`detector`), `pipeline.metrics.schema` (`metrics`); the data, download, prepare, text and report sections
+are defined here. Each dataset entry under `data` is validated against the schema of its `kind`.
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipeline.detection.schema import DETECTOR_SCHEMA, EXTRACT_SCHEMA
+from pipeline.detection.schema import DETECTOR_SCHEMA, EXTRACT_SCHEMA, check_detection_params
+from pipeline.metrics.schema import METRICS_SCHEMA, check_metrics_params
+from pipeline.param_checks import AnyMapping, Optional_, ParamError, check_value, failer, merge_section
 from pipeline.training.schema import (METHOD_SCHEMAS, METHOD_TRAIN_OVERRIDES, TRAIN_SCHEMA, USES_LAMBDA,
                                       check_training_params)
 
-
-class ParamError(ValueError):
-    """A parameter is unknown, missing or of the wrong type."""
-
-
-class Optional_:
-    """Schema marker: a value of `type_` or null, defaulting to `default`."""
-
-    def __init__(self, type_: type, default: Any = None):
-        self.type_ = type_
-        self.default = default
-
-
-class AnyMapping:
-    """Schema marker: a free-form mapping (its values are checked by the consumer)."""
-
-    def __init__(self, default: dict | None = None):
-        self.default = default or {}
+__all__ = ["ParamError", "load_params", "validate", "dataset_params", "SCHEMA", "DATASET_SCHEMAS"]
 
 
 SHAPES_SCHEMA: dict[str, Any] = {
@@ -193,95 +180,19 @@ SCHEMA: dict[str, Any] = {
         "w2v_window": 5,
         "w2v_skipgram": False,
     },
-    # Retrieval / classification metrics (each key explained in pipeline/metrics/config.py).
-    "metrics": {
-        "ndcg_k": 500,
-        "map_k": 500,
-        "map_full": True,
-        "recall_ks": [1, 5, 10, 20, 50, 100],
-        "f1_threshold": 0.5,
-        "chunk_size": 0,
-        "memory_mb": 512,
-        "t2i_discount": "standard",
-        "datasets": AnyMapping({"coco": {"protocols": ["coco5k", "coco1k"]},
-                                "mirflickr": {"dedup_texts": True}, "nuswide": {"dedup_texts": True}}),
-    },
+    # Retrieval / classification metrics (each key explained in pipeline/metrics/schema.py).
+    "metrics": METRICS_SCHEMA,
     # `xmr report`: queries per direction on each qualitative page, thumbnail size (px), methods drawn
     # in the lambda-sensitivity plot (papers/001 Figure 3 shows the full model).
     "report": {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"]},
 }
 
 
-def _type_name(value: Any) -> str:
-    return type(value).__name__
-
-
-def _check(value: Any, default: Any, key: str, source: str) -> Any:
-    """Return `value` validated against the schema entry `default`."""
-    where = f"{source}: parameter '{key}'"
-    if isinstance(default, Optional_):
-        if value is None:
-            return None
-        return _check(value, default.type_(), key, source)
-    if isinstance(default, AnyMapping):
-        if not isinstance(value, dict):
-            raise ParamError(f"{where} must be a mapping, got {_type_name(value)} {value!r}")
-        return copy.deepcopy(value)
-    if isinstance(default, dict):
-        if not isinstance(value, dict):
-            raise ParamError(f"{where} must be a mapping, got {_type_name(value)} {value!r}")
-        return _merge(value, default, key + ".", source)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ParamError(f"{where} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamError(f"{where} must be a number, got {_type_name(value)} {value!r}")
-        return float(value)
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamError(f"{where} must be an integer, got {_type_name(value)} {value!r}")
-        return value
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ParamError(f"{where} must be a string, got {_type_name(value)} {value!r}")
-        return value
-    if isinstance(default, list):
-        if not isinstance(value, list):
-            raise ParamError(f"{where} must be a list, got {_type_name(value)} {value!r}")
-        if default:
-            return [_check(v, default[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
-        return list(value)
-    raise TypeError(f"unsupported schema entry for {key}: {default!r}")
-
-
-def _default(entry: Any) -> Any:
-    if isinstance(entry, (Optional_, AnyMapping)):
-        return copy.deepcopy(entry.default)
-    if isinstance(entry, dict):
-        return {k: _default(v) for k, v in entry.items()}
-    return copy.deepcopy(entry)
-
-
-def _merge(given: dict, schema: dict, prefix: str, source: str) -> dict:
-    unknown = sorted(set(given) - set(schema))
-    if unknown:
-        raise ParamError(
-            f"{source}: unknown parameter '{prefix}{unknown[0]}' "
-            f"(expected one of: {', '.join(sorted(schema))})"
-        )
-    out = {}
-    for key, entry in schema.items():
-        out[key] = _check(given[key], entry, prefix + key, source) if key in given else _default(entry)
-    return out
-
-
 def validate(raw: dict, source: str = "params.yaml") -> dict:
     """Validate a parsed params mapping; returns it with defaults filled in."""
     if not isinstance(raw, dict):
-        raise ParamError(f"{source}: expected a mapping at the top level, got {_type_name(raw)}")
-    params = _merge(raw, SCHEMA, "", source)
+        raise ParamError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    params = merge_section(raw, SCHEMA, "", source)
     datasets = {}
     for name, entry in params["data"].items():
         if not isinstance(entry, dict) or "kind" not in entry:
@@ -291,7 +202,7 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
         if kind not in DATASET_SCHEMAS:
             raise ParamError(f"{source}: parameter 'data.{name}.kind' is {kind!r}, "
                              f"expected one of: {', '.join(sorted(DATASET_SCHEMAS))}")
-        datasets[name] = _merge(entry, DATASET_SCHEMAS[kind], f"data.{name}.", source)
+        datasets[name] = merge_section(entry, DATASET_SCHEMAS[kind], f"data.{name}.", source)
     params["data"] = datasets
     for name in params["datasets"]:
         if name not in datasets:
@@ -303,12 +214,67 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
             if key not in METHOD_TRAIN_OVERRIDES:
                 raise ParamError(f"{source}: unknown parameter 'methods.{name}.train.{key}' "
                                  f"(expected one of: {', '.join(METHOD_TRAIN_OVERRIDES)})")
-            section["train"][key] = _check(value, SCHEMA["train"][key], f"methods.{name}.train.{key}", source)
+            section["train"][key] = check_value(value, SCHEMA["train"][key], f"methods.{name}.train.{key}", source)
     if params["prepare"]["images_without_labels"] not in ("keep", "drop"):
         raise ParamError(f"{source}: parameter 'prepare.images_without_labels' must be 'keep' or "
                          f"'drop', got {params['prepare']['images_without_labels']!r}")
+    _check_data_values(params, source)
+    check_text_params(params["text"], source)
     check_training_params(params, source)
+    check_detection_params(params, source)
+    check_metrics_params(params["metrics"], source)
     return params
+
+
+# Choices of the dataset kinds' string params (the readers in pipeline/data/ rely on them).
+_DATA_CHOICES = {"restval": ("train", "drop"), "missing_images": ("drop", "error"),
+                 "tag_vocabulary": ("common", "all")}
+
+
+def _check_data_values(params: dict, source: str) -> None:
+    """Ranges and choices of `data.<name>.*`, `prepare`, `download` and `report`."""
+    fail = failer(source)
+    for name, entry in params["data"].items():
+        for key, options in _DATA_CHOICES.items():
+            if key in entry and entry[key] not in options:
+                fail(f"data.{name}.{key}", " or ".join(repr(o) for o in options), entry[key])
+        for key in ("n_images", "image_size", "min_objects", "captions_per_image", "top_concepts"):
+            if key in entry and entry[key] < 1:
+                fail(f"data.{name}.{key}", "an integer >= 1", entry[key])
+        for key in ("n_val", "n_test", "clutter", "expected_pairs"):
+            if key in entry and entry[key] < 0:
+                fail(f"data.{name}.{key}", "an integer >= 0", entry[key])
+        if entry["kind"] == "shapes":
+            if entry["max_objects"] < entry["min_objects"]:
+                fail(f"data.{name}.max_objects", f">= min_objects ({entry['min_objects']})", entry["max_objects"])
+            if not 1 <= entry["min_object_size"] <= entry["max_object_size"]:
+                fail(f"data.{name}.min_object_size", f"in [1, max_object_size ({entry['max_object_size']})]",
+                     entry["min_object_size"])
+        if "annotation_sets" in entry and not all(isinstance(v, str) and v for v in entry["annotation_sets"]):
+            fail(f"data.{name}.annotation_sets", "a list of annotation-file suffixes (e.g. train2014)",
+                 entry["annotation_sets"])
+    if params["prepare"]["max_captions"] < 0:
+        fail("prepare.max_captions", "an integer >= 0", params["prepare"]["max_captions"])
+    download = params["download"]
+    if download["retries"] < 0:
+        fail("download.retries", "an integer >= 0", download["retries"])
+    for key in ("retry_wait", "timeout"):
+        if not download[key] >= 0:
+            fail(f"download.{key}", ">= 0", download[key])
+    report = params["report"]
+    for key in ("qualitative_queries", "thumbnail_px"):
+        if report[key] < 1:
+            fail(f"report.{key}", "an integer >= 1", report[key])
+    for name in report["lambda_methods"]:
+        if name not in METHOD_SCHEMAS:
+            fail("report.lambda_methods", f"a list of known methods ({', '.join(sorted(METHOD_SCHEMAS))})", name)
+
+
+def check_text_params(text: dict, source: str = "params.yaml") -> None:
+    """Range checks of the `text` section that its type checks cannot express."""
+    for key in ("max_len", "min_count", "embedding_dim", "w2v_epochs", "w2v_window"):
+        if text[key] < 1:
+            raise ParamError(f"{source}: parameter 'text.{key}' must be at least 1, got {text[key]!r}")
 
 
 def _check_run_lists(run: dict, source: str) -> None:

@@ -164,13 +164,12 @@ def test_extract_params_choose_the_detector_and_are_checked():
     assert detector_name(p, "s") == "shapes_frcnn" and detector_name(p, "c") == "frcnn_r50_fpn_v2_coco"
     p["extract"]["detectors"] = {}
     assert detector_name(p, "c") == "butd_r101_c4"
-    for key, value, message in [("detectors", {"s": "yolo"}, "extract.detectors.s' is 'yolo'"),
+    for key, value, message in [("detectors", {"s": "yolo"}, "extract.detectors.s' must be one of: .*, got 'yolo'"),
                                 ("on_bad_image", "ignore", "extract.on_bad_image"),
                                 ("dtype", "int8", "extract.dtype"), ("nms", 0.95, "nms"),
                                 ("device", "tpu", "extract.device")]:
-        bad = validate({"datasets": ["s"], "data": {"s": {"kind": "shapes"}}, "extract": {key: value}})
-        with pytest.raises(ParamError, match=message):
-            extract_settings(bad, "s")
+        with pytest.raises(ParamError, match=message):  # checked when params are loaded
+            validate({"datasets": ["s"], "data": {"s": {"kind": "shapes"}}, "extract": {key: value}})
     with pytest.raises(ParamError, match="extract.unknown"):
         validate({"extract": {"unknown": 1}})
 

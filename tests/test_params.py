@@ -67,3 +67,49 @@ def test_extract_stage_tracks_every_extract_param_and_only_its_own_detector():
     assert "extract.detectors.${item}" in stages["train_detector"]["do"]["params"]
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert set(params["datasets"]) <= set(params["extract"]["detectors"])  # DVC needs each dataset's key
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"metrics": {"t2i_discount": "bogus"}}, "metrics.t2i_discount"),
+    ({"metrics": {"f1_threshold": 2}}, "metrics.f1_threshold"),
+    ({"metrics": {"recall_ks": [0, 5]}}, "metrics.recall_ks"),
+    ({"metrics": {"datasets": {"coco": {"protocols": ["coco2k"]}}}}, "metrics.datasets.coco.protocols"),
+    ({"extract": {"dtype": "int8"}}, "extract.dtype"),
+    ({"extract": {"num_boxes": 0}}, "extract.num_boxes"),
+    ({"extract": {"nms": 0.95}}, "extract.nms"),
+    ({"extract": {"detectors": {"shapes": "yolo"}}}, "extract.detectors.shapes"),
+    ({"extract": {"weights": {"shapes_frcnn": 3}}}, "extract.weights.shapes_frcnn"),
+    ({"detector": {"lr": 0.0}}, "detector.lr"),
+    ({"text": {"max_len": 0}}, "text.max_len"),
+    ({"datasets": ["c"], "data": {"c": {"kind": "coco2014", "restval": "keep"}}}, "data.c.restval"),
+    ({"datasets": ["m"], "data": {"m": {"kind": "mirflickr", "tag_vocabulary": "some"}}}, "data.m.tag_vocabulary"),
+    ({"download": {"retries": -1}}, "download.retries"),
+    ({"report": {"lambda_methods": ["nope"]}}, "report.lambda_methods"),
+])
+def test_every_value_is_checked_when_params_are_loaded(tmp_path, raw, key):
+    """issue 18 case 9: values that type-check but are out of range fail at load, naming the key, instead
+    of after a training epoch (or never)."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamError) as err:
+        load_params(path)
+    assert f"parameter '{key}" in str(err.value)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_an_error_names_its_params_file_once(tmp_path):
+    """issue 18 case 10: the message was "params.yaml: extract params.yaml: parameter ..."."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"extract": {"num_boxes": 0}}))
+    with pytest.raises(ParamError) as err:
+        load_params(path)
+    assert str(err.value).count("params.yaml") == 1, str(err.value)
+    assert str(err.value) == f"{path}: parameter 'extract.num_boxes' must be >= 1, got 0"
+
+
+def test_loading_params_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, pipeline.params; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

@@ -1,11 +1,17 @@
-"""Parameter schema of the `extract` and `detector` sections (kept free of torch imports: every stage reads it).
+"""Parameter schema of the `extract` and `detector` sections and every check of their values.
 
-`pipeline.params` adds the two free-form mappings of `extract` (`detectors`, `weights`); value
-ranges and choices are checked by `pipeline.detection.settings`.
+Kept free of torch imports: every stage reads it. `pipeline.params` adds the two free-form mappings of
+`extract` (`detectors`, `weights`) and calls `check_detection_params` when params are loaded, so a bad
+value stops before any stage runs (and before DVC removes a stage's outputs); `pipeline.detection.settings`
+turns the checked values into typed settings.
 """
 from __future__ import annotations
 
 from typing import Any
+
+from pipeline.param_checks import failer
+
+DETECTORS = ("butd_r101_c4", "frcnn_r50_fpn_v2_coco", "shapes_frcnn")
 
 EXTRACT_SCHEMA: dict[str, Any] = {
     # The detector is chosen per dataset in `extract.detectors.<dataset>` (added by pipeline.params):
@@ -61,3 +67,51 @@ DETECTOR_SCHEMA: dict[str, Any] = {
     "eval_score": 0.5,
     "threads": 1,
 }
+
+
+def check_detection_params(params: dict, source: str = "params.yaml") -> None:
+    """Value checks of the type-checked `extract` and `detector` sections; raises ParamError naming the key."""
+    fail = failer(source)
+    ext = params["extract"]
+
+    def choice(key: str, options: tuple[str, ...]) -> None:
+        if ext[key] not in options:
+            fail(f"extract.{key}", "one of: " + ", ".join(options), ext[key])
+
+    for dataset, name in ext["detectors"].items():
+        if name not in DETECTORS + ("auto",):
+            fail(f"extract.detectors.{dataset}", "one of: " + ", ".join(DETECTORS + ("auto",)), name)
+    for name, path in ext["weights"].items():
+        if name not in DETECTORS:
+            fail(f"extract.weights.{name}", f"keyed by a detector ({', '.join(DETECTORS)})", path)
+        if not isinstance(path, str):
+            fail(f"extract.weights.{name}", "a path string", path)
+    for key, minimum in (("num_boxes", 1), ("proposals", 1), ("min_size", 32), ("batch_size", 1),
+                         ("chunk_size", 1), ("workers", 0), ("threads", 0), ("max_size", ext["min_size"])):
+        if ext[key] < minimum:
+            fail(f"extract.{key}", f">= {minimum}", ext[key])
+    if not 0.0 < ext["nms"] <= ext["nms_max"] <= 1.0:
+        fail("extract.nms", f"in (0, extract.nms_max = {ext['nms_max']}] with nms_max <= 1", ext["nms"])
+    if not ext["nms_step"] > 0:
+        fail("extract.nms_step", "> 0", ext["nms_step"])
+    if not 0.0 <= ext["class_score_floor"] < 1.0:
+        fail("extract.class_score_floor", "in [0, 1)", ext["class_score_floor"])
+    choice("dtype", ("float16", "float32"))
+    choice("on_bad_image", ("error", "skip"))
+    choice("image_modes", ("convert", "strict"))
+    device = ext["device"]
+    if device not in ("auto", "cpu") and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        fail("extract.device", "auto, cpu or cuda[:N]", device)
+    det = params["detector"]
+    for key in ("iterations", "batch_size", "width", "representation", "proposals", "checkpoint_every"):
+        if det[key] < 1:
+            fail(f"detector.{key}", ">= 1", det[key])
+    if not det["lr"] > 0:
+        fail("detector.lr", "> 0", det["lr"])
+    for key in ("weight_decay", "threads"):
+        if det[key] < 0:
+            fail(f"detector.{key}", ">= 0", det[key])
+    if not 0 <= det["warmup"] < 1:
+        fail("detector.warmup", "in [0, 1)", det["warmup"])
+    if not 0 <= det["eval_score"] <= 1:
+        fail("detector.eval_score", "in [0, 1]", det["eval_score"])

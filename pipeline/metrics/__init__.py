@@ -2,19 +2,22 @@
 
 `evaluate_similarity` is the entry point the `evaluate` stage calls; the modules hold one metric
 each (ndcg, average_precision, recall, classification), the shared tie rule (ranking), the score
-inputs (scoring) and the evaluation protocols (protocols).
+inputs (scoring), the evaluation protocols (protocols) and the params section (schema, torch-free).
+The names below are imported on first use, so that `pipeline.metrics.schema` (read when params are
+loaded) does not import torch.
 """
-from pipeline.metrics.average_precision import average_precision
-from pipeline.metrics.classification import micro_f1
-from pipeline.metrics.config import metric_options
-from pipeline.metrics.errors import MetricInputError
-from pipeline.metrics.evaluate import evaluate_similarity, protocol_view, score_direction
-from pipeline.metrics.ndcg import ndcg_at_k
-from pipeline.metrics.rankings import read_rankings, top_retrievals, write_rankings
-from pipeline.metrics.recall import recall_summary, rsum
+import importlib
 
-__all__ = [
-    "MetricInputError", "average_precision", "evaluate_similarity", "metric_options", "micro_f1", "ndcg_at_k",
-    "protocol_view", "read_rankings", "recall_summary", "rsum", "score_direction", "top_retrievals",
-    "write_rankings",
-]
+_EXPORTS = {
+    "average_precision": "average_precision", "micro_f1": "classification", "metric_options": "config",
+    "MetricInputError": "errors", "evaluate_similarity": "evaluate", "protocol_view": "evaluate",
+    "score_direction": "evaluate", "ndcg_at_k": "ndcg", "read_rankings": "rankings", "top_retrievals": "rankings",
+    "write_rankings": "rankings", "recall_summary": "recall", "rsum": "recall",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pipeline.metrics' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"pipeline.metrics.{_EXPORTS[name]}"), name)

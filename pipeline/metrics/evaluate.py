@@ -33,9 +33,8 @@ from pipeline.metrics.ndcg import (ideal_dcg, ndcg_values, official_coco_t2i_dis
 from pipeline.metrics.protocols import Subset, caption_positions, grouped, protocol_subsets, unique_texts
 from pipeline.metrics.ranking import best_true_rank, ordered_topk, stable_order
 from pipeline.metrics.recall import DEFAULT_KS, recall_summary, rsum
+from pipeline.metrics.schema import T2I_DISCOUNTS
 from pipeline.metrics.scoring import PairScores, ScoreSource, make_source, resolve_device
-
-T2I_DISCOUNTS = ("standard", "official_coco")
 
 
 def _labels(x, n: int, what: str, device) -> torch.Tensor:

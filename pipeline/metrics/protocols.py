@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.metrics.errors import MetricInputError
+from pipeline.metrics.schema import PROTOCOLS
 
-PROTOCOLS = ("all", "coco5k", "coco1k")
 COCO_TEST_IMAGES = 5000
 COCO_FOLDS, COCO_FOLD_IMAGES = 5, 1000
 

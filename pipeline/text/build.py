@@ -19,18 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.data.table import SPLITS
-from pipeline.params import ParamError
+from pipeline.params import check_text_params
 from pipeline.text.store import write_text_data
 from pipeline.text.tokenizer import tokenize_corpus
 from pipeline.text.vectors import embedding_matrix, load_vectors, train_word2vec
 from pipeline.text.vocab import RESERVED, UNK_ID, build_vocab, encode
-
-
-def check_text_params(text: dict, source: str = "params.yaml") -> None:
-    """Range checks the schema's type checks cannot express."""
-    for key in ("max_len", "min_count", "embedding_dim", "w2v_epochs", "w2v_window"):
-        if text[key] < 1:
-            raise ParamError(f"{source}: parameter 'text.{key}' must be at least 1, got {text[key]!r}")
 
 
 def table_captions(table: pa.Table) -> tuple[list[str], np.ndarray, np.ndarray, int]:

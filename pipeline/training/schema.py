@@ -1,6 +1,7 @@
 """Parameter schema of the `train` section and of every method's `methods.<name>` section.
 
-Kept free of torch imports because `pipeline.params` (read by every stage) includes it.
+Kept free of torch imports because `pipeline.params` (read by every stage) includes it; it imports
+nothing from `pipeline.params` (the shared checks are in `pipeline.param_checks`).
 Each method has its own section so that DVC re-runs only the methods whose parameters changed;
 `lambda` stays a top-level key and is read only by the methods whose objective has a context term
 (`USES_LAMBDA`). Defaults are the paper's (papers/000 + supplementary) or, where the paper is
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.models.baselines.params import BASELINE_SCHEMAS, check_baseline_section
+from pipeline.param_checks import failer
 
 TRAIN_SCHEMA: dict[str, Any] = {
     # Mini-batch size (pairs of one image and one of its captions).
@@ -126,10 +128,7 @@ _DEVICES = ("auto", "cpu", "cuda")
 
 def check_training_params(params: dict, source: str = "params.yaml") -> None:
     """Range checks the type-based schema cannot express; raises ParamError naming the key."""
-    from pipeline.params import ParamError
-
-    def fail(key: str, expected: str, value: Any) -> None:
-        raise ParamError(f"{source}: parameter '{key}' must be {expected}, got {value!r}")
+    fail = failer(source)
 
     lam = params["lambda"]
     if not lam >= 0 or lam != lam or lam == float("inf"):
