@@ -5,7 +5,7 @@ import typer
 
 from stages import download, prepare
 from stages import tokenize
-from stages import evaluate, train
+from stages import evaluate, methods, train
 from stages import report
 from stages import extract, train_detector
 
@@ -23,3 +23,4 @@ app.command("tokenize")(tokenize.main)
 app.command("train")(train.main)
 app.command("evaluate")(evaluate.main)
 app.command("report")(report.main)
+app.command("methods")(methods.main)

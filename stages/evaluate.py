@@ -13,7 +13,8 @@ from stages.train import MODELS_OPTION, REPORTS_OPTION
 @stage_errors
 def main(
     dataset: str = typer.Argument(..., help="Dataset name: a key under `data` in params.yaml."),
-    method: str = typer.Argument(..., help="Method name (a key under `methods` in params.yaml)."),
+    method: str = typer.Argument(..., help="Method name (a key under `methods` in params.yaml; `xmr methods` "
+                                           "lists them)."),
     params: Path = PARAMS_OPTION,
     data_dir: Path = DATA_OPTION,
     models_dir: Path = MODELS_OPTION,
@@ -23,6 +24,8 @@ def main(
 ) -> None:
     """Load models/<dataset>/<method>/ (the selected epoch) and score the test split.
 
+    `xmr methods` lists every method with its paper, family, label needs, lambda use and recipe.
+
     Inputs: the model, data/<dataset>/{table.parquet, features.zarr, text/}.
     Outputs: reports/metrics/<dataset>/<method>.json (every metric of pipeline.metrics: label-wise
     NDCG@k and mAP, R@K, rsum, the shared classifier's Micro-F1 per modality when the method has
@@ -31,6 +34,13 @@ def main(
     test caption). Params: metrics.* (k values, protocols per dataset), train.device,
     train.eval_batch_size, train.amp.
     """
+    from pipeline.training.model_files import require_model
+    from pipeline.training.registry import check_method
+
+    p = load_params(params)  # names and the model are checked before torch and the data are loaded
+    dataset_params(p, dataset, str(params))
+    check_method(method)
+    require_model(models_dir / dataset / method, dataset, method)
     import numpy as np
 
     from pipeline.io import write_json
@@ -38,12 +48,8 @@ def main(
     from pipeline.training.checkpoint import load_model
     from pipeline.training.data import RetrievalData
     from pipeline.training.loop import resolve_device
-    from pipeline.training.registry import check_method
     from pipeline.training.scoring import classify_split, score_split, split_metrics, split_rankings
 
-    p = load_params(params)
-    dataset_params(p, dataset, str(params))
-    check_method(method)
     settings = p["train"]
     data = RetrievalData.open(data_dir, dataset, cache_splits=(split,), cache_gb=settings["cache_features_gb"],
                               progress=progress)

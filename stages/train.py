@@ -15,8 +15,8 @@ REPORTS_OPTION = typer.Option(Path("reports"), "--reports-dir", help="Root of th
 @stage_errors
 def main(
     dataset: str = typer.Argument(..., help="Dataset name: a key under `data` in params.yaml."),
-    method: str = typer.Argument(..., help="Method name: a key under `methods` in params.yaml (ss, ss_con, ss_wo_r, "
-                                           "ss_wo_t, ss_wo_c, ss_wo_l, st, imc, ...)."),
+    method: str = typer.Argument(..., help="Method name: a key under `methods` in params.yaml; "
+                                           "`xmr methods` lists them all."),
     params: Path = PARAMS_OPTION,
     data_dir: Path = DATA_OPTION,
     models_dir: Path = MODELS_OPTION,
@@ -24,6 +24,8 @@ def main(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Train METHOD on DATASET; a killed run resumes from its last finished epoch.
+
+    `xmr methods` lists every method with its paper, family, label needs, lambda use and recipe.
 
     Inputs: data/<dataset>/table.parquet, data/<dataset>/features.zarr, data/<dataset>/text/.
     Outputs: models/<dataset>/<method>/model.pt + config.json (the epoch with the best validation
@@ -35,13 +37,14 @@ def main(
     Several GPUs: `torchrun --nproc-per-node N $(which xmr) train <dataset> <method>` trains
     data-parallel (DDP); rank 0 validates and writes the outputs.
     """
-    from pipeline.training.data import RetrievalData
-    from pipeline.training.loop import train_method
     from pipeline.training.registry import check_method
 
-    p = load_params(params)
+    p = load_params(params)  # names are checked before torch and the data are loaded
     dataset_params(p, dataset, str(params))
     check_method(method)
+    from pipeline.training.data import RetrievalData
+    from pipeline.training.loop import train_method
+
     data = RetrievalData.open(data_dir, dataset, cache_splits=("train", "val"),
                               cache_gb=p["train"]["cache_features_gb"], progress=progress)
     result = train_method(method, p, data, models_dir / dataset / method,

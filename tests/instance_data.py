@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.contract.batches import DataInfo, ImageBatch, PairBatch, TextBatch
 from pipeline.metrics import evaluate_similarity
-from pipeline.training.batches import DataInfo, ImageBatch, PairBatch, TextBatch
 
 RESERVED = 3  # <pad>, <unk>, <mask>
 FILLERS = 4

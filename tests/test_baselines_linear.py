@@ -5,14 +5,14 @@ import scipy.sparse
 import torch
 from sklearn.cross_decomposition import CCA
 
-from pipeline.models.baselines.closed_form import NotFittedError
 from pipeline.models.baselines.cca import CCAMethod, closed_form_cca
+from pipeline.models.baselines.closed_form import NotFittedError
 from pipeline.models.baselines.jfssl import fit_jfssl, graph_quadratic
 from pipeline.models.baselines.lcfs import LCFS, fit_lcfs, lcfs_objective
 from pipeline.models.baselines.linalg import (SolverError, knn_graph, l21_weights, label_graph_products,
                                               thin_svd, trace_norm_quadratic)
+from pipeline.contract.batches import DataInfo, ImageBatch, TextBatch
 from pipeline.params import validate
-from pipeline.training.batches import DataInfo, ImageBatch, TextBatch
 
 INFO = DataInfo(feature_dim=6, num_regions=3, num_detector_classes=2, vocab_size=9, word_dim=4, num_labels=3)
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.contract.batches import PAD_ID, DataInfo
 from pipeline.models.dual_path import DualPath
 from pipeline.models.text_cnn import TextCNN, fixed_length_ids
 from pipeline.params import validate
-from pipeline.training.batches import PAD_ID, DataInfo
 from pipeline.training.registry import build_method, rebuild_method
 from instance_data import concept_data, make_info, rsum_on, train_steps
 
@@ -186,7 +186,7 @@ def test_tiny_run_learns():
 
 @pytest.mark.xfail("num_images" not in {f.name for f in dataclasses.fields(DataInfo)}, strict=True,
                    reason="the number of instance classes travels in DataInfo.num_images, which the checkpoint "
-                          "config does not carry yet (pipeline/training/batches.py)")
+                          "config does not carry yet (pipeline/contract/batches.py)")
 def test_rebuilt_from_config_scores_the_same():
     data = concept_data(n_images=20, seed=5)
     method = _dual(data)
@@ -197,7 +197,7 @@ def test_rebuilt_from_config_scores_the_same():
 
 
 @pytest.mark.xfail("num_images" not in {f.name for f in dataclasses.fields(DataInfo)}, strict=True,
-                   reason="needs DataInfo.num_images (instance classes, pipeline/training/batches.py); "
+                   reason="needs DataInfo.num_images (instance classes, pipeline/contract/batches.py); "
                           "stage II also needs the loop to call method.start_epoch(epoch)")
 def test_trains_both_stages_through_the_training_loop(tmp_path):
     """Loop integration: stage I then stage II (the loop calls `start_epoch`), checkpoint reload."""

@@ -5,12 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.contract.batches import MASK_ID, DataInfo, ImageBatch, PairBatch, TextBatch
 from pipeline.models.bert import BertCheckpointError, bert_to_encoder_state, load_bert_into
 from pipeline.models.encoder import TransformerEncoder, sinusoidal_positions
 from pipeline.models.segments import ImageSegments, TextSegments, random_segment_mask
 from pipeline.models.semantic_sharing import VARIANTS, SemanticSharing
 from pipeline.params import ParamError, validate
-from pipeline.training.batches import MASK_ID, DataInfo, ImageBatch, PairBatch, TextBatch
 from pipeline.training.registry import METHODS, UnknownMethodError, build_method, check_method
 from pipeline.training.schema import METHOD_SCHEMAS, USES_LAMBDA
 
@@ -99,7 +99,7 @@ def test_param_sections_hold_exactly_the_settings_a_variant_uses(name):
     assert ("mask_prob" in schema) == sw.context
     assert (name in USES_LAMBDA) == sw.context
     assert ("con_weight" in schema) == (sw.consistency == "triplet")
-    assert METHODS[name].endswith("SemanticSharing")
+    assert METHODS[name].builder.endswith("SemanticSharing")
 
 
 def test_shared_and_separate_models():

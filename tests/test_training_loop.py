@@ -176,7 +176,7 @@ def test_a_growing_loss_is_divergence():
 
 
 def test_selection_metric_and_data_info_defaults():
-    from pipeline.training.batches import DataInfo
+    from pipeline.contract.batches import DataInfo
     from pipeline.training.scoring import selection_key
 
     assert selection_key("auto", True) == "ndcg_ave" and selection_key("auto", False) == "rsum"

@@ -5,6 +5,6 @@
 - `bert`: key mapping from a HF BertModel state dict to the encoder.
 - `semantic_sharing`: the Semantic Sharing method of papers/000 and its ablations, one class.
 Other methods (SCAN, dual-path, the label-wise baselines) have their own modules beside these; every
-method implements `pipeline.training.method.RetrievalMethod` and is listed in
-`pipeline.training.registry`.
+method implements `pipeline.contract.method.RetrievalMethod` (the layer below; nothing here imports
+`pipeline.training`) and is listed in `pipeline.training.registry`.
 """

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.contract.batches import DataInfo, ImageBatch, PairBatch, TextBatch
+from pipeline.contract.method import RetrievalMethod, build_kwargs_word_vectors
 from pipeline.losses.ranking import distinct_images, triplet_ranking_loss
 from pipeline.models.text_cnn import TextCNN, fixed_length_ids
-from pipeline.training.batches import DataInfo, ImageBatch, PairBatch, TextBatch
-from pipeline.training.method import RetrievalMethod, build_kwargs_word_vectors
 
 NEGATIVES = ("sampled", "hardest")
 FREEZE = ("pretrained", "image_path")

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.contract.batches import DataInfo, ImageBatch, PairBatch, TextBatch
+from pipeline.contract.method import RetrievalMethod, build_kwargs_word_vectors
 from pipeline.losses.ranking import distinct_images, triplet_ranking_loss
 from pipeline.models.word_encoders import BiGRUWords, valid_words
-from pipeline.training.batches import DataInfo, ImageBatch, PairBatch, TextBatch
-from pipeline.training.method import RetrievalMethod, build_kwargs_word_vectors
 
 EPS = 1e-8
 # Live float tensors of size [images, texts, regions, words] while scoring one chunk (for sizing).

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.contract.batches import MASK_ID
 from pipeline.models.encoder import sinusoidal_positions
-from pipeline.training.batches import MASK_ID
 
 _PHI = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh}
 _WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0, 1.0)

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.contract.batches import DataInfo, ImageBatch, PairBatch, TextBatch
+from pipeline.contract.method import RetrievalMethod, build_kwargs_word_vectors
 from pipeline.losses import imc_loss, label_loss, masked_prediction_loss, triplet_consistency_loss
 from pipeline.models.bert import load_bert_into
 from pipeline.models.encoder import FCEncoder, TransformerEncoder
 from pipeline.models.segments import ImageSegments, TextSegments, masked_mean, random_segment_mask
-from pipeline.training.batches import DataInfo, ImageBatch, PairBatch, TextBatch
-from pipeline.training.method import RetrievalMethod, build_kwargs_word_vectors
 
 IMAGE, TEXT = 0, 1
 

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.contract.batches import PAD_ID
 from pipeline.models.word_encoders import word_lookup
-from pipeline.training.batches import PAD_ID
 
 
 def fixed_length_ids(ids: torch.Tensor, lengths: torch.Tensor, length: int, shift: bool,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.training.batches import PAD_ID
+from pipeline.contract.batches import PAD_ID
 
 
 def word_lookup(vocab_size: int, word_dim: int, word_vectors: torch.Tensor | None, finetune: bool) -> nn.Embedding:

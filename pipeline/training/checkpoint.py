@@ -14,11 +14,10 @@ from typing import Any
 
 import torch
 
+from pipeline.contract.batches import DataInfo
 from pipeline.io import atomic_output, write_json
-from pipeline.training.batches import DataInfo
+from pipeline.training.model_files import CONFIG_FILE, MODEL_FILE, STATE_FILE  # noqa: F401  (re-exported)
 from pipeline.training.registry import rebuild_method
-
-MODEL_FILE, CONFIG_FILE, STATE_FILE = "model.pt", "config.json", "last.pt"
 
 
 class CheckpointError(ValueError):

@@ -17,9 +17,9 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
+from pipeline.contract.batches import PAD_ID, DataInfo, ImageBatch, PairBatch, TextBatch
 from pipeline.data.labels import multi_hot
 from pipeline.data.table import SPLITS, label_names, read_table, table_path
-from pipeline.training.batches import PAD_ID, DataInfo, ImageBatch, PairBatch, TextBatch
 
 READ_CHUNK = 512  # rows per store read while filling the cache
 

@@ -15,6 +15,7 @@ redoing it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -37,7 +38,7 @@ from pipeline.training.scoring import autocast, score_split, selection_key, spli
 
 CHECK_EVERY = 20  # steps between loss read-outs (a read-out synchronises the GPU)
 NOT_IDENTITY = ("epochs", "patience", "device", "eval_batch_size", "cache_features_gb", "threads")
-CODE_DIRS = ("models", "losses", "training")  # under pipeline/
+CODE_DIRS = ("contract", "models", "losses", "training")  # under pipeline/
 
 
 class TrainingDiverged(ValueError):
@@ -138,137 +139,277 @@ def train_method(name: str, params: dict, data: RetrievalData, model_dir: str | 
         torch.set_num_threads(threads)
 
 
+@dataclass
+class _Run:
+    """What every step of a run reads, fixed by `_setup`."""
+
+    name: str
+    params: dict
+    settings: dict          # the `train` section with the method's overrides
+    seed: int
+    data: RetrievalData
+    dataset: str
+    model_dir: Path
+    history_path: Path
+    device: torch.device
+    rank: int
+    world: int
+    amp: bool
+    method: torch.nn.Module
+    key: str                # the validation metric that selects the model
+    fingerprint: str        # identity of the run (what may be resumed)
+    train_captions: np.ndarray
+    progress: bool
+    log: Callable[[str], None]
+    step_hook: Callable[[int, int], None] | None
+    optimizer: torch.optim.Optimizer | None = None  # None for a closed-form method
+
+    @property
+    def closed_form(self) -> bool:
+        """CCA, LCFS, JFSSL: fitted once on arrays (one "epoch"), no optimizer and no resumable state."""
+        return self.optimizer is None
+
+    @property
+    def epochs(self) -> int:
+        return 1 if self.closed_form else self.settings["epochs"]
+
+
 def _train(name: str, params: dict, data: RetrievalData, model_dir: Path, history_path: Path, dataset: str,
            progress: bool, step_hook: Callable[[int, int], None] | None, log: Callable[[str], None]) -> TrainResult:
+    """Setup, resume, then per epoch: train (or fit in closed form), validate, select, checkpoint."""
+    run = _setup(name, params, data, model_dir, history_path, dataset, progress, step_hook, log)
+    state = _resume(run)
+    resumed_at = state["epoch"]
+    step_model, n_steps = (None, 0) if run.closed_form else _parallel(run)
+    while state["epoch"] < run.epochs and not _stopped(run, state):
+        epoch = state["epoch"]
+        started = time.perf_counter()
+        record = _fit_closed_form(run) if run.closed_form else _train_epoch(run, state, epoch, step_model, n_steps)
+        if run.rank > 0:  # rank 0 validates and saves; the others follow its selection bookkeeping
+            _select(state, _broadcast(None, run.world), epoch)
+            continue
+        value = _validate(run, record)
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        value = _broadcast(value, run.world)
+        state["history"] = state["history"] + [record]
+        improved = _select(state, value, epoch)
+        _checkpoint(run, state, improved, value, epoch)
+        _log_epoch(run, state, record, value, epoch)
+
+    if run.rank == 0:
+        write_json(history_path, state["history"])
+    if state["epoch"] == 0:
+        raise ValueError("parameter 'train.epochs' allows no epoch; nothing was trained")
+    return TrainResult(state["epoch"], state["best_epoch"], state["best_value"], run.key, _stopped(run, state),
+                       resumed_at, state["history"])
+
+
+# --- setup -----------------------------------------------------------------------------------------
+
+def _setup(name: str, params: dict, data: RetrievalData, model_dir: Path, history_path: Path, dataset: str,
+           progress: bool, step_hook, log) -> _Run:
+    """Device and process group, the seeded method, its optimizer, the selection metric and the run's identity."""
     settings, seed = method_train_settings(params, name), int(params["seed"])
     device = resolve_device(settings["device"])
     rank, world, device = _setup_distributed(device)
-    amp = settings["amp"] and device.type == "cuda"
 
     torch.manual_seed(seed)
     method = build_method(name, params, data.info, word_vectors=np.asarray(data.text.embeddings)).to(device)
+    closed_form = getattr(method, "closed_form", False)
     key = selection_key(settings["select_metric"], data.info.num_labels > 0, getattr(method, "select_metric", None))
     train_items = data.split_items("train")
     if len(train_items.captions) == 0:
         raise ValueError(f"{data.names['table']}: the train split has no captions to train on")
-    if getattr(method, "closed_form", False):  # CCA, LCFS, JFSSL: fitted once on arrays, no epochs
-        from pipeline.models.baselines.closed_form import train_closed_form
-        return TrainResult(**train_closed_form(
-            name, method, params, data, model_dir, history_path, dataset=dataset, device=device, select_key=key,
-            run_fingerprint=run_fingerprint(method.config(), settings, seed, params["metrics"], data.fingerprint()),
-            progress=progress, log=log))
-    trainable = [p for p in method.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
-    fingerprint = run_fingerprint(method.config(), settings, seed, params["metrics"], data.fingerprint())
+    optimizer = None
+    if not closed_form:
+        trainable = [p for p in method.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
+    return _Run(name=name, params=params, settings=settings, seed=seed, data=data, dataset=dataset,
+                model_dir=model_dir, history_path=history_path, device=device, rank=rank, world=world,
+                amp=settings["amp"] and device.type == "cuda" and not closed_form, method=method, key=key,
+                fingerprint=run_fingerprint(method.config(), settings, seed, params["metrics"], data.fingerprint()),
+                train_captions=train_items.captions, progress=progress, log=log, step_hook=step_hook,
+                optimizer=optimizer)
 
-    state = {"epoch": 0, "history": [], "best_value": -math.inf, "best_epoch": 0, "bad_epochs": 0,
-             "reference_loss": None}
-    saved = load_state(model_dir / STATE_FILE)
-    if world > 1:
-        import torch.distributed as dist
 
-        dist.barrier()  # every rank has read the saved state before rank 0 may remove it
-    if saved is not None and saved.get("fingerprint") == fingerprint:
-        method.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = {k: saved[k] for k in state}
-        log(f"resuming {name} after epoch {state['epoch']} from {model_dir / STATE_FILE}")
+def _parallel(run: _Run) -> tuple[torch.nn.Module, int]:
+    """The module a step calls (DDP-wrapped under torchrun) and the optimizer steps per epoch."""
+    batch_size = run.settings["batch_size"]
+    n_steps = math.ceil(len(run.train_captions) / batch_size)
+    if run.world == 1:
+        return run.method, n_steps
+    from torch.nn.parallel import DistributedDataParallel
+
+    if batch_size < run.world:
+        raise ValueError(f"parameter 'train.batch_size' ({batch_size}) is smaller than the {run.world} ranks")
+    if 0 < len(run.train_captions) % batch_size < run.world:  # every rank needs a share of each batch
+        n_steps -= 1
+    device = run.device
+    return DistributedDataParallel(run.method, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True), n_steps
+
+
+# --- resume ----------------------------------------------------------------------------------------
+
+def _fresh_state() -> dict:
+    return {"epoch": 0, "history": [], "best_value": -math.inf, "best_epoch": 0, "bad_epochs": 0,
+            "reference_loss": None}
+
+
+def _resume(run: _Run) -> dict:
+    """The state to continue from: the saved one when it belongs to this run, else a fresh one (and the
+    outputs of another run are removed, so that none is mistaken for this run's)."""
+    model_dir = run.model_dir
+    if run.closed_form:
+        done = _fitted_state(run)
+        if done is not None:
+            run.log(f"{run.name}: already fitted with these parameters and data ({model_dir / CONFIG_FILE})")
+            return done
+        saved = None
     else:
-        if saved is not None and rank == 0:
-            log(f"ignoring {model_dir / STATE_FILE}: it belongs to a run with other parameters or data")
-        for stale in (MODEL_FILE, CONFIG_FILE, STATE_FILE) if rank == 0 else ():
-            (model_dir / stale).unlink(missing_ok=True)
-    resumed_at = state["epoch"]
+        saved = load_state(model_dir / STATE_FILE)
+        if run.world > 1:
+            import torch.distributed as dist
 
-    def stopped() -> bool:
-        return settings["patience"] > 0 and state["bad_epochs"] >= settings["patience"]
+            dist.barrier()  # every rank has read the saved state before rank 0 may remove it
+        if saved is not None and saved.get("fingerprint") == run.fingerprint:
+            run.method.load_state_dict(saved["model"])
+            run.optimizer.load_state_dict(saved["optimizer"])
+            run.log(f"resuming {run.name} after epoch {saved['epoch']} from {model_dir / STATE_FILE}")
+            return {k: saved[k] for k in _fresh_state()}
+        if saved is not None and run.rank == 0:
+            run.log(f"ignoring {model_dir / STATE_FILE}: it belongs to a run with other parameters or data")
+    for stale in (MODEL_FILE, CONFIG_FILE, STATE_FILE) if run.rank == 0 else ():
+        (model_dir / stale).unlink(missing_ok=True)
+    return _fresh_state()
 
+
+def _fitted_state(run: _Run) -> dict | None:
+    """A closed-form method's finished fit, when its config carries this run's fingerprint."""
+    config_path = run.model_dir / CONFIG_FILE
+    if not (config_path.is_file() and (run.model_dir / MODEL_FILE).is_file() and run.history_path.is_file()):
+        return None
+    done = json.loads(config_path.read_text())
+    if done.get("run_fingerprint") != run.fingerprint:
+        return None
+    return {**_fresh_state(), "epoch": 1, "best_epoch": 1, "best_value": float(done["value"]),
+            "history": json.loads(run.history_path.read_text())}
+
+
+def _stopped(run: _Run, state: dict) -> bool:
+    """Early stopping: `train.patience` epochs without a better validation metric."""
+    return run.settings["patience"] > 0 and state["bad_epochs"] >= run.settings["patience"]
+
+
+# --- one epoch -------------------------------------------------------------------------------------
+
+def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module, n_steps: int) -> dict:
+    """One pass over the training captions in the epoch's seeded order; returns the mean loss parts."""
+    settings, method, device, rank, world = run.settings, run.method, run.device, run.rank, run.world
     batch_size = settings["batch_size"]
-    n_steps = math.ceil(len(train_items.captions) / batch_size)
-    step_model = method
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+    torch.manual_seed(_epoch_seed(run.seed, epoch) + rank)
+    order = np.random.default_rng([run.seed, epoch]).permutation(run.train_captions)
+    method.start_epoch(epoch)
+    method.train()
+    trainable = [p for group in run.optimizer.param_groups for p in group["params"]]
+    sums: dict[str, torch.Tensor] = {}
+    window, window_steps = torch.zeros((), device=device), 0
+    bar = tqdm(range(n_steps), desc=f"{run.name} epoch {epoch + 1}/{settings['epochs']}", unit="batch",
+               disable=not run.progress or rank > 0, leave=False)
+    for step in bar:
+        batch = run.data.pair_batch(order[step * batch_size:(step + 1) * batch_size][rank::world]).to(device)
+        with autocast(device, run.amp):
+            loss, parts = step_model(batch) if world > 1 else method.training_loss(batch)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, settings["grad_clip"])
+        run.optimizer.step()
+        for k, v in {"loss": loss.detach(), **parts}.items():
+            sums[k] = sums.get(k, 0.0) + v.float()
+        window, window_steps = window + loss.detach().float(), window_steps + 1
+        if window_steps == CHECK_EVERY or step == n_steps - 1:
+            mean = window.item() / window_steps
+            _check_loss(mean, state, settings, run.name, epoch, step)
+            bar.set_postfix(loss=f"{mean:.4f}")
+            window, window_steps = torch.zeros((), device=device), 0
+        if run.step_hook is not None:
+            run.step_hook(epoch, step)
+    record = {"epoch": epoch + 1, **{k: float(v) / n_steps for k, v in sums.items()}}
+    _check_epoch(record["loss"], state, settings, run.name, epoch)
+    return record
 
-        if batch_size < world:
-            raise ValueError(f"parameter 'train.batch_size' ({batch_size}) is smaller than the {world} ranks")
-        if 0 < len(train_items.captions) % batch_size < world:  # every rank needs a share of each batch
-            n_steps -= 1
-        step_model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None,
-                                             find_unused_parameters=True)
-    while state["epoch"] < settings["epochs"] and not stopped():
-        epoch = state["epoch"]
-        started = time.perf_counter()
-        torch.manual_seed(_epoch_seed(seed, epoch) + rank)
-        order = np.random.default_rng([seed, epoch]).permutation(train_items.captions)
-        method.start_epoch(epoch)
-        method.train()
-        sums: dict[str, torch.Tensor] = {}
-        window, window_steps = torch.zeros((), device=device), 0
-        bar = tqdm(range(n_steps), desc=f"{name} epoch {epoch + 1}/{settings['epochs']}", unit="batch",
-                   disable=not progress or rank > 0, leave=False)
-        for step in bar:
-            batch = data.pair_batch(order[step * batch_size:(step + 1) * batch_size][rank::world]).to(device)
-            with autocast(device, amp):
-                loss, parts = step_model(batch) if world > 1 else method.training_loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, settings["grad_clip"])
-            optimizer.step()
-            for k, v in {"loss": loss.detach(), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v.float()
-            window, window_steps = window + loss.detach().float(), window_steps + 1
-            if window_steps == CHECK_EVERY or step == n_steps - 1:
-                mean = window.item() / window_steps
-                _check_loss(mean, state, settings, name, epoch, step)
-                bar.set_postfix(loss=f"{mean:.4f}")
-                window, window_steps = torch.zeros((), device=device), 0
-            if step_hook is not None:
-                step_hook(epoch, step)
-        record = {"epoch": epoch + 1, **{k: float(v) / n_steps for k, v in sums.items()}}
-        _check_epoch(record["loss"], state, settings, name, epoch)
-        if rank > 0:  # rank 0 validates and saves; the others follow its selection bookkeeping
-            value = _broadcast(None, world)
-            state["epoch"] = epoch + 1
-            if value > state["best_value"]:
-                state.update(best_value=value, best_epoch=epoch + 1, bad_epochs=0)
-            else:
-                state["bad_epochs"] += 1
-            continue
 
-        scores = score_split(method, data, "val", metrics_params=params["metrics"], dataset=dataset,
-                             batch_size=settings["eval_batch_size"], device=device, amp=amp)
-        metrics = split_metrics(scores, data, metrics_params=params["metrics"], dataset=dataset, protocol="all",
-                                device=device)
-        if key not in metrics:
-            numeric = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
-            raise ValueError(f"parameter 'train.select_metric' is {key!r}, which the validation metrics do not "
-                             f"contain (available: {', '.join(numeric)})")
-        record.update({f"val_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        value = _broadcast(float(metrics[key]), world)
-        state["epoch"] = epoch + 1
-        state["history"] = state["history"] + [record]
-        if value > state["best_value"]:
-            state.update(best_value=value, best_epoch=epoch + 1, bad_epochs=0)
-            save_model(model_dir, method, {"epoch": epoch + 1, "select_metric": key, "value": value,
-                                           "data_fingerprint": data.fingerprint(), "run_fingerprint": fingerprint})
-        else:
-            state["bad_epochs"] += 1
-        save_torch(model_dir / STATE_FILE, {**state, "fingerprint": fingerprint,
-                                            "model": {k: v.detach().cpu() for k, v in method.state_dict().items()},
-                                            "optimizer": optimizer.state_dict()})
-        write_json(history_path, state["history"])
-        log(f"{name} epoch {epoch + 1}: loss {record['loss']:.4f}, val {key} {value:.2f} "
-            f"(best {state['best_value']:.2f} at epoch {state['best_epoch']}), {record['seconds']:.1f}s")
+def _fit_closed_form(run: _Run) -> dict:
+    """A closed-form method's one "epoch": gather the training pairs, solve; returns the fit's facts."""
+    from threadpoolctl import threadpool_limits
 
-    if rank == 0:
-        write_json(history_path, state["history"])
-    if state["epoch"] == 0:
-        raise ValueError("parameter 'train.epochs' allows no epoch; nothing was trained")
-    return TrainResult(state["epoch"], state["best_epoch"], state["best_value"], key, stopped(), resumed_at,
-                       state["history"])
+    from pipeline.models.baselines.closed_form import training_arrays
 
+    method = run.method
+    image_x, text_x, labels = training_arrays(method, run.data, seed=run.seed, progress=run.progress)
+    threads = int(run.params["train"]["threads"])  # numpy/scipy's BLAS honours train.threads like torch
+    with threadpool_limits(threads) if threads else contextlib.nullcontext():
+        facts = method.fit_arrays(image_x, text_x, labels)
+    method.to(run.device)
+    return {"epoch": 1, "loss": float(facts.get("objective", 0.0)),
+            **{f"fit_{k}": v for k, v in facts.items() if isinstance(v, (int, float))}}
+
+
+# --- validation and selection ----------------------------------------------------------------------
+
+def _validate(run: _Run, record: dict) -> float:
+    """Score the validation split into `record` (`val_*`); returns the selection metric."""
+    metrics_params = run.params["metrics"]
+    scores = score_split(run.method, run.data, "val", metrics_params=metrics_params, dataset=run.dataset,
+                         batch_size=run.settings["eval_batch_size"], device=run.device, amp=run.amp)
+    metrics = split_metrics(scores, run.data, metrics_params=metrics_params, dataset=run.dataset, protocol="all",
+                            device=run.device)
+    if run.key not in metrics:
+        numeric = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
+        raise ValueError(f"parameter 'train.select_metric' is {run.key!r}, which the validation metrics do not "
+                         f"contain (available: {', '.join(numeric)})")
+    record.update({f"val_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+    return float(metrics[run.key])
+
+
+def _select(state: dict, value: float, epoch: int) -> bool:
+    """Count epoch `epoch` as done and keep it when it beats the best so far; returns whether it did."""
+    state["epoch"] = epoch + 1
+    if value > state["best_value"]:
+        state.update(best_value=value, best_epoch=epoch + 1, bad_epochs=0)
+        return True
+    state["bad_epochs"] += 1
+    return False
+
+
+# --- checkpointing ---------------------------------------------------------------------------------
+
+def _checkpoint(run: _Run, state: dict, improved: bool, value: float, epoch: int) -> None:
+    """The selected model (`model.pt` + `config.json`) when it improved, the resumable state (`last.pt`,
+    gradient methods) and the history."""
+    if improved:
+        save_model(run.model_dir, run.method, {"epoch": epoch + 1, "select_metric": run.key, "value": value,
+                                               "data_fingerprint": run.data.fingerprint(),
+                                               "run_fingerprint": run.fingerprint})
+    if not run.closed_form:
+        save_torch(run.model_dir / STATE_FILE, {
+            **state, "fingerprint": run.fingerprint,
+            "model": {k: v.detach().cpu() for k, v in run.method.state_dict().items()},
+            "optimizer": run.optimizer.state_dict()})
+    write_json(run.history_path, state["history"])
+
+
+def _log_epoch(run: _Run, state: dict, record: dict, value: float, epoch: int) -> None:
+    if run.closed_form:
+        run.log(f"{run.name}: fitted on {record['fit_pairs']} pairs, val {run.key} {value:.2f}, "
+                f"{record['seconds']:.1f}s")
+    else:
+        run.log(f"{run.name} epoch {epoch + 1}: loss {record['loss']:.4f}, val {run.key} {value:.2f} "
+                f"(best {state['best_value']:.2f} at epoch {state['best_epoch']}), {record['seconds']:.1f}s")
+
+
+# --- loss checks -----------------------------------------------------------------------------------
 
 def _check_loss(mean: float, state: dict, settings: dict, name: str, epoch: int, step: int) -> None:
     if not math.isfinite(mean):

@@ -1,40 +1,72 @@
-"""Method name -> implementing class: the one list of trainable methods.
+"""The one list of methods: name -> builder (an import path) and the facts `xmr methods` shows.
 
-Entries are import paths so that listing or validating names does not import torch models.
-A new method adds one line here and its parameter section in `pipeline/training/schema.py`.
+Torch-free: listing or checking names imports no model (the builder is imported on first use). Adding a
+method means: its module (a `pipeline.contract.method.RetrievalMethod`), one entry here, its params
+section (`pipeline/training/schema.py` and `params.yaml`: the section and one of the `run` lists) and its
+tests; `tests/test_method_registry.py` checks that these agree.
 """
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from pipeline.training.batches import DataInfo
 from pipeline.training.schema import METHOD_SCHEMAS, USES_LAMBDA
 
-_SS = "pipeline.models.semantic_sharing:SemanticSharing"
+LABEL_WISE, INSTANCE_LEVEL = "label-wise", "instance-level"
 
-METHODS: dict[str, str] = {
-    "ss": _SS,        # Semantic Sharing (papers/000)
-    "ss_con": _SS,    # + triplet consistency loss (Ours+Con)
-    "ss_wo_r": _SS,   # global features + one FC shared model
-    "ss_wo_t": _SS,   # one FC instead of the transformer
-    "ss_wo_c": _SS,   # no masked-segment (context) prediction
-    "ss_wo_l": _SS,   # no label prediction
-    "st": _SS,        # separate training of each modality
-    "imc": _SS,       # Eq. 1 only
-    "scan_i2t": "pipeline.models.scan:SCAN",              # SCAN, regions attend words (papers/002)
-    "scan_t2i": "pipeline.models.scan:SCAN",              # SCAN, words attend regions
-    "scan_consistency": "pipeline.models.scan:SCAN",      # both + semantic consistency
-    "dual_path": "pipeline.models.dual_path:DualPath",    # instance loss, two stages (papers/003)
-    "cca": "pipeline.models.baselines.cca:CCAMethod",        # Table-1 baselines (pipeline/models/baselines/)
-    "lcfs": "pipeline.models.baselines.lcfs:LCFS",
-    "jfssl": "pipeline.models.baselines.jfssl:JFSSL",
-    "dcca": "pipeline.models.baselines.dcca:DCCA",
-    "dscmr": "pipeline.models.baselines.dscmr:DSCMR",
-    "scml": "pipeline.models.baselines.scml:SCML",
-    "vilbert": "pipeline.models.baselines.vilbert:ViLBERT",
+
+@dataclass(frozen=True)
+class MethodEntry:
+    builder: str         # "module:Class" of the RetrievalMethod
+    paper: str
+    family: str          # LABEL_WISE (multi-label relevance, NDCG) or INSTANCE_LEVEL (own pairs, R@K)
+    needs_labels: bool   # the objective reads label annotations (the class says the same)
+    description: str     # one line
+    closed_form: bool = False  # fitted once on arrays instead of trained by epochs
+
+
+_SS = "pipeline.models.semantic_sharing:SemanticSharing"
+_SCAN = "pipeline.models.scan:SCAN"
+_P000 = "papers/000 (Semantic Sharing)"
+
+
+def _ss(description: str) -> MethodEntry:
+    return MethodEntry(_SS, _P000, LABEL_WISE, True, description)
+
+
+METHODS: dict[str, MethodEntry] = {
+    "ss": _ss("Semantic Sharing: shared transformer over RoIs and words, label loss + lambda * context loss"),
+    "ss_con": _ss("ss plus the triplet consistency loss (Ours+Con)"),
+    "ss_wo_r": _ss("ablation w/o R: mean-pooled global image input and one FC"),
+    "ss_wo_t": _ss("ablation w/o T: one FC instead of the transformer"),
+    "ss_wo_c": _ss("ablation w/o C: no masked-segment context prediction"),
+    "ss_wo_l": _ss("ablation w/o L: no label prediction"),
+    "st": _ss("separate model per modality (ST / Independent)"),
+    "imc": _ss("inter/intra-modal consistency of Eq. 1 only (IMC)"),
+    "scan_i2t": MethodEntry(_SCAN, "papers/002 (SCAN)", INSTANCE_LEVEL, False,
+                            "stacked cross attention, regions attend words, hardest-negative triplet loss"),
+    "scan_t2i": MethodEntry(_SCAN, "papers/002 (SCAN)", INSTANCE_LEVEL, False,
+                            "stacked cross attention, words attend regions, hardest-negative triplet loss"),
+    "scan_consistency": MethodEntry(_SCAN, "papers/002 (SCAN + semantic consistency)", INSTANCE_LEVEL, False,
+                                    "both SCAN directions summed plus their consistency term"),
+    "dual_path": MethodEntry("pipeline.models.dual_path:DualPath", "papers/003 (dual-path instance loss)",
+                             INSTANCE_LEVEL, False,
+                             "one class per image, instance softmax per modality, then + ranking loss"),
+    "cca": MethodEntry("pipeline.models.baselines.cca:CCAMethod", "Hotelling 1936 (CCA)", LABEL_WISE, False,
+                       "canonical correlation of pooled RoI and caption features", closed_form=True),
+    "lcfs": MethodEntry("pipeline.models.baselines.lcfs:LCFS", "Wang et al., ICCV 2013 (LCFS)", LABEL_WISE, True,
+                        "coupled regression onto labels with l21 and trace-norm terms", closed_form=True),
+    "jfssl": MethodEntry("pipeline.models.baselines.jfssl:JFSSL", "Wang et al., TPAMI 2016 (JFSSL)", LABEL_WISE,
+                         True, "regression onto labels, l21 and a multimodal graph term", closed_form=True),
+    "dcca": MethodEntry("pipeline.models.baselines.dcca:DCCA", "Andrew et al., ICML 2013 (DCCA)", LABEL_WISE,
+                        False, "two MLPs trained on total correlation, then linear CCA"),
+    "dscmr": MethodEntry("pipeline.models.baselines.dscmr:DSCMR", "Zhen et al., CVPR 2019 (DSCMR)", LABEL_WISE,
+                         True, "label-space and common-space discrimination with modality invariance"),
+    "scml": MethodEntry("pipeline.models.baselines.scml:SCML", "Song and Tan, 2019 (SCML)", LABEL_WISE, True,
+                        "one network learned from the modalities in sequence, meta-gradient"),
+    "vilbert": MethodEntry("pipeline.models.baselines.vilbert:ViLBERT", "Lu et al., NeurIPS 2019 (ViLBERT)",
+                           LABEL_WISE, False, "two-stream co-attentional transformer scoring pairs, from scratch"),
 }
 
 
@@ -45,27 +77,36 @@ class UnknownMethodError(ValueError):
 def check_method(name: str) -> None:
     """Raise UnknownMethodError listing the known names unless `name` is registered."""
     if name not in METHODS:
-        raise UnknownMethodError(f"unknown method '{name}' (known: {', '.join(sorted(METHODS))})")
+        raise UnknownMethodError(f"unknown method '{name}' (known: {', '.join(sorted(METHODS))}; "
+                                 f"`xmr methods` describes them)")
     if name not in METHOD_SCHEMAS:
         raise UnknownMethodError(f"method '{name}' has no parameter section in pipeline/training/schema.py")
 
 
+def uses_lambda(name: str) -> bool:
+    """The method's objective reads the top-level `lambda` (it has a context loss)."""
+    return name in USES_LAMBDA
+
+
 def method_class(name: str) -> type:
     check_method(name)
-    module, _, attr = METHODS[name].partition(":")
+    module, _, attr = METHODS[name].builder.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
-def build_method(name: str, params: dict, info: DataInfo, word_vectors: np.ndarray | None = None):
-    """A freshly initialised method from validated params (`methods.<name>`, `lambda`)."""
+def build_method(name: str, params: dict, info, word_vectors=None):
+    """A freshly initialised method from validated params (`methods.<name>`, `lambda`); `info` is the
+    dataset's `pipeline.contract.batches.DataInfo`, `word_vectors` an optional `[V, word_dim]` array."""
     check_method(name)
     settings = params["methods"][name]
-    lam = float(params["lambda"]) if name in USES_LAMBDA else None
+    lam = float(params["lambda"]) if uses_lambda(name) else None
     return method_class(name)(name, settings, info, lam, word_vectors=word_vectors)
 
 
 def rebuild_method(config: dict[str, Any]):
     """A method (random weights) from the `config()` it saved; raises ValueError on a bad config."""
+    from pipeline.contract.batches import DataInfo
+
     for key in ("method", "settings", "info"):
         if key not in config:
             raise ValueError(f"model config lacks '{key}'")

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pipeline.contract.method import RetrievalMethod
 from pipeline.metrics import evaluate_similarity, metric_options, top_retrievals
 from pipeline.training.data import RetrievalData, SplitItems
-from pipeline.training.method import RetrievalMethod
 
 
 def autocast(device: torch.device, amp: bool):

@@ -3,27 +3,22 @@
 A `ClosedFormMethod` is a `RetrievalMethod` whose state is buffers only: the standardisation of its
 two inputs and one projection per modality. `fit_arrays(image_x, text_x, labels)` solves for them
 from the pooled training pairs; encoding is `((x - mean) / scale) @ projection`, the retrieval score
-the cosine (the default of `RetrievalMethod`). `train_closed_form` is what the training loop runs for
-such a method instead of epochs: gather the training pairs through the shared data layer, fit, score
-the validation split, and save model, config and a one-entry history like any other method.
+the cosine (the default of `RetrievalMethod`). The training loop (`pipeline.training.loop`) fits such a
+method as its one "epoch" (`training_arrays` gathers the pairs through the data layer it is given, then
+`fit_arrays`), and validates, selects and checkpoints it through the same steps as every other method.
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import time
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from pipeline.contract.batches import DataInfo, ImageBatch, PairBatch, TextBatch
+from pipeline.contract.method import RetrievalMethod
 from pipeline.models.baselines.inputs import CaptionFeatures, pooled_regions
 from pipeline.models.baselines.linalg import SolverError, standardize_stats
-from pipeline.training.batches import DataInfo, ImageBatch, PairBatch, TextBatch
-from pipeline.training.method import RetrievalMethod
 
 FIT_BATCH = 1024  # pairs per data-layer read while gathering the training arrays
 
@@ -147,54 +142,3 @@ def training_arrays(method: ClosedFormMethod, data, *, split: str = "train", see
         parts["text"].append(method.text_inputs(batch.texts).double().cpu().numpy())
         parts["labels"].append(batch.texts.labels.cpu().numpy())
     return tuple(np.concatenate(parts[k]) for k in ("image", "text", "labels"))
-
-
-def train_closed_form(name: str, method: ClosedFormMethod, params: dict, data, model_dir: str | Path,
-                      history_path: str | Path, *, dataset: str, device: torch.device, select_key: str,
-                      run_fingerprint: str, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Fit `method`, score the validation split, save `model.pt`/`config.json` and the history.
-
-    A model directory whose config already carries `run_fingerprint` is kept (nothing is redone).
-    Returns the fields of `pipeline.training.loop.TrainResult`.
-    """
-    from pipeline.io import write_json
-    from pipeline.training.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, save_model
-    from pipeline.training.scoring import score_split, split_metrics
-
-    model_dir, history_path = Path(model_dir), Path(history_path)
-    config_path = model_dir / CONFIG_FILE
-    if config_path.is_file() and (model_dir / MODEL_FILE).is_file() and history_path.is_file():
-        done = json.loads(config_path.read_text())
-        if done.get("run_fingerprint") == run_fingerprint:
-            history = json.loads(history_path.read_text())
-            log(f"{name}: already fitted with these parameters and data ({config_path})")
-            return dict(epochs_done=1, best_epoch=1, best_value=float(done["value"]), select_key=select_key,
-                        stopped_early=False, resumed_at=1, history=history)
-    for stale in (MODEL_FILE, CONFIG_FILE, STATE_FILE):
-        (model_dir / stale).unlink(missing_ok=True)
-
-    started = time.perf_counter()
-    image_x, text_x, labels = training_arrays(method, data, seed=int(params["seed"]), progress=progress)
-    threads = int(params["train"]["threads"])  # numpy/scipy's BLAS honours train.threads like torch
-    with threadpool_limits(threads) if threads else contextlib.nullcontext():
-        facts = method.fit_arrays(image_x, text_x, labels)
-    method.to(device)
-    scores = score_split(method, data, "val", metrics_params=params["metrics"], dataset=dataset,
-                         batch_size=params["train"]["eval_batch_size"], device=device)
-    metrics = split_metrics(scores, data, metrics_params=params["metrics"], dataset=dataset, protocol="all",
-                            device=device)
-    if select_key not in metrics:
-        numeric = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
-        raise ValueError(f"parameter 'train.select_metric' is {select_key!r}, which the validation metrics do not "
-                         f"contain (available: {', '.join(numeric)})")
-    value = float(metrics[select_key])
-    record = {"epoch": 1, "loss": float(facts.get("objective", 0.0)),
-              **{f"fit_{k}": v for k, v in facts.items() if isinstance(v, (int, float))},
-              **{f"val_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
-              "seconds": round(time.perf_counter() - started, 3)}
-    save_model(model_dir, method, {"epoch": 1, "select_metric": select_key, "value": value,
-                                   "data_fingerprint": data.fingerprint(), "run_fingerprint": run_fingerprint})
-    write_json(history_path, [record])
-    log(f"{name}: fitted on {facts['pairs']} pairs, val {select_key} {value:.2f}, {record['seconds']:.1f}s")
-    return dict(epochs_done=1, best_epoch=1, best_value=value, select_key=select_key, stopped_early=False,
-                resumed_at=0, history=[record])

@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline.contract.batches import DataInfo, ImageBatch, PairBatch, TextBatch
+from pipeline.contract.method import RetrievalMethod
 from pipeline.losses.correlation import dcca_loss, view_covariances
 from pipeline.models.baselines.inputs import CaptionEncoder, mlp, pooled_regions
 from pipeline.models.baselines.linalg import cca_projections
-from pipeline.training.batches import DataInfo, ImageBatch, PairBatch, TextBatch
-from pipeline.training.method import RetrievalMethod
 
 
 class DCCA(RetrievalMethod):

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.contract.batches import DataInfo, ImageBatch, PairBatch, TextBatch
+from pipeline.contract.method import RetrievalMethod
 from pipeline.losses.consistency import imc_loss
 from pipeline.losses.discrimination import label_space_loss, modality_invariance_loss
 from pipeline.models.baselines.inputs import CaptionEncoder, mlp, pooled_regions
-from pipeline.training.batches import DataInfo, ImageBatch, PairBatch, TextBatch
-from pipeline.training.method import RetrievalMethod
 
 
 class DSCMR(RetrievalMethod):

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.training.batches import PAD_ID, DataInfo, ImageBatch, TextBatch
-from pipeline.training.method import build_kwargs_word_vectors
+from pipeline.contract.batches import PAD_ID, DataInfo, ImageBatch, TextBatch
+from pipeline.contract.method import build_kwargs_word_vectors
 
 CNN_WIDTHS = (3, 4, 5)   # Kim (2014) sentence CNN: filter widths ...
 CNN_FILTERS = 100        # ... and feature maps per width

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from pipeline.contract.batches import DataInfo, ImageBatch, PairBatch, TextBatch
+from pipeline.contract.method import RetrievalMethod
 from pipeline.models.baselines.inputs import CaptionEncoder, mlp, pooled_regions
-from pipeline.training.batches import DataInfo, ImageBatch, PairBatch, TextBatch
-from pipeline.training.method import RetrievalMethod
 
 ORDERS = {"image_text": ("image", "text"), "text_image": ("text", "image")}
 

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.contract.batches import PAD_ID, DataInfo, ImageBatch, PairBatch, TextBatch
+from pipeline.contract.method import RetrievalMethod, build_kwargs_word_vectors
 from pipeline.models.encoder import EncoderLayer, sinusoidal_positions
-from pipeline.training.batches import PAD_ID, DataInfo, ImageBatch, PairBatch, TextBatch
-from pipeline.training.method import RetrievalMethod, build_kwargs_word_vectors
 
 _WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0, 1.0)
 _ACT = {"relu": F.relu, "gelu": F.gelu}

@@ -4,7 +4,7 @@ A method is an `nn.Module` built from `(name, settings, info, lam)`:
 - `name`: the method name in `params.yaml` (one class may serve several names, e.g. ablations);
 - `settings`: the validated `methods.<name>` section;
 - `info`: the `DataInfo` of the dataset (feature width, vocabulary, labels, ...);
-- `lam`: the top-level `lambda` when `name` reads it (pipeline.training.schema.USES_LAMBDA), else None.
+- `lam`: the top-level `lambda` when `name` reads it (`uses_lambda` in the registry), else None.
 Word vectors for initialisation are passed once as `word_vectors` and are not part of the config
 (the trained table is in the state dict).
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.training.batches import DataInfo, ImageBatch, PairBatch, TextBatch
+from pipeline.contract.batches import DataInfo, ImageBatch, PairBatch, TextBatch
 
 
 class RetrievalMethod(nn.Module):

@@ -1,0 +1,21 @@
+"""The files of a trained model directory, and the torch-free check that a model exists.
+
+`xmr evaluate` checks the model before it imports torch or opens the data, so that a missing model is
+reported at once (bench/fast_errors.py measures it).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+MODEL_FILE, CONFIG_FILE, STATE_FILE = "model.pt", "config.json", "last.pt"
+
+
+def require_model(model_dir: str | Path, dataset: str, method: str) -> Path:
+    """`model_dir` when it holds a selected model (`model.pt` and `config.json`); else FileNotFoundError
+    naming the directory and the command that makes it."""
+    model_dir = Path(model_dir)
+    for name in (CONFIG_FILE, MODEL_FILE):
+        if not (model_dir / name).is_file():
+            raise FileNotFoundError(f"{model_dir / name}: no trained model of '{method}' on '{dataset}' "
+                                    f"(run `xmr train {dataset} {method}` first)")
+    return model_dir
