@@ -1,26 +1,47 @@
-"""The `xmr` command: one subcommand per DVC stage."""
+"""The `xmr` command: one subcommand per DVC stage, plus `xmr methods` (the method catalogue).
+
+Subcommands are imported when they are called (the group below), so `xmr train <ds> <wrong name>`
+answers before the modules of the other stages (pyarrow, torch, ...) are loaded.
+"""
 from __future__ import annotations
 
-import typer
+import importlib
 
-from stages import download, prepare
-from stages import tokenize
-from stages import evaluate, methods, train
-from stages import report
-from stages import extract, train_detector
+import typer
+from typer.core import TyperGroup
+
+# Command name -> the module whose `main` implements it (in the order `xmr --help` lists them).
+COMMANDS = {
+    "download": "stages.download", "prepare": "stages.prepare", "train-detector": "stages.train_detector",
+    "extract": "stages.extract", "tokenize": "stages.tokenize", "train": "stages.train",
+    "evaluate": "stages.evaluate", "report": "stages.report", "methods": "stages.methods",
+}
+
+
+class LazyStages(TyperGroup):
+    """A click group that builds a subcommand from its module only when it is asked for."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name: str):
+        if name not in COMMANDS:
+            return None
+        single = typer.Typer(add_completion=False)
+        single.command(name)(importlib.import_module(COMMANDS[name]).main)
+        return typer.main.get_command(single)
+
 
 app = typer.Typer(
+    cls=LazyStages,
     help="xmr: cross-modal retrieval pipeline. Each subcommand is one DVC stage; "
-    "`dvc repro` runs them in order (download -> prepare -> extract -> tokenize -> train -> evaluate -> report).",
+    "`dvc repro` runs them in order (download -> prepare -> extract -> tokenize -> train -> evaluate -> report). "
+    "`xmr methods` lists the retrieval methods.",
     no_args_is_help=True,
     add_completion=False,
 )
-app.command("download")(download.main)
-app.command("prepare")(prepare.main)
-app.command("train-detector")(train_detector.main)
-app.command("extract")(extract.main)
-app.command("tokenize")(tokenize.main)
-app.command("train")(train.main)
-app.command("evaluate")(evaluate.main)
-app.command("report")(report.main)
-app.command("methods")(methods.main)
+
+
+@app.callback()
+def _main() -> None:
+    """xmr: cross-modal retrieval pipeline."""
