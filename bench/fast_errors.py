@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -60,8 +59,8 @@ def main() -> None:
     if args.record:
         day = datetime.date.today().isoformat()
         with open(args.record, "a") as f:
-            f.write(f"\n## Fast errors (`bench/fast_errors.py`, {platform.processor() or 'CPU'}, "
-                    f"{os.cpu_count()}-core CPU sandbox, {day})\n\n{table}\n")
+            f.write(f"\n## Fast errors (`bench/fast_errors.py`, {os.cpu_count()}-core CPU sandbox, {day})\n\n"
+                    f"Load average {os.getloadavg()[0]:.1f}; each case is a fresh `xmr` process.\n\n{table}\n")
 
 
 if __name__ == "__main__":

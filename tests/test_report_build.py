@@ -146,11 +146,19 @@ def test_lambda_plot_and_training_curves(reports, tmp_path):
         write(reports / f"training/shapes/{method}.json",
               [{"epoch": e, "loss": 2.0 / e + offset, "val_ndcg_ave": 50 + e, "val_n_images": 200, "seconds": 1.5}
                for e in range(1, 6)])
+    write(reports / "training/shapes/dual_path.json",  # stage I has no ranking part (null), stage II has
+          [{"epoch": e, "loss": 3.0 / e, "ranking": None if e == 1 else 0.5, "val_ndcg_ave": 40 + e,
+            "val_rsum": 100 + e, "seconds": 1.0} for e in range(1, 4)])
+    write(reports / "training/shapes/cca.json",
+          [{"epoch": 1, "loss": 0.25, "fit_pairs": 8000, "val_ndcg_ave": 61.5, "val_rsum": 90.0, "seconds": 0.3}])
     summary = build_report(reports, tmp_path / "data", experiments=experiments, current_lambda=0.1,
                            report_params={"lambda_methods": ["ss", "dscmr"]})
     text = (reports / "results.md").read_text()
     assert summary["lambda_curves"] == 2 and summary["training_plots"] == ["shapes"]
-    assert summary["training_panels"] == {"shapes": ["loss", "val_ndcg_ave"]}  # bookkeeping keys left out
+    assert summary["training_panels"] == {"shapes": [
+        "instance-level: validation rsum", "instance-level: training loss",
+        "label-wise: validation NDCG", "label-wise: training loss"]}
+    assert "| cca | 8000 | 0.2500 | 61.50 | 90.00 | 0.3 |" in text  # a closed-form fit is a table row, not a curve
     assert "![lambda sensitivity](plots/lambda_sensitivity.png)" in text
     assert "![training curves: shapes](plots/training_shapes.png)" in text
     for png in ("lambda_sensitivity.png", "training_shapes.png"):
@@ -232,3 +240,18 @@ def test_report_command(reports, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["report", "--reports-dir", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "no <dataset>/<method>.json metrics files" in result.output
     assert "report.thumbnail_px" in CliRunner().invoke(app, ["report", "--help"]).output
+
+
+def test_training_figure_keeps_legends_off_the_data():
+    from pipeline.reporting.plots import training_figure
+
+    histories = {f"m{i}": [{"epoch": e, "loss": 1.0 / e + i, "val_ndcg_ave": 10.0 * e + i} for e in range(1, 4)]
+                 for i in range(19)}
+    fig, panels = training_figure(histories, "t")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is not None:
+            assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+    assert panels == ["label-wise: validation NDCG", "label-wise: training loss"]

@@ -20,55 +20,89 @@ def read_history(path: Path) -> list[dict]:
     return history
 
 
-# Validation quantities worth a panel (the training loop logs every metric as val_<key>); training
-# quantities (keys without the val_ prefix) are all drawn except bookkeeping.
-VALIDATION_KEYS = ("ndcg_ave", "ndcg_i2t", "ndcg_t2i", "map_ave", "mapk_ave", "rsum", "r1_i2t", "r1_t2i", "f1_image",
-                   "f1_text")
-BOOKKEEPING = ("epoch", "seconds", "time", "step", "lr")
+# The validation metric drawn per family: what each family is selected and compared on (NDCG over shared
+# labels for label-wise methods, rsum over each image's own captions for instance-level ones); rsum when a
+# dataset has no labels.
+FAMILY_METRIC = {"label-wise": ("val_ndcg_ave", "validation NDCG"), "instance-level": ("val_rsum", "validation rsum")}
+FALLBACK_METRIC = ("val_rsum", "validation rsum")
 
 
-def _plotted(key: str) -> bool:
-    if key.startswith("val_"):
-        return key[4:] in VALIDATION_KEYS
-    return key not in BOOKKEEPING
+def is_closed_form_fit(history: list[dict]) -> bool:
+    """A closed-form fit (CCA, LCFS, JFSSL): one entry with `fit_*` facts; it belongs in a table, not on a curve."""
+    return len(history) == 1 and any(k.startswith("fit_") for k in history[0])
 
 
-def _series(history: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
-    """`metric -> (epochs, values)` for the numeric keys worth plotting."""
-    series: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
-    for i, entry in enumerate(history):
-        epoch = entry.get("epoch", i + 1)
-        for key, value in entry.items():
-            if _plotted(key) and isinstance(value, (int, float)) and not isinstance(value, bool):
-                series[key][0].append(epoch)
-                series[key][1].append(value)
-    return dict(series)
+def _curve(history: list[dict], key: str) -> tuple[list, list]:
+    points = [(e.get("epoch", i + 1), e.get(key)) for i, e in enumerate(history)]
+    points = [(x, y) for x, y in points if isinstance(y, (int, float)) and not isinstance(y, bool)]
+    return [x for x, _ in points], [y for _, y in points]
+
+
+def _family(method: str) -> str:
+    from pipeline.training.registry import METHODS
+
+    entry = METHODS.get(method)
+    return entry.family if entry else "label-wise"
 
 
 def plot_training_curves(histories: dict[str, list[dict]], title: str, out_png: Path) -> list[str]:
-    """One panel per logged quantity, one line per method; returns the quantities plotted."""
-    per_method = {method: _series(h) for method, h in sorted(histories.items())}
-    keys = sorted({k for s in per_method.values() for k in s}, key=lambda k: (k != "loss", k))
-    if not keys:
-        return []
-    cols = min(3, len(keys))
-    rows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
-        for method, series in per_method.items():
-            if key in series:
-                ax.plot(*series[key], marker="o", markersize=2.5, label=method)
-        ax.set_title(key)
+    """`training_figure` saved as a PNG; returns the titles of the panels drawn (none: no file)."""
+    fig, panels = training_figure(histories, title)
+    if fig is not None:
+        fig.savefig(out_png, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return panels
+
+
+def training_figure(histories: dict[str, list[dict]], title: str):
+    """Per method family: the validation metric against epoch (top) and the training loss (bottom), one line
+    per method, legends beside the axes. Closed-form fits are left out (see `closed_form_rows`).
+    Returns `(figure or None, panel titles)`."""
+    families: dict[str, dict[str, list[dict]]] = defaultdict(dict)
+    for method, history in sorted(histories.items()):
+        if history and not is_closed_form_fit(history):
+            families[_family(method)][method] = history
+    panels = []
+    for family, methods in sorted(families.items()):
+        key, label = FAMILY_METRIC.get(family, FALLBACK_METRIC)
+        if not any(_curve(h, key)[0] for h in methods.values()):
+            key, label = FALLBACK_METRIC
+        panels.append((f"{family}: {label}", key, methods))
+        panels.append((f"{family}: training loss", "loss", methods))
+    panels = [(t, k, m) for t, k, m in panels if any(_curve(h, k)[0] for h in m.values())]
+    if not panels:
+        return None, []
+    cols = len(families)
+    fig, axes = plt.subplots(2, cols, figsize=(6.4 * cols, 6.4), squeeze=False)
+    for i, (panel_title, key, methods) in enumerate(panels):
+        ax = axes[i % 2][i // 2]
+        for j, (method, history) in enumerate(methods.items()):
+            ax.plot(*_curve(history, key), marker="o", markersize=3, color=f"C{j % 10}",
+                    linestyle="-" if j < 10 else "--", label=method)
+        ax.set_title(panel_title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside, never on data
+    used = {(i % 2, i // 2) for i in range(len(panels))}
+    for r in range(2):
+        for c in range(cols):
+            if (r, c) not in used:
+                axes[r][c].axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return keys
+    return fig, [t for t, _, _ in panels]
+
+
+def closed_form_rows(histories: dict[str, list[dict]]) -> list[dict]:
+    """One row per closed-form fit: method, training pairs, objective, validation metrics, seconds."""
+    rows = []
+    for method, history in sorted(histories.items()):
+        if history and is_closed_form_fit(history):
+            entry = history[0]
+            rows.append({"method": method, "pairs": entry.get("fit_pairs"), "objective": entry.get("loss"),
+                         "val_ndcg_ave": entry.get("val_ndcg_ave"), "val_rsum": entry.get("val_rsum"),
+                         "seconds": entry.get("seconds")})
+    return rows
 
 
 def plot_lambda_sensitivity(points: list[dict], out_png: Path, param: str = "lambda") -> int:
@@ -98,8 +132,8 @@ def plot_lambda_sensitivity(points: list[dict], out_png: Path, param: str = "lam
         ax.set_xlabel(param)
         ax.set_ylabel("NDCG x 100")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the data
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
+    fig.savefig(out_png, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return sum(len(m) for m in curves.values())

@@ -19,7 +19,7 @@ from pipeline.io import atomic_output
 from pipeline.metrics.rankings import read_rankings
 from pipeline.reporting import tables
 from pipeline.reporting.collect import collect_metrics, column_views, read_json
-from pipeline.reporting.plots import plot_lambda_sensitivity, plot_training_curves, read_history
+from pipeline.reporting.plots import closed_form_rows, plot_lambda_sensitivity, plot_training_curves, read_history
 from pipeline.reporting.published import NOTES
 from pipeline.reporting.qualitative import render_page
 from pipeline.reporting.sweep import merge_points, sweep_points, workspace_points
@@ -48,7 +48,7 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
         raise FileNotFoundError(f"{reports_dir / 'metrics'}: no <dataset>/<method>.json metrics files "
                                 "(run `xmr evaluate` / `dvc repro` first)")
     summary: dict = {"metrics_files": len(records), "training_plots": [], "training_panels": {},
-                     "qualitative_pages": []}
+                     "closed_form_fits": {}, "qualitative_pages": []}
 
     # plots/: training curves and the lambda sweep
     points, sweep_source = _sweep(records, Path(experiments) if experiments else None, current_lambda,
@@ -63,6 +63,9 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
             if panels:
                 summary["training_plots"].append(dataset)
                 summary["training_panels"][dataset] = panels
+            fits = closed_form_rows(histories)
+            if fits:
+                summary["closed_form_fits"][dataset] = fits
         curves = plot_lambda_sensitivity(points, plots_tmp / "lambda_sensitivity.png", PARAM)
     summary["lambda_curves"] = curves
     with atomic_output(reports_dir / "lambda_sensitivity.json") as tmp:
@@ -88,6 +91,10 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
     with atomic_output(reports_dir / "results.md") as tmp:
         tmp.write_text(text, encoding="utf-8")
     return summary
+
+
+def _num(value, digits: int) -> str:
+    return "-" if not isinstance(value, (int, float)) else f"{value:.{digits}f}"
 
 
 def _ks(records, key: str) -> str:
@@ -144,6 +151,11 @@ def results_markdown(records, summary: dict, sweep_source: str, lambda_methods: 
         out += [f"![training curves: {d}](plots/training_{d}.png)\n" for d in summary["training_plots"]]
     else:
         out += ["No training histories in `reports/training/`.", ""]
+    for dataset, fits in sorted(summary["closed_form_fits"].items()):
+        out += [f"Closed-form fits on {dataset} (one solve each, no epochs):", "",
+                "| method | training pairs | objective | val NDCG | val rsum | seconds |", "|---|---|---|---|---|---|"]
+        out += [f"| {f['method']} | {_num(f['pairs'], 0)} | {_num(f['objective'], 4)} | {_num(f['val_ndcg_ave'], 2)} | "
+                f"{_num(f['val_rsum'], 2)} | {_num(f['seconds'], 1)} |" for f in fits] + [""]
     out += ["## Qualitative results", ""]
     if summary["qualitative_pages"]:
         out += ["Top-5 captions for image queries and top-3 images for caption queries (self-contained HTML):", ""]

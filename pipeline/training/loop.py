@@ -191,7 +191,7 @@ def _train(name: str, params: dict, data: RetrievalData, model_dir: Path, histor
         value = _validate(run, record)
         record["seconds"] = round(time.perf_counter() - started, 3)
         value = _broadcast(value, run.world)
-        state["history"] = state["history"] + [record]
+        state["history"] = _aligned(state["history"] + [record])
         improved = _select(state, value, epoch)
         _checkpoint(run, state, improved, value, epoch)
         _log_epoch(run, state, record, value, epoch)
@@ -398,6 +398,13 @@ def _checkpoint(run: _Run, state: dict, improved: bool, value: float, epoch: int
             "model": {k: v.detach().cpu() for k, v in run.method.state_dict().items()},
             "optimizer": run.optimizer.state_dict()})
     write_json(run.history_path, state["history"])
+
+
+def _aligned(history: list[dict]) -> list[dict]:
+    """Every entry with the same keys, null where a quantity was not computed in that epoch (dual-path's
+    stage I has no ranking loss): `dvc plots show` needs one set of fields per file."""
+    keys = list(dict.fromkeys(k for entry in history for k in entry))
+    return [{k: entry.get(k) for k in keys} for entry in history]
 
 
 def _log_epoch(run: _Run, state: dict, record: dict, value: float, epoch: int) -> None:
