@@ -48,7 +48,7 @@ def main(
     from pipeline.training.checkpoint import load_model
     from pipeline.training.data import RetrievalData
     from pipeline.training.loop import resolve_device
-    from pipeline.training.scoring import classify_split, score_split, split_metrics, split_rankings
+    from pipeline.training.scoring import classify_split, metrics_file, score_split, split_metrics, split_rankings
 
     settings = p["train"]
     data = RetrievalData.open(data_dir, dataset, cache_splits=(split,), cache_gb=settings["cache_features_gb"],
@@ -62,6 +62,7 @@ def main(
                                    device=device, amp=amp)
     metrics = split_metrics(scores, data, metrics_params=p["metrics"], dataset=dataset, device=device,
                             progress=progress, probabilities=probabilities)
+    metrics = metrics_file(metrics)  # measurements only (no params, gallery sizes or protocol names)
     metrics["selected_epoch"] = int(config.get("epoch", 0))
     top = split_rankings(scores, 10, device=device)
     captions = scores.items.captions
@@ -69,5 +70,5 @@ def main(
     write_rankings(reports_dir / "rankings" / dataset / f"{method}.npz", scores.items.image_rows,
                    data.caption_rows[captions], caption_index, top["i2t_top"], top["t2i_top"])
     write_json(reports_dir / "metrics" / dataset / f"{method}.json", metrics)
-    shown = [k for k in ("ndcg_i2t", "ndcg_t2i", "ndcg_ave", "map_ave", "rsum") if k in metrics]
+    shown = [k for k in metrics if k.endswith(("ndcg_i2t", "ndcg_t2i", "ndcg_ave", "map_ave", "rsum"))]
     typer.echo(f"{dataset}/{method} ({split}): " + ", ".join(f"{k} {metrics[k]:.2f}" for k in shown))

@@ -11,7 +11,7 @@ from pipeline.params import dataset_params, load_params
 from stages.common import DATA_OPTION, PARAMS_OPTION, stage_errors
 
 MODELS_OPTION = typer.Option(Path("models"), "--models-dir", help="Root of model outputs (models/<dataset>/detector/).")
-REPORTS_OPTION = typer.Option(Path("reports"), "--reports-dir", help="Root of reports (reports/detector/<dataset>.json).")
+REPORTS_OPTION = typer.Option(Path("reports"), "--reports-dir", help="Root of reports (reports/detector/<dataset>.json, <dataset>_history.json).")
 
 
 @stage_errors
@@ -30,8 +30,9 @@ def main(
     detector in models/<dataset>/detector/pretrained.json, so extraction re-runs if they change.
 
     Output: models/<dataset>/detector/ (model.pt, config.json with class names and validation metrics)
-    and reports/detector/<dataset>.json (loss history; recall of ground-truth boxes by detections with
-    score >= detector.eval_score at IoU >= 0.5 on the val split, class-aware and class-agnostic; precision).
+    reports/detector/<dataset>.json (DVC metrics: recall of ground-truth boxes by detections with
+    score >= detector.eval_score at IoU >= 0.5 on the val split, class-aware and class-agnostic; precision)
+    and reports/detector/<dataset>_history.json (the loss every 10 iterations, a DVC plot).
     Params: detector.* (iterations, batch_size, lr, weight_decay, warmup, width,
     representation, proposals, checkpoint_every, eval_score, threads), seed. CPU, a few minutes;
     a killed run resumes from models/<dataset>/.detector.resume.pt.
@@ -47,7 +48,8 @@ def main(
     if extract.detector != "shapes_frcnn":
         record = pretrained_record(extract, p["download"])
         write_json(out / "pretrained.json", record)
-        write_json(Path(reports_dir) / "detector" / f"{dataset}.json", record)
+        write_json(Path(reports_dir) / "detector" / f"{dataset}.json", {})  # nothing measured; the record is in out
+        write_json(Path(reports_dir) / "detector" / f"{dataset}_history.json", [])
         typer.echo(f"{dataset}: uses the downloaded {record['detector']} (sha256 {record['weights_sha256'][:12]}...); "
                    "nothing to train")
         return
@@ -59,8 +61,12 @@ def main(
     table = read_table(table_path(data_dir, dataset))
     report = train_shapes_detector(table, out, settings, seed=p["seed"],
                                    resume_file=Path(models_dir) / dataset / ".detector.resume.pt", progress=progress)
-    write_json(Path(reports_dir) / "detector" / f"{dataset}.json", report)
     m = report["metrics"]
+    # A DVC metrics file holds measurements only (settings and seed are params, in the model's own record);
+    # the loss history is a DVC plot beside it.
+    write_json(Path(reports_dir) / "detector" / f"{dataset}.json",
+               {k: v for k, v in m.items() if k not in ("iou_threshold", "score_threshold", "split")})
+    write_json(Path(reports_dir) / "detector" / f"{dataset}_history.json", report["history"])
     typer.echo(f"{dataset}: detector -> {out}; {m['split']} recall@0.5 {m['recall']:.3f} "
                f"(class-agnostic {m['recall_class_agnostic']:.3f}), precision {m['precision']:.3f}, "
-               f"{report['train_seconds_this_run']} s")
+               f"{report['train_seconds_this_run']} s this run (resumed at iteration {report['resumed_at']})")

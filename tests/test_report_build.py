@@ -255,3 +255,31 @@ def test_training_figure_keeps_legends_off_the_data():
         if legend is not None:
             assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
     assert panels == ["label-wise: validation NDCG", "label-wise: training loss"]
+
+
+def test_metrics_files_hold_measurements_only_and_the_report_reads_them(tmp_path):
+    from pipeline.metrics import evaluate_similarity
+    from pipeline.params import validate
+    from pipeline.reporting.collect import MetricsRecord
+    from pipeline.training.scoring import metrics_file
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=(6, 4))
+    result = evaluate_similarity(rng.normal(size=(6, 12)), image_labels=labels, caption_image=np.repeat(np.arange(6), 2),
+                                 ndcg_k=5, map_k=5)
+    written = metrics_file(result)
+    assert not {"n_images", "n_texts", "ndcg_k", "map_k", "protocol"} & set(written)
+    assert written["ndcg_ave"] == result["ndcg_ave"] and written["rsum"] == result["rsum"]
+    # A COCO file with one protocol: the protocol moves into the key names.
+    coco = {**{k: v for k, v in result.items()}, "protocol": "coco5k"}
+    keyed = metrics_file(coco)
+    assert "coco5k_ndcg_ave" in keyed and "ndcg_ave" not in keyed and "coco5k_n_images" not in keyed
+    (column, view), = column_views(MetricsRecord("coco", "ss", tmp_path / "m.json", keyed))
+    assert column == "COCO5K" and view["ndcg_ave"] == result["ndcg_ave"]
+    (column, view), = column_views(MetricsRecord("coco_mini", "ss", tmp_path / "m.json", keyed))
+    assert view["ndcg_ave"] == result["ndcg_ave"]
+    # The cut-offs come from the params.
+    reports = tmp_path / "reports"
+    write(reports / "metrics/shapes/ss.json", {**written, "selected_epoch": 3})
+    build_report(reports, tmp_path / "data", metrics_params=validate({"metrics": {"ndcg_k": 5, "map_k": 5}})["metrics"])
+    assert "| 5 / 5 |" in (reports / "results.md").read_text()

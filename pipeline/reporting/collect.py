@@ -64,5 +64,12 @@ def column_views(record: MetricsRecord) -> list[tuple[str, dict]]:
         if views:
             return views
     column = DATASET_COLUMNS.get(record.dataset.lower(), record.dataset)
-    protocol = values.get("protocol")
+    protocol = values.get("protocol") or _only_protocol(values)
     return [(column, protocol_view(values, protocol) if isinstance(protocol, str) else values)]
+
+
+def _only_protocol(values: dict) -> str | None:
+    """The protocol of a metrics file written with prefixed keys only (`coco5k_ndcg_ave`, ...), if any."""
+    if any(k in values for k in ("rsum", "ndcg_ave", "r1_i2t")):
+        return None
+    return next((p for p in ("coco5k", "coco1k") if any(k.startswith(f"{p}_") for k in values)), None)

@@ -149,6 +149,30 @@ def split_metrics(scores: SplitScores, data: RetrievalData, *, metrics_params: d
                                n_texts=len(scores.items.captions), device=device, progress=progress, **options)
 
 
+# Facts of an evaluation that are not measurements: gallery sizes (data) and cut-offs (params). A DVC
+# metrics file leaves them out, so `dvc exp show` lists results only.
+NOT_MEASURED = ("n_images", "n_texts", "ndcg_k", "map_k")
+
+
+def metrics_file(result: dict) -> dict:
+    """The measured values of an `evaluate_similarity` result, as the evaluate stage writes them.
+
+    The protocol moves into the key names: the first protocol's plain keys get its prefix (`coco5k_ndcg_ave`),
+    except for the default protocol "all", whose keys stay plain; `pipeline.metrics.protocol_view` reads both.
+    """
+    from pipeline.metrics.schema import PROTOCOLS
+
+    protocol = result.get("protocol", "all")
+    out = {}
+    for key, value in result.items():
+        prefix = next((p for p in PROTOCOLS if key.startswith(f"{p}_")), None)
+        plain = key[len(prefix) + 1:] if prefix else key
+        if key == "protocol" or plain in NOT_MEASURED:
+            continue
+        out[key if prefix or protocol == "all" else f"{protocol}_{key}"] = value
+    return out
+
+
 def split_rankings(scores: SplitScores, n: int = 10, device: torch.device | None = None) -> dict[str, np.ndarray]:
     """Top-n retrievals of the split (indices into its images / captions)."""
     return top_retrievals(scores.source, n, text_keys=scores.text_keys, n_images=len(scores.items.image_rows),
