@@ -1,12 +1,21 @@
-# Two entry points for a fresh machine with only Python 3.11:
+# Two entry points for a fresh machine with Python 3.11 (3.12 and 3.13 work too):
 #   make repro   runs the main job (dvc repro on the embedded dataset)
-#   make test    runs the test suite
+#   make test    runs the test suite: the full suite on the oldest supported Python (3.11, in .venv), then,
+#                when the newest (3.13) is on PATH, an install into .venv-newest and the fast subset there
 # Both create (or reuse) the virtual environment in .venv first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The newest supported Python; `make test` skips its check (saying so) when it is not installed.
+PYTHON_NEWEST ?= python3.13
+VENV_NEWEST ?= .venv-newest
+# A fast subset touching every dependency (torch, numpy, pyarrow, zarr-free paths, matplotlib, typer, dvc's yaml):
+# params, registry and CLI, metrics, text, losses, the training loop, the report. About 2 minutes.
+FAST_TESTS ?= tests/test_params.py tests/test_method_registry.py tests/test_metrics_ndcg.py \
+	tests/test_metrics_recall.py tests/test_text_tokenizer.py tests/test_text_vocab.py \
+	tests/test_models_losses.py tests/test_training_loop.py tests/test_report_build.py
 
-.PHONY: repro test venv
+.PHONY: repro test test-full test-newest venv
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -18,5 +27,21 @@ $(VENV)/.installed: pyproject.toml
 repro: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-test: venv
+test: test-full test-newest
+
+test-full: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+$(VENV_NEWEST)/.installed: pyproject.toml
+	$(PYTHON_NEWEST) -m venv $(VENV_NEWEST)
+	$(VENV_NEWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_NEWEST)/bin/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+test-newest:
+	@if command -v $(PYTHON_NEWEST) >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory $(VENV_NEWEST)/.installed && \
+		PATH="$(CURDIR)/$(VENV_NEWEST)/bin:$$PATH" $(VENV_NEWEST)/bin/python -m pytest -q $(FAST_TESTS); \
+	else \
+		echo "test-newest: $(PYTHON_NEWEST) not found; skipped the newest-Python check (set PYTHON_NEWEST=...)"; \
+	fi

@@ -52,7 +52,8 @@ def test_train_then_evaluate_writes_every_output(project):
     res = xmr("evaluate", "synth", "ss")
     assert res.exit_code == 0, res.output
     metrics = json.loads((project / "reports" / "metrics" / "synth" / "ss.json").read_text())
-    assert 0 < metrics["ndcg_ave"] <= 100 and metrics["n_images"] == 20 and "rsum" in metrics
+    assert 0 < metrics["ndcg_ave"] <= 100 and "rsum" in metrics
+    assert not {"n_images", "n_texts", "ndcg_k", "map_k", "protocol"} & set(metrics)  # measurements only
     assert metrics["selected_epoch"] in (1, 2)
     assert 0 <= metrics["f1_image"] <= 1 and 0 <= metrics["f1_text"] <= 1  # the shared classifier's Micro-F1
     ranks = read_rankings(project / "reports" / "rankings" / "synth" / "ss.npz")

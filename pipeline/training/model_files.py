@@ -16,6 +16,6 @@ def require_model(model_dir: str | Path, dataset: str, method: str) -> Path:
     model_dir = Path(model_dir)
     for name in (CONFIG_FILE, MODEL_FILE):
         if not (model_dir / name).is_file():
-            raise FileNotFoundError(f"{model_dir / name}: no trained model of '{method}' on '{dataset}' "
-                                    f"(run `xmr train {dataset} {method}` first)")
+            raise FileNotFoundError(f"{model_dir}: trained model not found ({name} is missing; run "
+                                    f"`xmr train {dataset} {method}` first)")
     return model_dir
