@@ -85,6 +85,8 @@ def test_extract_stage_tracks_every_extract_param_and_only_its_own_detector():
     ({"datasets": ["m"], "data": {"m": {"kind": "mirflickr", "tag_vocabulary": "some"}}}, "data.m.tag_vocabulary"),
     ({"download": {"retries": -1}}, "download.retries"),
     ({"report": {"lambda_methods": ["nope"]}}, "report.lambda_methods"),
+    ({"methods": {"dual_path": {"ranking_negatives": "semi"}}}, "methods.dual_path.ranking_negatives"),
+    ({"methods": {"scan_t2i": {"lambda2": 0.0}}}, "methods.scan_t2i.lambda2"),
 ])
 def test_every_value_is_checked_when_params_are_loaded(tmp_path, raw, key):
     """issue 18 case 9: values that type-check but are out of range fail at load, naming the key, instead

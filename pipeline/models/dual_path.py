@@ -30,9 +30,6 @@ from pipeline.contract.method import RetrievalMethod, build_kwargs_word_vectors
 from pipeline.losses.ranking import distinct_images, triplet_ranking_loss
 from pipeline.models.text_cnn import TextCNN, fixed_length_ids
 
-NEGATIVES = ("sampled", "hardest")
-FREEZE = ("pretrained", "image_path")
-BACKBONES = ("roi", "resnet50")
 
 
 class _BatchNorm(nn.BatchNorm1d):
@@ -58,37 +55,6 @@ def instance_classes(info: DataInfo) -> int:
     return int(n)
 
 
-def _check_settings(s: dict) -> None:
-    def fail(key: str, expected: str) -> None:
-        raise ValueError(f"parameter 'methods.dual_path.{key}' must be {expected}, got {s[key]!r}")
-
-    for key in ("embed_dim", "text_length", "image_size"):
-        if s[key] < 1:
-            fail(key, "an integer >= 1")
-    if not 0 <= s["dropout"] < 1:
-        fail("dropout", "in [0, 1)")
-    if not s["text_blocks"] or len(s["text_blocks"]) != len(s["text_widths"]):
-        fail("text_widths", f"a non-empty list as long as text_blocks ({s['text_blocks']})")
-    if any(b < 1 for b in s["text_blocks"]) or any(w < 1 for w in s["text_widths"]):
-        fail("text_blocks", "positive block counts with positive text_widths")
-    if not s["margin"] >= 0:
-        fail("margin", ">= 0")
-    if s["ranking_negatives"] not in NEGATIVES:
-        fail("ranking_negatives", " or ".join(NEGATIVES))
-    if len(s["loss_weights"]) != 3 or any(not w >= 0 for w in s["loss_weights"]):
-        fail("loss_weights", "three weights >= 0 (ranking, visual, textual)")
-    if s["stage1_epochs"] < 0:
-        fail("stage1_epochs", "an integer >= 0")
-    if s["stage1_freeze"] not in FREEZE:
-        fail("stage1_freeze", " or ".join(FREEZE))
-    if s["image_backbone"] not in BACKBONES:
-        fail("image_backbone", " or ".join(BACKBONES))
-    if s["image_backbone"] == "resnet50":
-        for key in ("resnet_weights", "image_table"):
-            if not s[key]:
-                fail(key, "a file path when image_backbone is resnet50 (ImageNet weights / the prepared table)")
-
-
 class DualPath(RetrievalMethod):
     """Image path + text CNN + shared instance classifier (see the module docstring)."""
 
@@ -98,7 +64,6 @@ class DualPath(RetrievalMethod):
     def __init__(self, name: str, settings: dict, info: DataInfo, lam: float | None = None,
                  word_vectors: np.ndarray | None = None):
         super().__init__(name, settings, info, lam)
-        _check_settings(settings)
         s = settings
         dim = s["embed_dim"]
         self.num_classes = instance_classes(info)

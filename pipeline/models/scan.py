@@ -125,23 +125,6 @@ def chunked_cross_attention(regions: torch.Tensor, words: torch.Tensor, lengths:
     return out
 
 
-def _check_settings(name: str, s: dict) -> None:
-    def fail(key: str, expected: str) -> None:
-        raise ValueError(f"parameter 'methods.{name}.{key}' must be {expected}, got {s[key]!r}")
-
-    if s["d_model"] < 1:
-        fail("d_model", "an integer >= 1")
-    for key in ("lambda1", "lambda2"):
-        if key in s and not s[key] > 0:
-            fail(key, "> 0")
-    if not s["margin"] >= 0:
-        fail("margin", ">= 0")
-    if "lambda_con" in s and not s["lambda_con"] >= 0:
-        fail("lambda_con", ">= 0")
-    if not s["attention_memory_mb"] > 0:
-        fail("attention_memory_mb", "> 0")
-
-
 class SCAN(RetrievalMethod):
     """SCAN i2t / t2i and SCAN + semantic consistency (see the module docstring)."""
 
@@ -153,7 +136,6 @@ class SCAN(RetrievalMethod):
         super().__init__(name, settings, info, lam)
         if name not in VARIANTS:
             raise ValueError(f"SCAN has no variant '{name}' (known: {', '.join(VARIANTS)})")
-        _check_settings(name, settings)
         self.variant = VARIANTS[name]
         d = settings["d_model"]
         self.region_fc = nn.Linear(info.feature_dim, d)

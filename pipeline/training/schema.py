@@ -173,8 +173,54 @@ def _check_method_section(name: str, s: dict, fail) -> None:
         if s["activation"] not in ("relu", "gelu"):
             fail(key + "activation", "relu or gelu", s["activation"])
     check_baseline_section(name, s, fail)
+    if name.startswith("scan_"):
+        _check_scan_section(key, s, fail)
+    if name == "dual_path":
+        _check_dual_path_section(key, s, fail)
     if "con_weight" in s:
         if not s["con_weight"] >= 0:
             fail(key + "con_weight", ">= 0", s["con_weight"])
         if not s["con_margin"] >= 0:
             fail(key + "con_margin", ">= 0", s["con_margin"])
+
+
+def _check_scan_section(key: str, s: dict, fail) -> None:
+    for k in ("lambda1", "lambda2", "attention_memory_mb"):
+        if k in s and not s[k] > 0:
+            fail(key + k, "> 0", s[k])
+    for k in ("margin", "lambda_con"):
+        if k in s and not s[k] >= 0:
+            fail(key + k, ">= 0", s[k])
+
+
+# Choices of the dual-path section (papers/003; `pipeline/models/dual_path.py`).
+DUAL_PATH_NEGATIVES = ("sampled", "hardest")
+DUAL_PATH_FREEZE = ("pretrained", "image_path")
+DUAL_PATH_BACKBONES = ("roi", "resnet50")
+
+
+def _check_dual_path_section(key: str, s: dict, fail) -> None:
+    for k in ("embed_dim", "text_length", "image_size"):
+        if s[k] < 1:
+            fail(key + k, "an integer >= 1", s[k])
+    if not s["text_blocks"] or len(s["text_blocks"]) != len(s["text_widths"]):
+        fail(key + "text_widths", f"a non-empty list as long as text_blocks ({s['text_blocks']})", s["text_widths"])
+    if any(b < 1 for b in s["text_blocks"]) or any(w < 1 for w in s["text_widths"]):
+        fail(key + "text_blocks", "positive block counts with positive text_widths", s["text_blocks"])
+    if not s["margin"] >= 0:
+        fail(key + "margin", ">= 0", s["margin"])
+    if s["ranking_negatives"] not in DUAL_PATH_NEGATIVES:
+        fail(key + "ranking_negatives", " or ".join(DUAL_PATH_NEGATIVES), s["ranking_negatives"])
+    if len(s["loss_weights"]) != 3 or any(not w >= 0 for w in s["loss_weights"]):
+        fail(key + "loss_weights", "three weights >= 0 (ranking, visual, textual)", s["loss_weights"])
+    if s["stage1_epochs"] < 0:
+        fail(key + "stage1_epochs", "an integer >= 0", s["stage1_epochs"])
+    if s["stage1_freeze"] not in DUAL_PATH_FREEZE:
+        fail(key + "stage1_freeze", " or ".join(DUAL_PATH_FREEZE), s["stage1_freeze"])
+    if s["image_backbone"] not in DUAL_PATH_BACKBONES:
+        fail(key + "image_backbone", " or ".join(DUAL_PATH_BACKBONES), s["image_backbone"])
+    if s["image_backbone"] == "resnet50":
+        for k in ("resnet_weights", "image_table"):
+            if not s[k]:
+                fail(key + k, "a file path when image_backbone is resnet50 (ImageNet weights / the prepared table)",
+                     s[k])
