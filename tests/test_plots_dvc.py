@@ -47,6 +47,10 @@ def test_every_declared_plot_renders_including_dual_path(tmp_path):
             path = project / "reports" / "training" / dataset / f"{method}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(history(method)))
+        detector = project / "reports" / "detector" / f"{dataset}_history.json"
+        detector.parent.mkdir(parents=True, exist_ok=True)
+        detector.write_text(json.dumps([{"iteration": 10 * i, "loss": 3.0 / i, "loss_classifier": 2.0 / i}
+                                        for i in (1, 2, 3)]))
     (project / "reports" / "plots").mkdir()
     import matplotlib
 
@@ -72,4 +76,7 @@ def test_every_declared_plot_renders_including_dual_path(tmp_path):
             assert [v["epoch"] for v in values] == [e["epoch"] for e in history(method)], name
             assert all(v.get("field", "loss") == "loss" for v in values), name
     assert data["reports/plots/training_shapes.png"][0]["type"] == "image"
+    for dataset in params["datasets"]:
+        (plot,) = data[f"reports/detector/{dataset}_history.json"]
+        assert plot["content"]["encoding"]["x"]["field"] == "iteration"
     assert data["reports/lambda_sensitivity.json"][0]["content"]["encoding"]["x"]["field"] == "lambda"
