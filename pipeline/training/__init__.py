@@ -1,5 +1,7 @@
-"""Training every retrieval method: method registry, data batches, the loop, checkpoints, scoring.
+"""Training every retrieval method: method registry, data layer, the loop, checkpoints, scoring.
 
-Submodules are imported explicitly (`pipeline.training.loop`, ...); this package file stays empty
-so that `pipeline.params` can read `pipeline.training.schema` without importing torch.
+The method contract the loop drives (`RetrievalMethod`, the batch types) is one layer below, in
+`pipeline.contract`. Submodules are imported explicitly (`pipeline.training.loop`, ...); this package file
+stays empty so that `pipeline.params` can read `pipeline.training.schema` and `xmr methods` can read
+`pipeline.training.registry` without importing torch.
 """
