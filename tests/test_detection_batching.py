@@ -3,6 +3,8 @@ image at a time, unpadded): the same image alone, in any batch and in any positi
 proposals, boxes, scores and features to float32 tolerance."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -65,3 +67,14 @@ def test_selected_rois_are_batch_independent(butd_model):
             torch.testing.assert_close(torch.from_numpy(together[name][i]), torch.from_numpy(alone[name][0]),
                                        rtol=1e-4, atol=1e-5)
         assert (together["classes"][i] == alone["classes"][0]).all()
+
+
+def test_extraction_defaults_to_fp32():
+    """The references extract in fp32; bf16 autocast is opt-in (extract.autocast)."""
+    import yaml
+
+    from pipeline.detection.schema import EXTRACT_SCHEMA
+
+    assert EXTRACT_SCHEMA["autocast"] is False and extract_settings(params(), "tiny").autocast is False
+    with open(Path(__file__).resolve().parents[1] / "params.yaml") as f:
+        assert yaml.safe_load(f)["extract"]["autocast"] is False
