@@ -24,20 +24,22 @@ def images(seed: int = 0) -> list[torch.Tensor]:
     return [torch.rand(3, h, w, generator=gen) for h, w in SIZES]
 
 
-def regions_of(model, imgs, i, batch):
-    cand = candidate_regions(model, [imgs[j] for j in batch])
-    k = batch.index(i)
-    n = int(cand.valid[k].sum())
-    return cand.boxes[k, :n], cand.probs[k, :n], cand.features[k, :n]
+def per_image(model, batch_images) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(boxes, probs, features) of each image of one candidate_regions call."""
+    cand = candidate_regions(model, batch_images)
+    out = []
+    for k in range(len(batch_images)):
+        n = int(cand.valid[k].sum())
+        out.append((cand.boxes[k, :n], cand.probs[k, :n], cand.features[k, :n]))
+    return out
 
 
 def assert_batch_independent(model):
     imgs = images()
-    batches = [[0, 1, 2, 3], [3, 2, 1, 0]]
-    for i in range(len(imgs)):
-        alone = regions_of(model, imgs, i, [i])
-        for batch in (b for b in batches if i in b):
-            for got, want in zip(regions_of(model, imgs, i, batch), alone):
+    alone = [per_image(model, [im])[0] for im in imgs]
+    for batch in ([0, 1, 2, 3], [3, 2, 1, 0]):
+        for i, regions in zip(batch, per_image(model, [imgs[j] for j in batch])):
+            for got, want in zip(regions, alone[i]):
                 torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
