@@ -51,7 +51,7 @@ def same(a, b) -> bool:
     return np.array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("protocol", (0, 1) + PROTOCOLS)
 def test_airsplay_pickle_reads_in_every_protocol(tmp_path, protocol):
     weights = tiny_arrays("detectron2")
     path = tmp_path / "faster_rcnn_from_caffe.pkl"
