@@ -1,5 +1,6 @@
 """The committed registry, assets (word2vec, weights) through the `xmr download` command, params, splits."""
 import hashlib
+import gzip
 import json
 import os
 
@@ -49,11 +50,11 @@ def test_malformed_registry(tmp_path, entry, needle):
         reg.load_registry(tmp_path / "r.yaml")
 
 
-def project(tmp_path, server, **download):
-    """A params.yaml using the committed registry with every source mirrored on the local server."""
-    sources = reg.load_registry()
+def project(tmp_path, server, registry=reg.DEFAULT_REGISTRY, **download):
+    """A params.yaml using the committed registry (or `registry`) with every source mirrored on the local server."""
+    sources = reg.load_registry(registry)
     mirrors = {name: [f"{server.url}/{name}"] for name in sources}
-    params = {"download": {"dir": str(tmp_path / "downloads"), "registry": str(reg.DEFAULT_REGISTRY),
+    params = {"download": {"dir": str(tmp_path / "downloads"), "registry": str(registry),
                            "lock_file": str(tmp_path / "registry.lock.json"), "mirrors": mirrors,
                            "retries": 0, "retry_wait": 0.0, "progress": False, **download}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -71,10 +72,27 @@ def cli(args, cwd):
         os.chdir(old)
 
 
+def stand_in_registry(tmp_path, source: str, file: str, size: int):
+    """The committed registry with one file's pinned size replaced (stand-ins are smaller than the real files)."""
+    doc = yaml.safe_load(reg.DEFAULT_REGISTRY.read_text())
+    entry = next(f for f in doc["sources"][source]["files"] if f["name"] == file)
+    assert entry["size"] is not None  # pinned in the committed registry
+    entry["size"] = size
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_googlenews_size_is_pinned():
+    entry = reg.load_registry()["word2vec"].file("GoogleNews-vectors-negative300.bin.gz")
+    assert entry.size == 1_647_046_227 and entry.content == "gzip"
+
+
 def test_download_word2vec_asset_through_the_command(tmp_path):
-    vectors = b"3 2\nthe 0.1 0.2\n"  # stand-in bytes: the real file is 1.6 GB
+    vectors = gzip.compress(b"3 2\nthe 0.1 0.2\n", mtime=0)  # stand-in bytes: the real file is 1.6 GB
+    registry = stand_in_registry(tmp_path, "word2vec", "GoogleNews-vectors-negative300.bin.gz", len(vectors))
     with serving() as server:
-        params = project(tmp_path, server)
+        params = project(tmp_path, server, registry=registry)
         with pytest.raises(FileNotFoundError, match="run `xmr download word2vec`"):
             reg.asset_path("word2vec", download_dir=params["dir"])
         server.add("word2vec/GoogleNews-vectors-negative300.bin.gz", vectors)
@@ -101,7 +119,7 @@ def test_weights_prefix_is_enforced_even_without_a_full_hash(tmp_path):
         params = project(tmp_path, server)
         for name in ("fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth", "bua-caffe-frcn-r101-k36.pth",
                      "faster_rcnn_from_caffe.pkl"):
-            server.add(f"weights/{name}", b"not the real weights " + name.encode())
+            server.add(f"weights/{name}", b"PK\x03\x04 not the real weights " + name.encode())  # passes the content check
         with pytest.raises(ChecksumError, match="does not start with the published prefix dd69338a"):
             download_asset("weights", params)
     assert not (tmp_path / "downloads" / "weights" / "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth").exists()

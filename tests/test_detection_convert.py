@@ -90,7 +90,7 @@ def bua(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "bua-caffe-frcn-r101-k36.pth"
     weights = random_weights(foreign_layout("bua", attributes=True), seed=1)
     write_checkpoint(path, "bua", weights)
-    return path, weights, load_butd(path, min_size=96, max_size=128, proposals=6)
+    return path, weights, load_butd(path, blocks=SMALL, min_size=96, max_size=128, proposals=6)
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +98,9 @@ def d2(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "faster_rcnn_from_caffe.pkl"
     weights = random_weights(foreign_layout("detectron2"), seed=2)
     # Buffers some detectron2 versions also save; the model rebuilds them.
-    extra = {"proposal_generator.anchor_generator.cell_anchors.0": np.zeros((12, 4), np.float32),
-             "backbone.res2.0.conv1.norm.num_batches_tracked": np.zeros((), np.int64)}
+    extra = {"backbone.res2.0.conv1.norm.num_batches_tracked": np.zeros((), np.int64)}
     write_checkpoint(path, "detectron2", {**weights, **extra})
-    return path, weights, load_butd(path, min_size=96, max_size=128, proposals=6)
+    return path, weights, load_butd(path, blocks=SMALL, min_size=96, max_size=128, proposals=6)
 
 
 def test_bua_layout_is_recognised_and_copied(bua):
@@ -177,19 +176,19 @@ def test_missing_extra_and_misshapen_keys_are_named(tmp_path):
     del broken["backbone.res3.0.conv2.norm.running_mean"]
     write_checkpoint(tmp_path / "a.pth", "bua", broken)
     with pytest.raises(CheckpointError, match=r"a\.pth: key 'backbone\.res3\.0\.conv2\.norm\.running_mean' missing"):
-        load_butd(tmp_path / "a.pth")
+        load_butd(tmp_path / "a.pth", blocks=SMALL)
     broken = dict(weights, **{"roi_heads.extra.weight": np.zeros(3, np.float32)})
     write_checkpoint(tmp_path / "b.pth", "bua", broken)
     with pytest.raises(CheckpointError, match=r"b\.pth: unexpected key 'roi_heads\.extra\.weight'"):
-        load_butd(tmp_path / "b.pth")
+        load_butd(tmp_path / "b.pth", blocks=SMALL)
     broken = dict(weights, **{"backbone.res3.0.conv2.weight": np.zeros((128, 128, 1, 1), np.float32)})
     write_checkpoint(tmp_path / "c.pth", "bua", broken)
     with pytest.raises(CheckpointError, match=r"c\.pth: 'backbone\.res3\.0\.conv2\.weight' has shape \(128, 128, 1, 1\)"):
-        load_butd(tmp_path / "c.pth")
+        load_butd(tmp_path / "c.pth", blocks=SMALL)
     broken = dict(weights, **{"proposal_generator.rpn_head.objectness_logits.weight": np.zeros((5, 512, 1, 1), np.float32)})
     write_checkpoint(tmp_path / "d.pth", "bua", broken)
     with pytest.raises(CheckpointError, match=r"objectness_logits\.weight' has shape \(5, 512, 1, 1\)"):
-        load_butd(tmp_path / "d.pth")
+        load_butd(tmp_path / "d.pth", blocks=SMALL)
 
 
 def test_unreadable_and_unsafe_files_are_refused(tmp_path):

@@ -11,7 +11,7 @@ import copy
 from pathlib import Path
 
 from pipeline.data import archives, registry as reg, shapes
-from pipeline.data.fetch import FetchSettings, fetch_file
+from pipeline.data.fetch import FetchSettings, check_mirrors, fetch_file
 from pipeline.data.prepare import MANIFEST, raw_dir
 from pipeline.io import write_json
 from pipeline.params import DOWNLOAD_SCHEMA, AnyMapping
@@ -31,8 +31,9 @@ def user_provided(dparams: dict, source_name: str) -> bool:
 def fetch_source(src: reg.Source, settings: FetchSettings) -> dict:
     """Download every file of a source and extract its archives; returns its manifest entry."""
     files = {}
+    check_mirrors(src, settings.mirrors)
     for entry in src.files:
-        info = fetch_file(entry, settings)
+        info = fetch_file(entry, settings, src.alternatives)
         if entry.extract:
             archives.extract_once(info["path"], reg.extracted_dir(settings.download_dir, src.name), info["sha256"],
                                   settings.progress)

@@ -4,7 +4,13 @@ resuming interrupted transfers (HTTP Range), retries and a progress bar per file
 Life of one file: bytes stream into `<name>.part` next to the destination. A dropped connection keeps
 the partial file and the next attempt (a retry, or the next `xmr download`) asks the server for the
 rest with `Range: bytes=<size>-`; a server that ignores Range (200) restarts from zero. The complete
-file is handed to pooch, which checks the sha256 and moves it into place, or deletes it on mismatch.
+file's first bytes are checked against its expected content (an HTML page where a zip is expected is
+an error naming the URL, and the next URL is tried); then pooch checks the sha256 and moves it into
+place, or deletes it on mismatch. A first-use hash is locked only after the content check.
+
+Mirrors (`download.mirrors.<source>` in params.yaml): either a list of base URLs (`<base>/<file>`)
+or a mapping from the registry's file name to its own URL (or list of URLs), for hosts whose file
+names or paths differ; files a mapping leaves out keep the registry's URLs.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import requests
 from tqdm import tqdm
 
 from pipeline.data import registry as reg
+from pipeline.data.content import ContentError, check_content
 
 # Bytes received but not yet written when a connection drops are lost (at most one chunk).
 CHUNK = 1 << 16
@@ -56,23 +63,56 @@ class FetchSettings:
                    dparams["retries"], dparams["retry_wait"], dparams["timeout"], dparams["progress"])
 
 
+def _url_list(value, key: str) -> list[str]:
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and "://" in u for u in urls):
+        raise DownloadError(f"params: {key} must be a URL or a list of URLs, got {value!r}")
+    return urls
+
+
+def check_mirrors(src: reg.Source, mirrors: dict) -> None:
+    """A per-file mirror mapping may only name the source's registry files."""
+    value = mirrors.get(src.name)
+    if isinstance(value, dict):
+        names = [f.name for f in src.files]
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise DownloadError(f"params: download.mirrors.{src.name} maps unknown file '{unknown[0]}' "
+                                f"(the registry's files of '{src.name}': {', '.join(names)})")
+
+
 def candidate_urls(entry: reg.FileEntry, mirrors: dict) -> tuple[list[str], str]:
     """URLs to try in order, and where they come from (for error messages)."""
-    if entry.source in mirrors:
-        bases = mirrors[entry.source]
-        if isinstance(bases, str):
-            bases = [bases]
-        if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and "://" in b for b in bases):
-            raise DownloadError(f"params: download.mirrors.{entry.source} must be a list of base URLs, got {bases!r}")
-        return [b.rstrip("/") + "/" + entry.name for b in bases], f"params.yaml download.mirrors.{entry.source}"
-    return list(entry.urls), f"the registry (override with params.yaml download.mirrors.{entry.source})"
+    key = f"download.mirrors.{entry.source}"
+    value = mirrors.get(entry.source)
+    if isinstance(value, dict):  # per file: registry file name -> URL(s)
+        if entry.name in value:
+            return _url_list(value[entry.name], f"{key}.{entry.name}"), f"params.yaml {key}.{entry.name}"
+    elif value is not None:  # base URLs
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value or not all(isinstance(b, str) and "://" in b for b in value):
+            raise DownloadError(f"params: {key} must be a list of base URLs or a mapping from file name to "
+                                f"URL, got {value!r}")
+        return [b.rstrip("/") + "/" + entry.name for b in value], f"params.yaml {key}"
+    return list(entry.urls), f"the registry (override with params.yaml {key})"
+
+
+def alternatives_hint(alternatives) -> str:
+    """The registry's known other hosts of a source, for an error message."""
+    if not alternatives:
+        return ""
+    lines = [f"{a.name}: {a.note}" + "".join(f"\n      {name} -> {url}" for name, url in a.files) for a in alternatives]
+    return "\nKnown alternatives (set download.mirrors.<source>: {<file>: <url>}):\n    " + "\n    ".join(lines)
 
 
 class ResumableDownloader:
     """A pooch downloader that resumes from `<dest>.part` with HTTP Range and retries dropped transfers."""
 
-    def __init__(self, part: Path, settings: FetchSettings, expected_size: int | None, label: str):
+    def __init__(self, part: Path, settings: FetchSettings, expected_size: int | None, label: str,
+                 content: str = "binary"):
         self.part = part
+        self.content = content
         self.settings = settings
         self.expected_size = expected_size
         self.label = label
@@ -89,6 +129,11 @@ class ResumableDownloader:
                     raise
                 logging.getLogger(__name__).warning("%s: transfer interrupted (%s); resuming", self.label, exc)
                 time.sleep(self.settings.retry_wait * (attempt + 1))
+        try:
+            check_content(self.part, self.content, url)
+        except ContentError:
+            self.part.unlink()  # an error page: nothing to resume from
+            raise
         os.replace(self.part, output_file)
 
     def _transfer(self, url: str) -> None:
@@ -129,8 +174,9 @@ def _range_start(resp: requests.Response) -> int | None:
         return None
 
 
-def fetch_file(entry: reg.FileEntry, settings: FetchSettings) -> dict:
-    """Download one registry file (or reuse a verified local copy); returns {path, sha256, size, url}."""
+def fetch_file(entry: reg.FileEntry, settings: FetchSettings, alternatives=()) -> dict:
+    """Download one registry file (or reuse a verified local copy); returns {path, sha256, size, url}.
+    `alternatives` (the source's known other hosts) are listed when no URL works."""
     dest = reg.local_path(settings.download_dir, entry)
     dest.parent.mkdir(parents=True, exist_ok=True)
     lock = reg.read_lock(settings.lock_file)
@@ -140,13 +186,13 @@ def fetch_file(entry: reg.FileEntry, settings: FetchSettings) -> dict:
     failures = []
     used = None
     for url in urls:
-        downloader = ResumableDownloader(part, settings, entry.size, entry.name)
+        downloader = ResumableDownloader(part, settings, entry.size, entry.name, entry.content)
         try:
             pooch.retrieve(url, known_hash=f"sha256:{expected}" if expected else None, fname=entry.name,
                            path=dest.parent, downloader=downloader, progressbar=False)
             used = url if downloader.attempts else f"local copy {dest}"
             break
-        except RemoteNotFoundError as exc:
+        except (RemoteNotFoundError, ContentError) as exc:
             failures.append(str(exc))
         except requests.RequestException as exc:
             failures.append(f"{url}: {type(exc).__name__}: {exc}"
@@ -158,7 +204,7 @@ def fetch_file(entry: reg.FileEntry, settings: FetchSettings) -> dict:
                                 f"check {url_origin}.") from exc
     if used is None:
         raise DownloadError(f"{entry.key}: could not be downloaded from any URL in {url_origin}:\n  "
-                            + "\n  ".join(failures))
+                            + "\n  ".join(failures) + alternatives_hint(alternatives))
     sha = pooch.file_hash(str(dest), alg="sha256")
     size = dest.stat().st_size
     problem = None
@@ -170,6 +216,11 @@ def fetch_file(entry: reg.FileEntry, settings: FetchSettings) -> dict:
         dest.unlink()
         raise ChecksumError(f"{dest}: downloaded from {used}, but it {problem}; the file was removed.")
     if expected is None:
+        try:  # a local copy left by an earlier version was never content-checked
+            check_content(dest, entry.content, used)
+        except ContentError:
+            dest.unlink()
+            raise
         reg.record_lock(settings.lock_file, entry, sha, size, used)
     return {"path": str(dest), "sha256": sha, "size": size, "url": used,
             "hash_checked_against": origin if expected else "recorded now (first use)"}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.data.content import CONTENT_KINDS, content_kind
 from pipeline.io import write_json
 
 DEFAULT_REGISTRY = Path(__file__).with_name("registry.yaml")
@@ -33,6 +34,7 @@ class FileEntry:
     sha256: str | None
     sha256_prefix: str | None
     extract: bool
+    content: str = "binary"  # what the bytes must look like (pipeline.data.content) before they are trusted
 
     @property
     def key(self) -> str:
@@ -41,11 +43,21 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """A known other host of a source: its per-file URLs (registry file name -> URL) and what differs."""
+
+    name: str
+    note: str
+    files: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class Source:
     name: str
     description: str
     used_by: tuple[str, ...]
     files: tuple[FileEntry, ...]
+    alternatives: tuple[Alternative, ...] = ()
 
     def file(self, name: str) -> FileEntry:
         for entry in self.files:
@@ -78,7 +90,30 @@ def _entry(source: str, raw: dict, where: str) -> FileEntry:
     extract = raw.get("extract", False)
     if not isinstance(extract, bool):
         raise RegistryError(f"{where}: file '{name}' has 'extract' {extract!r}; expected true or false")
-    return FileEntry(source, name, tuple(urls), size, sha, prefix, extract)
+    content = raw.get("content", content_kind(name))
+    if content not in CONTENT_KINDS:
+        raise RegistryError(f"{where}: file '{name}' has 'content' {content!r}; expected one of {', '.join(CONTENT_KINDS)}")
+    return FileEntry(source, name, tuple(urls), size, sha, prefix, extract, content)
+
+
+def _alternatives(raw, names: list[str], where: str) -> tuple[Alternative, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise RegistryError(f"{where}: 'alternatives' must be a list of mappings (name, note, files)")
+    out = []
+    for alt in raw:
+        if not isinstance(alt, dict) or not isinstance(alt.get("name"), str) or not isinstance(alt.get("note", ""), str):
+            raise RegistryError(f"{where}: each alternative needs a 'name' and a 'note', got {alt!r}")
+        files = alt.get("files") or {}
+        if not isinstance(files, dict) or not all(isinstance(u, str) and "://" in u for u in files.values()):
+            raise RegistryError(f"{where}: alternative '{alt['name']}' has 'files' {files!r}; expected file name -> URL")
+        unknown = sorted(set(files) - set(names))
+        if unknown:
+            raise RegistryError(f"{where}: alternative '{alt['name']}' names unknown file '{unknown[0]}' "
+                                f"(files: {', '.join(names)})")
+        out.append(Alternative(alt["name"], alt.get("note", ""), tuple(files.items())))
+    return tuple(out)
 
 
 def load_registry(path: str | Path = DEFAULT_REGISTRY) -> dict[str, Source]:
@@ -104,7 +139,8 @@ def load_registry(path: str | Path = DEFAULT_REGISTRY) -> dict[str, Source]:
         used_by = raw.get("used_by", [])
         if not isinstance(used_by, list) or not all(isinstance(u, str) for u in used_by):
             raise RegistryError(f"{where}: 'used_by' must be a list of dataset kinds (or 'asset')")
-        sources[name] = Source(name, str(raw.get("description", "")), tuple(used_by), files)
+        sources[name] = Source(name, str(raw.get("description", "")), tuple(used_by), files,
+                               _alternatives(raw.get("alternatives"), names, where))
     return sources
 
 

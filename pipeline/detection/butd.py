@@ -8,7 +8,9 @@ res5 stage as box head with stride 1 and dilation 2 (as in the released Caffe te
 output is averaged to the 2048-d RoI feature; class scores and class-specific box deltas from it.
 
 Inputs are float RGB in [0, 1]; the transform turns them into 0..255 minus the Caffe BGR pixel
-means (the converter flips conv1 to RGB), resized to a 600-px short side (max 1000).
+means (the converter flips conv1 to RGB), resized to a 600-px short side (max 1000), and never
+padded (as the reference extractors, which run one image at a time): anchors sit on a fixed 16-px
+stride, so an image's features do not depend on what else is in its batch.
 """
 from __future__ import annotations
 
@@ -20,17 +22,17 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.resnet import Bottleneck
 from torchvision.ops import FrozenBatchNorm2d
 
-from pipeline.detection.rcnn_parts import (FixedAnchorGenerator, HiddenRPNHead, LegacyBoxCoder, SingleLevelRoIPool,
-                                           caffe_cell_anchors, centred_cell_anchors)
+from pipeline.detection.rcnn_parts import (FixedAnchorGenerator, HiddenRPNHead, LegacyBoxCoder, ScaledMinSizeRPN,
+                                           SingleLevelRoIPool, caffe_cell_anchors, centred_cell_anchors)
 
 # Caffe pixel means of the released model, BGR order.
 PIXEL_MEANS_BGR = (102.9801, 115.9465, 122.7717)
 FEATURE_DIM = 2048
+STRIDE = 16
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ class ButdConfig:
     proposals: int = 300
     pre_nms_proposals: int = 6000
     rpn_nms: float = 0.7
-    rpn_min_size: float = 16.0  # pixels of the resized image
+    rpn_min_size: float = 16.0  # pixels of the original image (x resize scale); "+1" widths with legacy_box_coder
+    no_attribute_index: int = 0  # the attribute head's "no attribute" class (the last one in airsplay's file)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -138,37 +141,42 @@ class AttributeHead(nn.Module):
     """Visual Genome attributes: embed the predicted class, concatenate with the RoI feature, 2 layers."""
 
     def __init__(self, embed_rows: int, num_attributes: int, in_dim: int = FEATURE_DIM, embed: int = 256,
-                 hidden: int = 512):
+                 hidden: int = 512, no_attribute_index: int = 0):
         super().__init__()
+        self.no_attribute_index = no_attribute_index
         self.class_embedding = nn.Embedding(embed_rows, embed)
         self.fc = nn.Linear(in_dim + embed, hidden)
         self.score = nn.Linear(hidden, num_attributes)
 
     def forward(self, features: torch.Tensor, class_logits: torch.Tensor) -> torch.Tensor:
-        """Attribute probabilities [R, A] (index 0: no attribute)."""
+        """Attribute probabilities [R, A]; `no_attribute_index` is the "no attribute" class."""
         embedded = self.class_embedding(class_logits.argmax(dim=1))
         hidden = F.relu(self.fc(torch.cat([features, embedded], dim=1)))
         return torch.softmax(self.score(hidden), dim=1)
 
 
+def cell_anchors(config: ButdConfig) -> torch.Tensor:
+    """The config's cell anchors [A, 4], ratio-major (torchvision's channel order)."""
+    if config.anchors == "caffe":
+        return caffe_cell_anchors(STRIDE, config.anchor_ratios, config.anchor_scales)
+    if config.anchors == "detectron2":
+        return centred_cell_anchors(tuple(STRIDE * s for s in config.anchor_scales), config.anchor_ratios)
+    raise ValueError(f"anchors must be 'caffe' or 'detectron2', got {config.anchors!r}")
+
+
 def build_butd(config: ButdConfig = ButdConfig()) -> GeneralizedRCNN:
     """The bottom-up-attention detector with frozen-BN identity statistics and default-initialised weights."""
-    if config.anchors == "caffe":
-        cells = caffe_cell_anchors(16, config.anchor_ratios, config.anchor_scales)
-    elif config.anchors == "detectron2":
-        cells = centred_cell_anchors(tuple(16 * s for s in config.anchor_scales), config.anchor_ratios)
-    else:
-        raise ValueError(f"anchors must be 'caffe' or 'detectron2', got {config.anchors!r}")
+    cells = cell_anchors(config)
     backbone = ResNetC4(config.blocks, config.stem_pool)
-    rpn = RegionProposalNetwork(
-        FixedAnchorGenerator(cells), HiddenRPNHead(1024, config.rpn_hidden, cells.shape[0]),
+    rpn = ScaledMinSizeRPN(
+        FixedAnchorGenerator(cells, stride=STRIDE), HiddenRPNHead(1024, config.rpn_hidden, cells.shape[0]),
         fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
         pre_nms_top_n={"training": 12000, "testing": config.pre_nms_proposals},
         post_nms_top_n={"training": 2000, "testing": config.proposals}, nms_thresh=config.rpn_nms,
+        min_size_original=config.rpn_min_size, legacy_widths=config.legacy_box_coder,
     )
     if config.legacy_box_coder:
         rpn.box_coder = LegacyBoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
-    rpn.min_size = config.rpn_min_size
     roi_heads = RoIHeads(
         SingleLevelRoIPool(config.pool_size, 1.0 / 16, kind=config.pool_kind), Res5Head(),
         ButdPredictor(FEATURE_DIM, config.num_classes),
@@ -178,9 +186,11 @@ def build_butd(config: ButdConfig = ButdConfig()) -> GeneralizedRCNN:
     if config.legacy_box_coder:
         roi_heads.box_coder = LegacyBoxCoder(weights=config.bbox_reg_weights)
     if config.num_attributes:
-        roi_heads.attribute_head = AttributeHead(config.attribute_embed_rows, config.num_attributes)
+        roi_heads.attribute_head = AttributeHead(config.attribute_embed_rows, config.num_attributes,
+                                                 no_attribute_index=config.no_attribute_index)
     rgb_means = [m / 255.0 for m in reversed(PIXEL_MEANS_BGR)]
-    transform = GeneralizedRCNNTransform(config.min_size, config.max_size, rgb_means, [1.0 / 255] * 3)
+    transform = GeneralizedRCNNTransform(config.min_size, config.max_size, rgb_means, [1.0 / 255] * 3,
+                                         size_divisible=1)  # no padding: the references' size_divisibility 0
     model = GeneralizedRCNN(backbone, rpn, roi_heads, transform)
     model.butd_config = config
     return model.eval()

@@ -14,10 +14,15 @@ Conversions: the object/background logit pair becomes one logit (w_obj - w_bg: s
 difference equals the softmax probability); anchor channels are reordered ratio-major; background
 moves to index 0 (with zero deltas where the checkpoint has none); conv1 is flipped from BGR to RGB
 input. Every expected key must be present with the expected shape, and no key may be left over.
+
+Parity settings per layout: stored cell anchors (MILVLG saves `cell_anchors.0`) must equal the
+anchors the model computes, else the load stops naming both; the RPN minimum box size is 16 px of
+the original image with "+1" widths (Caffe, MILVLG) or 0 (airsplay); the "no attribute" class is
+attribute 0 (MILVLG) or the last attribute (airsplay). Files are read through the allow-list of
+`safe_pickle` (tensors, numpy arrays, containers), every pickle protocol, numpy inside `.pth` included.
 """
 from __future__ import annotations
 
-import pickle
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,12 +30,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.detection.butd import ButdConfig, build_butd
+from pipeline.detection.butd import ButdConfig, build_butd, cell_anchors
+from pipeline.detection.safe_pickle import load_weights_file
 
 NORM_PARAMS = ("weight", "bias", "running_mean", "running_var")
 # Buffers some detectron2 versions save that the model rebuilds itself (BN counters, pixel
-# statistics, the anchor generator's cell anchors).
-IGNORED = re.compile(r"(^|\.)num_batches_tracked$|^pixel_(mean|std)$|^proposal_generator\.anchor_generator\.cell_anchors\.\d+$")
+# statistics); stored cell anchors are compared with the computed ones (`check_anchors`).
+IGNORED = re.compile(r"(^|\.)num_batches_tracked$|^pixel_(mean|std)$")
+STORED_ANCHORS = "proposal_generator.anchor_generator.cell_anchors.0"
+# The published architecture: ResNet-101 C4, 1600 Visual Genome classes + background, 400 + 1 attributes.
+RESNET101_BLOCKS = (3, 4, 23)
+VG_CLASSES = 1601
+VG_ATTRIBUTES = 401
 ATTRIBUTE_KEYS = {
     "bua": {"cls_embed.weight": "class_embedding.weight", "attr_linear1.weight": "fc.weight",
             "attr_linear1.bias": "fc.bias", "attr_linear2.weight": "score.weight", "attr_linear2.bias": "score.bias"},
@@ -51,39 +62,53 @@ class ConvertedCheckpoint:
     layout: str
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickle detectron2 weight files without running arbitrary code: numpy arrays and containers only."""
-
-    ALLOWED = {("collections", "OrderedDict"), ("numpy", "ndarray"), ("numpy", "dtype"),
-               ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-               ("builtins", "slice")}
-
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weights pickle")
-
-
 def read_checkpoint(path: str | Path) -> dict[str, np.ndarray | torch.Tensor]:
-    """The flat {name: array} of a .pkl (detectron2 pickle) or .pth/.pt (torch) weights file."""
+    """The flat {name: array} of a .pkl (detectron2 pickle) or .pth/.pt (torch) weights file,
+    unwrapped from `model` / `state_dict`; read through the restricted unpickler."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        if path.suffix == ".pkl":
-            with path.open("rb") as f:
-                data = _ArrayUnpickler(f, encoding="latin1").load()
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable, truncated, or not a weights file
+        data = load_weights_file(path)
+    except Exception as exc:  # unreadable, truncated, refused global, or not a weights file
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
     for wrapper in ("model", "state_dict"):
         if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
             data = data[wrapper]
     if not isinstance(data, dict) or not data:
         raise CheckpointError(f"{path}: expected a mapping of parameter names to arrays")
+    bad = next((k for k, v in data.items() if not isinstance(v, (np.ndarray, np.generic, torch.Tensor))), None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: entry '{bad}' is a {type(data[bad]).__name__}, expected an array or tensor")
     return {k: v for k, v in data.items() if not IGNORED.search(k)}
+
+
+def check_anchors(src: dict, config: ButdConfig, layout: str, path: Path) -> None:
+    """Stored cell anchors (if any) must equal the computed ones, in the checkpoint's channel order."""
+    if STORED_ANCHORS not in src:
+        return
+    stored = torch.as_tensor(np.asarray(src.pop(STORED_ANCHORS)), dtype=torch.float32)
+    computed = cell_anchors(config)
+    if layout == "detectron2":  # size-major in the checkpoint
+        computed = computed.reshape(ANCHOR_RATIOS, ANCHOR_SCALES, 4).transpose(0, 1).reshape(-1, 4)
+    if stored.shape != computed.shape or not torch.allclose(stored, computed, atol=0.01):
+        def show(t):
+            return np.round(t.numpy(), 1).tolist()
+        raise CheckpointError(f"{path}: stored anchors '{STORED_ANCHORS}' {show(stored)} differ from the "
+                              f"{config.anchors} anchors xmr computes {show(computed)} (same channel order)")
+
+
+def check_architecture(config: ButdConfig, path: Path, blocks: tuple[int, int, int], num_classes: int) -> None:
+    """A checkpoint of another architecture stops here, naming what differs."""
+    if config.blocks != tuple(blocks):
+        raise CheckpointError(f"{path}: res2/res3/res4 have {config.blocks} blocks, expected {tuple(blocks)} "
+                              f"(ResNet-101 C4 bottom-up-attention)")
+    if config.num_classes != num_classes:
+        raise CheckpointError(f"{path}: 'roi_heads.box_predictor.cls_score.weight' has {config.num_classes} "
+                              f"classes, expected {num_classes} (1600 Visual Genome classes + background)")
+    if config.num_attributes not in (0, VG_ATTRIBUTES):
+        raise CheckpointError(f"{path}: the attribute head has {config.num_attributes} outputs, expected "
+                              f"{VG_ATTRIBUTES} (400 Visual Genome attributes + 'no attribute')")
 
 
 def _block_keys(prefix: str, shortcut: bool) -> list[str]:
@@ -185,10 +210,12 @@ def infer_config(src: dict, path: Path) -> tuple[ButdConfig, str]:
     common = dict(blocks=blocks, num_classes=cls[0], num_attributes=num_attr, attribute_embed_rows=embed_rows,
                   rpn_hidden=rpn_hidden)
     if layout == "bua":
-        config = ButdConfig(**common, anchors="caffe", legacy_box_coder=True, bbox_reg_weights=(1.0, 1.0, 1.0, 1.0))
+        config = ButdConfig(**common, anchors="caffe", legacy_box_coder=True, bbox_reg_weights=(1.0, 1.0, 1.0, 1.0),
+                            rpn_min_size=16.0, no_attribute_index=0)
     else:
         config = ButdConfig(**common, anchors="detectron2", legacy_box_coder=False,
-                            bbox_reg_weights=(10.0, 10.0, 5.0, 5.0))
+                            bbox_reg_weights=(10.0, 10.0, 5.0, 5.0), rpn_min_size=0.0,
+                            no_attribute_index=max(num_attr - 1, 0))
     return config, layout
 
 
@@ -218,13 +245,17 @@ def _convert_tensor(source: str, value: torch.Tensor, layout: str) -> torch.Tens
     return value
 
 
-def load_butd(path: str | Path, **settings) -> ConvertedCheckpoint:
+def load_butd(path: str | Path, *, blocks: tuple[int, int, int] = RESNET101_BLOCKS, num_classes: int = VG_CLASSES,
+              **settings) -> ConvertedCheckpoint:
     """Read, check and convert a checkpoint into a `butd` model; `settings` override test-time
-    fields of `ButdConfig` (min_size, max_size, proposals, ...)."""
+    fields of `ButdConfig` (min_size, max_size, proposals, ...). `blocks` and `num_classes` are the
+    architecture the file must have (the published one; tests use fewer blocks)."""
     path = Path(path)
     src = read_checkpoint(path)
     config, layout = infer_config(src, path)
+    check_architecture(config, path, blocks, num_classes)
     config = replace(config, **settings)
+    check_anchors(src, config, layout, path)
     expected = expected_keys(config.blocks, layout, config.num_attributes > 0)
     for key in expected:
         _shape(src, key, path)

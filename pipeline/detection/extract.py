@@ -3,8 +3,10 @@
 Throughput: images are decoded by DataLoader workers (pinned memory on CUDA) while the detector
 runs on the previous batch; batches never straddle a store chunk, and a finished chunk is handed to
 a writer thread, so decoding, compute and compression/writes overlap. On CUDA the detector's
-convolutions run channels-last under bfloat16 autocast (`extract.autocast`); the RPN, selection and
-positions stay in float32.
+convolutions run channels-last, in float32 by default as the reference extractors, or under bfloat16
+autocast with `extract.autocast: true` (the RPN, selection and positions stay in float32).
+Batches never change results: `regions.candidate_regions` runs each image unpadded (images of one
+size together) and batches only the RoI head.
 Resume: complete chunks are skipped (see `store`). Distributed (torchrun): rank r of w extracts
 chunks r, r+w, ...; rank 0 creates and finalises the store around two barriers.
 """

@@ -3,8 +3,9 @@
 torchvision provides the detection pipeline (transform, RPN, RoI heads); the published
 bottom-up-attention weights expect a few conventions it does not have built in: anchors given as
 fixed cell boxes (Caffe's `generate_anchors`, or detectron2's unrounded ones), box decoding with
-the legacy "+1" width, a single-level RoI pooler of either kind, and an RPN head whose hidden
-width differs from its input width.
+the legacy "+1" width, a single-level RoI pooler of either kind, an RPN head whose hidden
+width differs from its input width, anchors on a fixed stride (so that unpadded images of any size
+get the reference's anchor grid), and an RPN minimum box size given in original-image pixels.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import roi_align, roi_pool
 
 
@@ -46,11 +49,61 @@ def centred_cell_anchors(sizes=(64, 128, 256, 512), ratios=(0.5, 1.0, 2.0)) -> t
 
 
 class FixedAnchorGenerator(AnchorGenerator):
-    """An AnchorGenerator for one feature map whose cell anchors are given explicitly."""
+    """An AnchorGenerator for one feature map whose cell anchors are given explicitly.
 
-    def __init__(self, cell_anchors: torch.Tensor):
+    With `stride`, anchors are placed every `stride` pixels whatever the image size; torchvision
+    derives the stride from image size // grid size, which is only right for padded inputs."""
+
+    def __init__(self, cell_anchors: torch.Tensor, stride: int | None = None):
         super().__init__(sizes=(tuple([1.0] * cell_anchors.shape[0]),), aspect_ratios=((1.0,),))
         self.cell_anchors = [cell_anchors.clone()]
+        self.stride = stride
+
+    def forward(self, image_list: ImageList, feature_maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.stride is None:
+            return super().forward(image_list, feature_maps)
+        grid_sizes = [fm.shape[-2:] for fm in feature_maps]
+        device = feature_maps[0].device
+        strides = [[torch.tensor(self.stride, dtype=torch.int64, device=device)] * 2 for _ in grid_sizes]
+        self.set_cell_anchors(feature_maps[0].dtype, device)
+        grid = torch.cat(self.grid_anchors(grid_sizes, strides))
+        return [grid for _ in image_list.image_sizes]
+
+
+class ScaledMinSizeRPN(RegionProposalNetwork):
+    """An RPN whose minimum proposal size is `min_size_original` pixels of the original image, i.e.
+    that many times each image's resize scale in the resized image (Caffe, bottom-up-attention.pytorch).
+
+    The caller sets `image_list.scales` (one per image; 1.0 when absent). With `legacy_widths` a box
+    is `x2 - x1 + 1` wide (Caffe); otherwise a minimum of 0 keeps every non-empty box (detectron2)."""
+
+    def __init__(self, *args, min_size_original: float = 16.0, legacy_widths: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.min_size_original, self.legacy_widths = float(min_size_original), legacy_widths
+        self._scales: list[float] = []
+
+    def forward(self, images: ImageList, features, targets=None):
+        self._scales = list(getattr(images, "scales", None) or [1.0] * len(images.image_sizes))
+        return super().forward(images, features, targets)
+
+    def min_size_for(self, scale: float) -> float:
+        """The threshold torchvision's `remove_small_boxes` (x2 - x1 >= t) needs for this image."""
+        wanted = self.min_size_original * scale
+        if self.legacy_widths:
+            return max(wanted - 1.0, 0.0)
+        return max(wanted, 1e-6)  # detectron2 keeps boxes wider than the threshold: > 0 for a minimum of 0
+
+    def filter_proposals(self, proposals, objectness, image_shapes, num_anchors_per_level):
+        n = proposals.shape[0]
+        objectness = objectness.reshape(n, -1)
+        boxes, scores = [], []
+        for i in range(n):  # one image at a time: each has its own minimum size
+            self.min_size = self.min_size_for(self._scales[i] if i < len(self._scales) else 1.0)
+            b, s = super().filter_proposals(proposals[i:i + 1], objectness[i:i + 1], image_shapes[i:i + 1],
+                                            num_anchors_per_level)
+            boxes += b
+            scores += s
+        return boxes, scores
 
 
 class LegacyBoxCoder(BoxCoder):

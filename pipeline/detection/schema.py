@@ -35,12 +35,13 @@ EXTRACT_SCHEMA: dict[str, Any] = {
     "batch_size": 8,
     "chunk_size": 64,
     # DataLoader decode workers (more on a GPU machine); device auto | cpu | cuda[:N]; bfloat16 autocast
-    # on CUDA; torch CPU threads of the extracting process (0 = torch default; 1 is fastest for the small
+    # on CUDA (off by default: the reference extractors run float32; bf16 is faster and its deviation is
+    # in reports/benchmarks.md); torch CPU threads of the extracting process (0 = torch default; 1 is fastest for the small
     # shapes detector and robust on a shared machine, where spinning OpenMP threads cost 6-18x:
     # reports/benchmarks.md).
     "workers": 2,
     "device": "auto",
-    "autocast": True,
+    "autocast": False,
     "threads": 1,
     # Unreadable image: error (stop, naming the file) or skip (valid=False row, counted);
     # unusual modes (grey, 16-bit, CMYK, palette, alpha): convert (documented rules) or strict (error).
