@@ -207,8 +207,10 @@ SCHEMA: dict[str, Any] = {
                                 "mirflickr": {"dedup_texts": True}, "nuswide": {"dedup_texts": True}}),
     },
     # `xmr report`: queries per direction on each qualitative page, thumbnail size (px), methods drawn
-    # in the lambda-sensitivity plot (papers/001 Figure 3 shows the full model).
-    "report": {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"]},
+    # in the lambda-sensitivity plot (papers/001 Figure 3 shows the full model); the bootstrap over test
+    # queries behind every interval (resamples, seed) and the method every other is compared with.
+    "report": {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"],
+               "bootstrap_resamples": 1000, "bootstrap_seed": 0, "reference_method": "ss"},
 }
 
 
@@ -308,7 +310,21 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
         raise ParamError(f"{source}: parameter 'prepare.images_without_labels' must be 'keep' or "
                          f"'drop', got {params['prepare']['images_without_labels']!r}")
     check_training_params(params, source)
+    _check_seeds(params, source)
+    if params["report"]["bootstrap_resamples"] < 1:
+        raise ParamError(f"{source}: parameter 'report.bootstrap_resamples' must be an integer >= 1, "
+                         f"got {params['report']['bootstrap_resamples']!r}")
     return params
+
+
+def _check_seeds(params: dict, source: str) -> None:
+    """Every seed is a non-negative integer (the type is checked by the schema; numpy refuses negatives)."""
+    seeds = {"seed": params["seed"], "report.bootstrap_seed": params["report"]["bootstrap_seed"]}
+    for name, entry in params["data"].items():
+        seeds.update({f"data.{name}.{key}": entry[key] for key in ("seed", "split_seed") if key in entry})
+    for key, value in seeds.items():
+        if value < 0:
+            raise ParamError(f"{source}: parameter '{key}' must be a non-negative integer, got {value!r}")
 
 
 def _check_run_lists(run: dict, source: str) -> None:
