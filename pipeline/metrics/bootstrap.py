@@ -101,26 +101,56 @@ class PairedBootstrap:
                                     "from the other methods' of this dataset; the paired bootstrap needs the same "
                                     "test set for every method (re-run `xmr evaluate` for all of them)")
 
+    def distributions(self, arrays: dict, keys) -> dict[str, np.ndarray]:
+        """`{key: [resamples] values}` of several statistics of one method (one matrix product per
+        direction serves them all)."""
+        return self._evaluate(arrays, keys, self._weights, self._totals)
+
+    def points(self, arrays: dict, keys) -> dict[str, float]:
+        """The statistics on the original queries (every unit once): the metrics file's values."""
+        out = {}
+        for prefix, group in self._by_prefix(keys).items():
+            unit_i2t, unit_t2i, _ = self.units[prefix]
+            weights = {"i2t": np.ones((1, len(unit_i2t))), "t2i": np.ones((1, len(unit_t2i)))}
+            totals = {d: w.sum(1) for d, w in weights.items()}
+            values = _statistics(arrays, prefix, group, weights, totals)
+            out.update({prefix + k: float(v[0]) for k, v in values.items()})
+        return out
+
     def distribution(self, arrays: dict, key: str) -> np.ndarray:
         """`[resamples]` values of statistic `key` over the resamples."""
-        prefix, plain = self._split(key)
-        return _statistic(arrays, prefix, plain, self._weights[prefix], self._totals[prefix])
+        return self.distributions(arrays, [key])[key]
 
     def point(self, arrays: dict, key: str) -> float:
-        """The statistic on the original queries (every unit once)."""
-        prefix, plain = self._split(key)
-        unit_i2t, unit_t2i, _ = self.units[prefix]
-        weights = {"i2t": np.ones((1, len(unit_i2t))), "t2i": np.ones((1, len(unit_t2i)))}
-        return float(_statistic(arrays, prefix, plain, weights, {d: w.sum(1) for d, w in weights.items()})[0])
+        return self.points(arrays, [key])[key]
+
+    def estimates(self, arrays: dict, keys) -> dict[str, Estimate]:
+        """Each statistic of one method with its interval."""
+        dists, points = self.distributions(arrays, keys), self.points(arrays, keys)
+        return {k: Estimate(points[k], *percentile_interval(dists[k])) for k in keys}
 
     def estimate(self, arrays: dict, key: str) -> Estimate:
         """Statistic `key` of one method with its interval."""
-        return Estimate(self.point(arrays, key), *percentile_interval(self.distribution(arrays, key)))
+        return self.estimates(arrays, [key])[key]
 
     def difference(self, a: dict, b: dict, key: str) -> Estimate:
         """Method a minus method b on statistic `key`, with the interval of the paired differences."""
         diff = self.distribution(a, key) - self.distribution(b, key)
         return Estimate(self.point(a, key) - self.point(b, key), *percentile_interval(diff))
+
+    def _evaluate(self, arrays: dict, keys, weights: dict, totals: dict) -> dict[str, np.ndarray]:
+        out = {}
+        for prefix, group in self._by_prefix(keys).items():
+            values = _statistics(arrays, prefix, group, weights[prefix], totals[prefix])
+            out.update({prefix + k: v for k, v in values.items()})
+        return out
+
+    def _by_prefix(self, keys) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for key in keys:
+            prefix, plain = self._split(key)
+            groups.setdefault(prefix, []).append(plain)
+        return groups
 
     def _split(self, key: str) -> tuple[str, str]:
         for prefix in sorted(self.units, key=len, reverse=True):
@@ -142,46 +172,97 @@ def _values(arrays: dict, name: str) -> np.ndarray:
     return np.asarray(arrays[name])
 
 
-def _mean(weights: np.ndarray, total: np.ndarray, values: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (weights @ values.astype(np.float64)) / total
-
-
-def _statistic(arrays: dict, prefix: str, key: str, weights: dict, totals: dict) -> np.ndarray:
+def _parse(key: str) -> re.Match:
     m = _KEY.match(key)
     if m is None:
         raise ValueError(f"bootstrap: no interval for metric '{key}'")
+    return m
+
+
+def _columns(key: str) -> list[tuple[str, str]]:
+    """The `(direction, column)` sums a statistic needs (medians need none: they sort)."""
+    m = _parse(key)
     if m["mean"]:
-        if m["md"] == "ave":
-            return (_statistic(arrays, prefix, f"{m['mean']}_i2t", weights, totals)
-                    + _statistic(arrays, prefix, f"{m['mean']}_t2i", weights, totals)) / 2.0
-        d = m["md"]
-        return _mean(weights[d], totals[d], _values(arrays, f"{prefix}{_MEAN[m['mean']]}_{d}")) * 100.0
+        directions = DIRECTIONS if m["md"] == "ave" else (m["md"],)
+        return [(d, _MEAN[m["mean"]]) for d in directions]
     if m["k"]:
-        d = m["rd"]
-        hits = _values(arrays, f"{prefix}rank_{d}") < int(m["k"])
-        return _mean(weights[d], totals[d], hits) * 100.0
+        return [(m["rd"], f"hits{m['k']}")]
     if m["rank"] == "meanr":
-        d = m["kd"]
-        return _mean(weights[d], totals[d], _values(arrays, f"{prefix}rank_{d}")) + 1.0
-    if m["rank"] == "medr":
-        d = m["kd"]
-        return np.floor(_weighted_median(_values(arrays, f"{prefix}rank_{d}"), weights[d])) + 1.0
+        return [(m["kd"], "rank")]
     if m["rsum"]:
-        return sum(_statistic(arrays, prefix, f"r{k}_{d}", weights, totals) for d in DIRECTIONS for k in (1, 5, 10))
-    d = "i2t" if m["f1"] == "f1_image" else "t2i"
-    tp, fp, fn = (weights[d] @ _values(arrays, prefix + m["f1"]).astype(np.float64)).T
-    denominator = 2.0 * tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, 2.0 * tp / np.where(denominator > 0, denominator, 1.0), 0.0)
+        return [(d, f"hits{k}") for d in DIRECTIONS for k in (1, 5, 10)]
+    if m["f1"]:
+        d = "i2t" if m["f1"] == "f1_image" else "t2i"
+        return [(d, f"{m['f1']}:{j}") for j in range(3)]
+    return []
+
+
+def _column(arrays: dict, prefix: str, d: str, name: str) -> np.ndarray:
+    if name.startswith("hits"):
+        return _values(arrays, f"{prefix}rank_{d}") < int(name[4:])
+    if name.startswith("f1_"):
+        key, j = name.split(":")
+        return _values(arrays, prefix + key)[:, int(j)]
+    return _values(arrays, f"{prefix}{name}_{d}")
+
+
+def _statistics(arrays: dict, prefix: str, keys: list[str], weights: dict, totals: dict) -> dict[str, np.ndarray]:
+    """Statistics `keys` (without prefix) for each row of `weights` (`{direction: [rows, queries]}`).
+
+    Every column sum a statistic needs is gathered first, so each direction costs one matrix product
+    `weights @ columns` (the weights, the large operand, are read once)."""
+    needed = {d: [] for d in DIRECTIONS}
+    for key in keys:
+        for d, name in _columns(key):
+            if name not in needed[d]:
+                needed[d].append(name)
+    sums = {}
+    for d, names in needed.items():
+        if names:
+            matrix = np.stack([_column(arrays, prefix, d, n).astype(np.float64) for n in names], axis=1)
+            product = weights[d] @ matrix
+            sums.update({(d, n): product[:, i] for i, n in enumerate(names)})
+
+    def mean(d: str, name: str) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return sums[(d, name)] / totals[d]
+
+    def statistic(key: str) -> np.ndarray:
+        m = _parse(key)
+        if m["mean"]:
+            if m["md"] == "ave":
+                return (statistic(f"{m['mean']}_i2t") + statistic(f"{m['mean']}_t2i")) / 2.0
+            return mean(m["md"], _MEAN[m["mean"]]) * 100.0
+        if m["k"]:
+            return mean(m["rd"], f"hits{m['k']}") * 100.0
+        if m["rank"] == "meanr":
+            return mean(m["kd"], "rank") + 1.0
+        if m["rank"] == "medr":
+            d = m["kd"]
+            return np.floor(_weighted_median(_values(arrays, f"{prefix}rank_{d}"), weights[d])) + 1.0
+        if m["rsum"]:
+            return sum(statistic(f"r{k}_{d}") for d in DIRECTIONS for k in (1, 5, 10))
+        d = "i2t" if m["f1"] == "f1_image" else "t2i"
+        tp, fp, fn = (sums[(d, f"{m['f1']}:{j}")] for j in range(3))
+        denominator = 2.0 * tp + fp + fn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denominator > 0, 2.0 * tp / np.where(denominator > 0, denominator, 1.0), 0.0)
+
+    return {key: statistic(key) for key in keys}
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Per row of `weights` (integer counts), `numpy.median` of the sample holding each value that often."""
+    """Per row of `weights` (integer counts), `numpy.median` of the sample holding each value that often.
+
+    Queries with equal values are pooled first (ranks repeat a lot), so the cumulative counts run over
+    the distinct values only."""
     order = np.argsort(values, kind="stable")
-    ordered = values[order].astype(np.float64)
-    cumulative = np.cumsum(weights[:, order], axis=1)
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    distinct = ordered[starts].astype(np.float64)
+    cumulative = np.cumsum(np.add.reduceat(weights[:, order], starts, axis=1), axis=1)
     n = cumulative[:, -1]
-    lower = np.minimum((cumulative <= ((n - 1) // 2)[:, None]).sum(1), len(values) - 1)
-    upper = np.minimum((cumulative <= (n // 2)[:, None]).sum(1), len(values) - 1)
-    return (ordered[lower] + ordered[upper]) / 2.0
+    last = len(distinct) - 1
+    lower = np.minimum((cumulative <= ((n - 1) // 2)[:, None]).sum(1), last)
+    upper = np.minimum((cumulative <= (n // 2)[:, None]).sum(1), last)
+    return (distinct[lower] + distinct[upper]) / 2.0

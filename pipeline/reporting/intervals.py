@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.metrics.bootstrap import Estimate, PairedBootstrap, supported
+import numpy as np
+
+from pipeline.metrics.bootstrap import Estimate, PairedBootstrap, percentile_interval, supported
 from pipeline.metrics.per_query import read_per_query
 from pipeline.reporting.collect import MetricsRecord
 
@@ -25,13 +27,25 @@ class DatasetIntervals:
     dataset: str
     bootstrap: PairedBootstrap
     arrays: dict[str, dict] = field(default_factory=dict)  # method -> per-query arrays
+    _cache: dict = field(default_factory=dict)  # (method, key) -> (point, [resamples] values)
 
-    def estimate(self, method: str, key: str) -> Estimate:
-        return self.bootstrap.estimate(self.arrays[method], key)
+    def _resampled(self, method: str, key: str) -> tuple[float, np.ndarray]:
+        if (method, key) not in self._cache:
+            arrays = self.arrays[method]
+            self._cache[(method, key)] = (self.bootstrap.point(arrays, key), self.bootstrap.distribution(arrays, key))
+        return self._cache[(method, key)]
+
+    def estimates(self, method: str, keys: list[str]) -> dict[str, Estimate]:
+        """Each metric of one method with its interval (one pass over the resamples for all of them)."""
+        arrays = self.arrays[method]
+        points, dists = self.bootstrap.points(arrays, keys), self.bootstrap.distributions(arrays, keys)
+        self._cache.update({(method, k): (points[k], dists[k]) for k in keys})
+        return {k: Estimate(points[k], *percentile_interval(dists[k])) for k in keys}
 
     def difference(self, method: str, other: str, key: str) -> Estimate:
         """`method` minus `other` on metric `key`, with the interval of the paired differences."""
-        return self.bootstrap.difference(self.arrays[method], self.arrays[other], key)
+        (a, dist_a), (b, dist_b) = self._resampled(method, key), self._resampled(other, key)
+        return Estimate(a - b, *percentile_interval(dist_a - dist_b))
 
 
 def _interval_keys(values: dict) -> list[str]:
@@ -62,7 +76,7 @@ def dataset_intervals(records: list[MetricsRecord], per_query_dir: str | Path, r
         intervals.bootstrap.check(arrays, str(path))
         intervals.arrays[record.method] = arrays
         try:
-            record.intervals = {key: intervals.estimate(record.method, key) for key in _interval_keys(record.values)}
+            record.intervals = intervals.estimates(record.method, _interval_keys(record.values))
         except ValueError as exc:
             raise type(exc)(f"{path}: {exc}") from exc
     return found
