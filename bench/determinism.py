@@ -76,11 +76,11 @@ def main() -> None:
             runs[name] = {"detector": load_shapes_detector(models / "tiny" / "detector")[0].state_dict(),
                           "recall": report["metrics"]["recall"], "features": FeatureStore(store).read(np.arange(16))}
         data = RetrievalData(*make_dataset(), cache_splits=("train", "val"))
-        p = small_params(epochs=3)
         for name, threads in (("1", 1), ("1 again", 1), (str(args.threads), args.threads)):
             out = tmp / f"ss_{name.replace(' ', '_')}"
-            result = with_threads(threads, lambda: train_method("ss", p, data, out, out / "h.json", dataset="synthetic",
-                                                                 progress=False, log=lambda _m: None))
+            p = small_params(epochs=3, threads=threads)  # train_method applies train.threads itself
+            result = train_method("ss", p, data, out, out / "h.json", dataset="synthetic", progress=False,
+                                  log=lambda _m: None)
             runs[name]["ss"] = load_state(out / "last.pt")["model"]
             runs[name]["ndcg"] = result.best_value
         for other in ("1 again", str(args.threads)):
