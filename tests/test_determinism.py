@@ -72,3 +72,45 @@ def test_method_training_reruns_bit_identically(tmp_path):
         for epoch in h:
             epoch.pop("seconds", None)  # wall-clock time is the one field allowed to differ
     assert history[0] == history[1]
+
+
+# The settings that can change a stage's numbers, by stage (README "Determinism"); a section name
+# tracks all of its keys.
+NUMBER_SETTINGS = {
+    "download": ["data.${item}"],
+    "train_detector": ["seed", "detector"],  # detector.threads among them
+    "extract": ["extract.threads", "extract.device", "extract.dtype", "extract.autocast", "extract.batch_size"],
+    "tokenize": ["seed", "text"],
+    "train_lambda": ["seed", "train", "lambda"],  # train.threads, train.device, train.amp
+    "train": ["seed", "train"],
+    "evaluate_lambda": ["train.threads", "train.device", "train.amp", "train.eval_batch_size", "metrics"],
+    "evaluate": ["train.threads", "train.device", "train.amp", "train.eval_batch_size", "metrics"],
+    "report": ["report"],  # report.bootstrap_seed, report.bootstrap_resamples
+}
+
+
+def test_every_setting_that_changes_numbers_is_a_tracked_param():
+    import yaml
+
+    from conftest import REPO
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for stage, keys in NUMBER_SETTINGS.items():
+        body = stages[stage].get("do", stages[stage])
+        assert set(keys) <= set(body["params"]), (stage, set(keys) - set(body["params"]))
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"seed": -1}, "seed"),
+    ({"data": {"shapes": {"kind": "shapes", "seed": -3}}}, "data.shapes.seed"),
+    ({"datasets": ["m"], "data": {"m": {"kind": "mirflickr", "split_seed": -1}}}, "data.m.split_seed"),
+    ({"report": {"bootstrap_seed": -2}}, "report.bootstrap_seed"),
+])
+def test_a_seed_must_be_a_non_negative_integer(raw, key):
+    from pipeline.params import ParamError, validate
+
+    with pytest.raises(ParamError, match=rf"p.yaml: parameter '{key}' must be a non-negative integer, got -\d"):
+        validate(raw, "p.yaml")
+    for wrong in (1.5, "0", True):  # not integers: the schema's type check names the key too
+        with pytest.raises(ParamError, match="parameter 'seed' must be an integer"):
+            validate({"seed": wrong}, "p.yaml")
