@@ -31,7 +31,7 @@ from pipeline.metrics.classification import f1_from_counts
 from pipeline.metrics.per_query import write_per_query
 from pipeline.params import load_params
 from pipeline.reporting.collect import collect_metrics
-from pipeline.reporting.intervals import DIFFERENCE_KEYS, _interval_keys, dataset_intervals, differences_table
+from pipeline.reporting.intervals import DIFFERENCE_KEYS, interval_keys, dataset_intervals, differences_table
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER = ("ss", "ss_con", "ss_wo_t", "ss_wo_r", "ss_wo_c", "st", "imc")
@@ -80,7 +80,7 @@ def naive(records, intervals, n_resamples: int, reference: str) -> None:
                   for d in ("i2t", "t2i")}
     for record in records:
         arrays = iv.arrays[record.method]
-        keys = _interval_keys(record.values)
+        keys = interval_keys(record.values)
         dist = {k: np.array([naive_statistic(arrays, drawn, k, queries_of) for drawn in drawn_all]) for k in keys}
         np.percentile(np.stack(list(dist.values())), [2.5, 97.5], axis=1)
         if record.method != reference:

@@ -151,3 +151,34 @@ def test_bad_input(tmp_path):
         read_per_query(tmp_path / "absent.npz")
     with pytest.raises(ValueError, match="at least one unit"):
         resample_indices(0, 10, 0)
+
+
+def test_point_estimates_with_collapsed_texts_and_folds(monkeypatch):
+    """Tag datasets (identical texts collapsed) and COCO 1K folds keep one unit per test image."""
+    import pipeline.metrics.protocols as protocols_module
+
+    img, txt, labels, caption_image = make_data(seed=12)
+    keys = [f"tag{int(c) % 7}" for c in caption_image]  # 7 distinct texts, each shared by several images
+    per: dict = {}
+    metrics = evaluate_similarity((img, txt), labels, None, caption_image, text_keys=keys, per_query=per)
+    assert len(per["unit_t2i"]) == 7 and per["n_units"] == 30
+    first = [keys.index(k) for k in dict.fromkeys(keys)]
+    assert np.array_equal(per["unit_t2i"], caption_image[first])  # a collapsed text: its first image
+    boot = PairedBootstrap.for_arrays(per, resamples=10)
+    for key in ("ndcg_t2i", "map_ave", "r5_t2i"):
+        assert boot.point(per, key) == pytest.approx(metrics[key], rel=1e-9), key
+
+    monkeypatch.setattr(protocols_module, "COCO_TEST_IMAGES", 30)
+    monkeypatch.setattr(protocols_module, "COCO_FOLD_IMAGES", 6)
+    per = {}
+    metrics = evaluate_similarity((img, txt), labels, None, caption_image, protocol=["coco5k", "coco1k"],
+                                  per_query=per)
+    # fold f holds images 6f..6f+5; its units are numbered past the earlier folds', so a unit is the image
+    assert per["coco1k_n_units"] == 30 and np.array_equal(per["coco1k_unit_i2t"], np.arange(30))
+    by_fold = np.concatenate([np.flatnonzero(caption_image // 6 == f) for f in range(5)])
+    assert np.array_equal(per["coco1k_unit_t2i"], caption_image[by_fold])
+    boot = PairedBootstrap.for_arrays(per, resamples=10)
+    # equal folds: the pooled mean is the mean of the fold means
+    for key in ("ndcg_ave", "coco1k_ndcg_ave", "coco1k_r1_t2i"):
+        assert boot.point(per, key) == pytest.approx(metrics[key], rel=1e-9), key
+    assert boot.estimate(per, "coco1k_rsum").low <= boot.estimate(per, "coco1k_rsum").high

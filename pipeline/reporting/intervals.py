@@ -48,7 +48,7 @@ class DatasetIntervals:
         return Estimate(a - b, *percentile_interval(dist_a - dist_b))
 
 
-def _interval_keys(values: dict) -> list[str]:
+def interval_keys(values: dict) -> list[str]:
     """The metrics of a record that get an interval (prefixed protocols included)."""
     keys = []
     for key, value in values.items():
@@ -76,7 +76,7 @@ def dataset_intervals(records: list[MetricsRecord], per_query_dir: str | Path, r
         intervals.bootstrap.check(arrays, str(path))
         intervals.arrays[record.method] = arrays
         try:
-            record.intervals = intervals.estimates(record.method, _interval_keys(record.values))
+            record.intervals = intervals.estimates(record.method, interval_keys(record.values))
         except ValueError as exc:
             raise type(exc)(f"{path}: {exc}") from exc
     return found
