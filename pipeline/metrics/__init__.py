@@ -2,7 +2,8 @@
 
 `evaluate_similarity` is the entry point the `evaluate` stage calls; the modules hold one metric
 each (ndcg, average_precision, recall, classification), the shared tie rule (ranking), the score
-inputs (scoring) and the evaluation protocols (protocols).
+inputs (scoring) and the evaluation protocols (protocols); per_query holds the per-query values the
+`evaluate` stage saves, bootstrap the paired intervals the report draws from them.
 """
 from pipeline.metrics.average_precision import average_precision
 from pipeline.metrics.classification import micro_f1

@@ -104,7 +104,11 @@ class PairedBootstrap:
     def distributions(self, arrays: dict, keys) -> dict[str, np.ndarray]:
         """`{key: [resamples] values}` of several statistics of one method (one matrix product per
         direction serves them all)."""
-        return self._evaluate(arrays, keys, self._weights, self._totals)
+        out = {}
+        for prefix, group in self._by_prefix(keys).items():
+            values = _statistics(arrays, prefix, group, self._weights[prefix], self._totals[prefix])
+            out.update({prefix + k: v for k, v in values.items()})
+        return out
 
     def points(self, arrays: dict, keys) -> dict[str, float]:
         """The statistics on the original queries (every unit once): the metrics file's values."""
@@ -137,13 +141,6 @@ class PairedBootstrap:
         """Method a minus method b on statistic `key`, with the interval of the paired differences."""
         diff = self.distribution(a, key) - self.distribution(b, key)
         return Estimate(self.point(a, key) - self.point(b, key), *percentile_interval(diff))
-
-    def _evaluate(self, arrays: dict, keys, weights: dict, totals: dict) -> dict[str, np.ndarray]:
-        out = {}
-        for prefix, group in self._by_prefix(keys).items():
-            values = _statistics(arrays, prefix, group, weights[prefix], totals[prefix])
-            out.update({prefix + k: v for k, v in values.items()})
-        return out
 
     def _by_prefix(self, keys) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {}
