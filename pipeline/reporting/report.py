@@ -105,7 +105,7 @@ def _ks(records, key: str) -> str:
 
 
 def _intervals_markdown(records, summary: dict, opts: dict) -> list[str]:
-    """The paragraph on the intervals, and each dataset's differences to the reference method."""
+    """The paragraph on how to read the intervals, and the records that have none."""
     out = [f"Our numbers carry a 95% interval `[low, high]` from a bootstrap over the test images "
            f"({opts['bootstrap_resamples']} resamples, seed {opts['bootstrap_seed']}; an image is resampled with "
            "its caption queries). It measures how much the number would move on another test set of the same "
