@@ -183,8 +183,10 @@ SCHEMA: dict[str, Any] = {
     # Retrieval / classification metrics (each key explained in pipeline/metrics/schema.py).
     "metrics": METRICS_SCHEMA,
     # `xmr report`: queries per direction on each qualitative page, thumbnail size (px), methods drawn
-    # in the lambda-sensitivity plot (papers/001 Figure 3 shows the full model).
-    "report": {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"]},
+    # in the lambda-sensitivity plot (papers/001 Figure 3 shows the full model); the bootstrap over test
+    # queries behind every interval (resamples, seed) and the method every other is compared with.
+    "report": {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"],
+               "bootstrap_resamples": 1000, "bootstrap_seed": 0, "reference_method": "ss"},
 }
 
 
@@ -223,6 +225,7 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
     check_training_params(params, source)
     check_detection_params(params, source)
     check_metrics_params(params["metrics"], source)
+    _check_seeds(params, source)
     return params
 
 
@@ -262,7 +265,7 @@ def _check_data_values(params: dict, source: str) -> None:
         if not download[key] >= 0:
             fail(f"download.{key}", ">= 0", download[key])
     report = params["report"]
-    for key in ("qualitative_queries", "thumbnail_px"):
+    for key in ("qualitative_queries", "thumbnail_px", "bootstrap_resamples"):
         if report[key] < 1:
             fail(f"report.{key}", "an integer >= 1", report[key])
     for name in report["lambda_methods"]:
@@ -275,6 +278,16 @@ def check_text_params(text: dict, source: str = "params.yaml") -> None:
     for key in ("max_len", "min_count", "embedding_dim", "w2v_epochs", "w2v_window"):
         if text[key] < 1:
             raise ParamError(f"{source}: parameter 'text.{key}' must be at least 1, got {text[key]!r}")
+
+
+def _check_seeds(params: dict, source: str) -> None:
+    """Every seed is a non-negative integer (the type is checked by the schema; numpy refuses negatives)."""
+    seeds = {"seed": params["seed"], "report.bootstrap_seed": params["report"]["bootstrap_seed"]}
+    for name, entry in params["data"].items():
+        seeds.update({f"data.{name}.{key}": entry[key] for key in ("seed", "split_seed") if key in entry})
+    for key, value in seeds.items():
+        if value < 0:
+            raise ParamError(f"{source}: parameter '{key}' must be a non-negative integer, got {value!r}")
 
 
 def _check_run_lists(run: dict, source: str) -> None:

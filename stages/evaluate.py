@@ -29,10 +29,12 @@ def main(
     Inputs: the model, data/<dataset>/{table.parquet, features.zarr, text/}.
     Outputs: reports/metrics/<dataset>/<method>.json (every metric of pipeline.metrics: label-wise
     NDCG@k and mAP, R@K, rsum, the shared classifier's Micro-F1 per modality when the method has
-    one, plus the selected training epoch) and
+    one, plus the selected training epoch),
+    reports/per_query/<dataset>/<method>.npz (each query's NDCG, AP, rank and classifier counts: the
+    report's bootstrap intervals) and
     reports/rankings/<dataset>/<method>.npz (top-10 captions per test image and top-10 images per
     test caption). Params: metrics.* (k values, protocols per dataset), train.device,
-    train.eval_batch_size, train.amp.
+    train.eval_batch_size, train.amp, train.threads.
     """
     from pipeline.training.model_files import require_model
     from pipeline.training.registry import check_method
@@ -45,12 +47,17 @@ def main(
 
     from pipeline.io import write_json
     from pipeline.metrics import write_rankings
+    from pipeline.metrics.per_query import write_per_query
     from pipeline.training.checkpoint import load_model
     from pipeline.training.data import RetrievalData
     from pipeline.training.loop import resolve_device
     from pipeline.training.scoring import classify_split, metrics_file, score_split, split_metrics, split_rankings
 
+    import torch
+
     settings = p["train"]
+    if settings["threads"]:  # as in training: the thread count can change the last bits of the scores
+        torch.set_num_threads(settings["threads"])
     data = RetrievalData.open(data_dir, dataset, cache_splits=(split,), cache_gb=settings["cache_features_gb"],
                               progress=progress)
     device = resolve_device(settings["device"])
@@ -60,8 +67,9 @@ def main(
                          batch_size=settings["eval_batch_size"], device=device, amp=amp, progress=progress)
     probabilities = classify_split(model, data, scores.items, batch_size=settings["eval_batch_size"],
                                    device=device, amp=amp)
+    per_query: dict = {}
     metrics = split_metrics(scores, data, metrics_params=p["metrics"], dataset=dataset, device=device,
-                            progress=progress, probabilities=probabilities)
+                            progress=progress, probabilities=probabilities, per_query=per_query)
     metrics = metrics_file(metrics)  # measurements only (no params, gallery sizes or protocol names)
     metrics["selected_epoch"] = int(config.get("epoch", 0))
     top = split_rankings(scores, 10, device=device)
@@ -69,6 +77,7 @@ def main(
     caption_index = np.asarray(getattr(data.text, "caption_index", np.zeros(len(data.caption_rows))))[captions]
     write_rankings(reports_dir / "rankings" / dataset / f"{method}.npz", scores.items.image_rows,
                    data.caption_rows[captions], caption_index, top["i2t_top"], top["t2i_top"])
+    write_per_query(reports_dir / "per_query" / dataset / f"{method}.npz", per_query)
     write_json(reports_dir / "metrics" / dataset / f"{method}.json", metrics)
     shown = [k for k in metrics if k.endswith(("ndcg_i2t", "ndcg_t2i", "ndcg_ave", "map_ave", "rsum"))]
     typer.echo(f"{dataset}/{method} ({split}): " + ", ".join(f"{k} {metrics[k]:.2f}" for k in shown))

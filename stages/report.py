@@ -31,11 +31,16 @@ def main(
     beside papers/002 and 003, the Micro-F1 table beside the supplementary, the lambda-sensitivity plot,
     training curves and links to the qualitative pages.
 
-    Inputs: reports/metrics/<ds>/<method>.json (required), reports/training/<ds>/<method>.json,
+    Every number of ours carries a 95% bootstrap interval over the test images, and each method's
+    difference to report.reference_method its own paired interval.
+
+    Inputs: reports/metrics/<ds>/<method>.json (required), reports/per_query/<ds>/<method>.npz (the
+    intervals), reports/training/<ds>/<method>.json,
     reports/rankings/<ds>/<method>.npz with data/<ds>/table.parquet and its images, the experiments file.
     Outputs: reports/results.md, reports/plots/*.png, reports/lambda_sensitivity.json (DVC plot data:
     NDCG vs lambda), reports/qualitative/<ds>/<method>.html. Params: lambda (the current value),
-    report.qualitative_queries, report.thumbnail_px, report.lambda_methods.
+    report.qualitative_queries, report.thumbnail_px, report.lambda_methods,
+    report.bootstrap_resamples, report.bootstrap_seed, report.reference_method.
     """
     from pipeline.reporting.report import build_report
 

@@ -283,3 +283,59 @@ def test_metrics_files_hold_measurements_only_and_the_report_reads_them(tmp_path
     write(reports / "metrics/shapes/ss.json", {**written, "selected_epoch": 3})
     build_report(reports, tmp_path / "data", metrics_params=validate({"metrics": {"ndcg_k": 5, "map_k": 5}})["metrics"])
     assert "| 5 / 5 |" in (reports / "results.md").read_text()
+
+
+def test_intervals_and_differences_are_rendered(tmp_path):
+    """Metrics and per-query files written as the evaluate stage writes them, for three methods."""
+    from pipeline.metrics import evaluate_similarity
+    from pipeline.metrics.per_query import write_per_query
+    from test_metrics_evaluate import make_data
+
+    img, txt, labels, caption_image = make_data(n_img=40, seed=21)
+    reports = tmp_path / "reports"
+    rng = np.random.default_rng(21)
+    noise = {"ss": 0.0, "close": 0.05, "random": 50.0}  # "random" scores are almost pure noise
+    for method, scale in noise.items():
+        per: dict = {}
+        noisy = txt + scale * rng.normal(size=txt.shape).astype(np.float32)
+        metrics = evaluate_similarity((img, noisy), labels, None, caption_image, recall_ks=(1, 5, 10), per_query=per)
+        write(reports / f"metrics/shapes/{method}.json", metrics)
+        write_per_query(reports / f"per_query/shapes/{method}.npz", per)
+    write(reports / "metrics/shapes/unpaired.json", label_metrics(50.0, 50.0, protocol="all"))
+    summary = build_report(reports, tmp_path / "data", report_params={"bootstrap_resamples": 200})
+    text = (reports / "results.md").read_text()
+    assert summary["with_intervals"] == 3
+    ss = json.loads((reports / "metrics/shapes/ss.json").read_text())
+    interval = r"\[(\d+\.\d), (\d+\.\d)\]"
+    cell = dict(zip(cells(text, "Method | FLICKR25K I2T"), cells(text, "Ours (`ss`)")))["shapes Ave"]
+    m = re.fullmatch(rf"(\d+\.\d) {interval}", cell)
+    assert m and m[1] == f"{ss['ndcg_ave']:.1f}" and float(m[2]) <= ss["ndcg_ave"] <= float(m[3]) + 0.05, cell
+    recall = text.split("## Instance-level retrieval")[1]
+    recall_row = next(l for l in recall.split("#### shapes")[1].splitlines() if l.startswith("| `ss`"))
+    assert len(re.findall(interval, recall_row)) == 9  # R@1/5/10 and MedR both ways, and rsum
+    assert "No interval (no `per_query/<ds>/<method>.npz`: re-run `xmr evaluate`): shapes/unpaired." in text
+    differences = text.split("## Differences to `ss`")[1].split("\n## ")[0]
+    header = cells(differences, "Method")
+    assert header[1] == "NDCG@k Ave: method − `ss`" and header[3] == "rsum: method − `ss`"
+    random_row = dict(zip(header, cells(differences, "`random`")))
+    assert random_row[header[1]].startswith("**-")  # far worse than ss: the interval excludes 0
+    close_row = dict(zip(header, cells(differences, "`close`")))
+    low, high = (float(v) for v in re.search(r"\[([-+]\d+\.\d), ([-+]\d+\.\d)\]", close_row[header[1]]).groups())
+    assert low <= 0.05 and high >= -0.05 and not close_row[header[1]].startswith("**")  # not distinguishable
+    assert "`unpaired`" not in differences
+
+
+def test_per_query_files_of_another_test_set_are_refused(tmp_path):
+    from pipeline.metrics import evaluate_similarity
+    from pipeline.metrics.per_query import write_per_query
+    from test_metrics_evaluate import make_data
+
+    reports = tmp_path / "reports"
+    for method, n_img in (("ss", 30), ("other", 20)):
+        img, txt, labels, caption_image = make_data(n_img=n_img, seed=n_img)
+        per: dict = {}
+        write(reports / f"metrics/shapes/{method}.json",
+              evaluate_similarity((img, txt), labels, None, caption_image, per_query=per))
+        write_per_query(reports / f"per_query/shapes/{method}.npz", per)
+    with pytest.raises(ValueError, match=r"ss.npz: its test queries .* differ from the other methods'"):
+        build_report(reports, tmp_path / "data")

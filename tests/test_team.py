@@ -112,6 +112,24 @@ def test_one_datasets_detector_reruns_that_dataset_only(project):
         restore(origin)
 
 
+def test_a_thread_count_param_reruns_its_stage(project):
+    """Thread counts can change the last bits of the numbers, so each is a param its stage tracks."""
+    origin = project["origin"]
+    settle(origin)
+
+    def more_threads(p):
+        for section in ("detector", "extract", "train"):
+            p[section]["threads"] = 2
+
+    edit_params(origin, more_threads)
+    try:
+        changed = set(json.loads(dvc(["status", "--json"], origin).stdout))
+        assert changed == per_dataset("train_detector@{ds}", "extract@{ds}", "train_lambda@{ds}-ss", "train@{ds}-cca",
+                                      "evaluate_lambda@{ds}-ss", "evaluate@{ds}-cca"), changed
+    finally:
+        restore(origin)
+
+
 def wait_for_queue(project: Path, timeout: float = 1200.0) -> str:
     """Poll `dvc queue status` until no experiment is queued or running; returns the last status table."""
     deadline = time.monotonic() + timeout

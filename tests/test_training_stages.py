@@ -61,6 +61,15 @@ def test_train_then_evaluate_writes_every_output(project):
     assert np.array_equal(ranks["image_rows"], np.arange(100, 120))
     assert np.array_equal(ranks["caption_rows"], np.repeat(np.arange(100, 120), 2))
     assert np.array_equal(ranks["caption_index"], np.tile([0, 1], 20))
+    # each query's values, from which the report's intervals are drawn, give back the metrics
+    from pipeline.metrics.bootstrap import PairedBootstrap
+    from pipeline.metrics.per_query import read_per_query
+    per = read_per_query(project / "reports" / "per_query" / "synth" / "ss.npz")
+    assert per["ndcg_i2t"].shape == (20,) and per["rank_t2i"].shape == (40,) and per["f1_text"].shape == (40, 3)
+    assert np.array_equal(per["unit_t2i"], np.repeat(np.arange(20), 2))  # a caption's unit is its image
+    boot = PairedBootstrap.for_arrays(per, resamples=20)
+    for key in ("ndcg_ave", "map_t2i", "r1_i2t", "rsum", "medr_t2i", "f1_image"):
+        assert boot.point(per, key) == pytest.approx(metrics[key], rel=1e-9), key
 
     res = xmr("train", "synth", "ss")  # finished: nothing is redone
     assert res.exit_code == 0 and "resumed after 2" in res.output

@@ -5,6 +5,8 @@ each (ndcg, average_precision, recall, classification), the shared tie rule (ran
 inputs (scoring), the evaluation protocols (protocols) and the params section (schema, torch-free).
 The names below are imported on first use, so that `pipeline.metrics.schema` (read when params are
 loaded) does not import torch.
+per_query holds the per-query values the `evaluate` stage saves, bootstrap the paired intervals the
+report draws from them.
 """
 import importlib
 

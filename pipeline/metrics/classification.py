@@ -13,8 +13,9 @@ import torch
 from pipeline.metrics.errors import MetricInputError
 
 
-def micro_f1(scores, labels, threshold: float = 0.5, from_logits: bool = True, what: str = "scores") -> float:
-    """Micro-F1 of `scores` (`[N, C]` logits or probabilities) against multi-hot `labels` `[N, C]`."""
+def f1_counts(scores, labels, threshold: float = 0.5, from_logits: bool = True, what: str = "scores") -> np.ndarray:
+    """Per item `[N, 3]` int64 counts `(TP, FP, FN)` over its labels; their column sums give Micro-F1
+    (and the bootstrap of `pipeline.metrics.bootstrap` resamples items through them)."""
     s = torch.as_tensor(np.asarray(scores), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(labels))
     if s.ndim != 2 or s.shape != y.shape:
@@ -29,8 +30,17 @@ def micro_f1(scores, labels, threshold: float = 0.5, from_logits: bool = True, w
     probabilities = torch.sigmoid(s) if from_logits else s
     predicted = probabilities >= threshold
     truth = y > 0
-    tp = (predicted & truth).sum().item()
-    fp = (predicted & ~truth).sum().item()
-    fn = (~predicted & truth).sum().item()
+    counts = torch.stack([(predicted & truth).sum(1), (predicted & ~truth).sum(1), (~predicted & truth).sum(1)], 1)
+    return counts.numpy().astype(np.int64)
+
+
+def f1_from_counts(tp, fp, fn) -> float:
+    """2 TP / (2 TP + FP + FN), 0.0 when there is nothing to count."""
     denominator = 2 * tp + fp + fn
     return 2.0 * tp / denominator if denominator else 0.0
+
+
+def micro_f1(scores, labels, threshold: float = 0.5, from_logits: bool = True, what: str = "scores") -> float:
+    """Micro-F1 of `scores` (`[N, C]` logits or probabilities) against multi-hot `labels` `[N, C]`."""
+    tp, fp, fn = (int(v) for v in f1_counts(scores, labels, threshold, from_logits, what).sum(0))
+    return f1_from_counts(tp, fp, fn)

@@ -15,6 +15,9 @@ Output keys (one flat, JSON-ready dict; metrics are percentages except F1):
   f1_image f1_text                  classification Micro-F1 in [0, 1] (needs logits)
   n_images n_texts protocol ndcg_k map_k
 With several protocols the first gives the plain keys and each further one adds `<protocol>_<key>`.
+
+`per_query` (a dict to fill) also returns the per-query values behind these means, for the bootstrap
+intervals of `pipeline.metrics.bootstrap` (layout in `pipeline.metrics.per_query`).
 """
 from __future__ import annotations
 
@@ -25,11 +28,12 @@ import torch
 from tqdm import tqdm
 
 from pipeline.metrics.average_precision import ap_from_hits
-from pipeline.metrics.classification import micro_f1
+from pipeline.metrics.classification import f1_counts, f1_from_counts
 from pipeline.metrics.errors import MetricInputError
 from pipeline.metrics.label_bits import pack_labels, shared_counts
 from pipeline.metrics.ndcg import (ideal_dcg, ndcg_values, official_coco_t2i_discount, relevance_histogram,
                                    shared_label_counts, standard_discount)
+from pipeline.metrics.per_query import merge_folds
 from pipeline.metrics.protocols import Subset, caption_positions, grouped, protocol_subsets, unique_texts
 from pipeline.metrics.ranking import best_true_rank, ordered_topk, stable_order
 from pipeline.metrics.recall import DEFAULT_KS, recall_summary, rsum
@@ -141,7 +145,8 @@ def _check_options(ndcg_k: int, map_k: int, recall_ks: Sequence[int], t2i_discou
 
 def _evaluate_subset(source, subset: Subset, *, image_labels, text_labels, caption_image, text_keys,
                      image_logits, text_logits, from_logits, f1_threshold, ndcg_k, map_k, map_full,
-                     recall_ks, t2i_discount, device, chunk_size, memory_mb, progress) -> dict[str, float]:
+                     recall_ks, t2i_discount, device, chunk_size, memory_mb, progress,
+                     per_query: dict | None = None) -> dict[str, float]:
     img_rows, txt_rows = subset.image_rows, subset.text_rows
     owner = None
     if caption_image is not None:
@@ -151,7 +156,7 @@ def _evaluate_subset(source, subset: Subset, *, image_labels, text_labels, capti
                                       else text_keys[txt_rows])
         txt_rows = txt_rows[first]
     else:
-        inverse = np.arange(len(txt_rows))
+        first = inverse = np.arange(len(txt_rows))
     n_img, n_txt = len(img_rows), len(txt_rows)
     pairs = source.pairs(img_rows, txt_rows, device)
     result: dict[str, float] = {"n_images": float(n_img), "n_texts": float(n_txt)}
@@ -190,12 +195,18 @@ def _evaluate_subset(source, subset: Subset, *, image_labels, text_labels, capti
             result.update(recall_summary(per[d]["rank"], recall_ks, d))
         if all(k in recall_ks for k in (1, 5, 10)):
             result["rsum"] = rsum(result)
-    if image_logits is not None:
-        result["f1_image"] = micro_f1(image_logits[img_rows], _rows_np(image_labels, img_rows),
-                                      f1_threshold, from_logits, "image_logits")
-    if text_logits is not None:
-        result["f1_text"] = micro_f1(text_logits[txt_rows], _rows_np(text_labels, txt_rows),
-                                     f1_threshold, from_logits, "text_logits")
+    counts = {}
+    for key, logits, labels, rows in (("f1_image", image_logits, image_labels, img_rows),
+                                      ("f1_text", text_logits, text_labels, txt_rows)):
+        if logits is not None:
+            counts[key] = f1_counts(logits[rows], _rows_np(labels, rows), f1_threshold, from_logits, key[3:] + "_logits")
+            result[key] = f1_from_counts(*(int(v) for v in counts[key].sum(0)))
+    if per_query is not None:
+        per_query.update({f"{key}_{d}": values for d in ("i2t", "t2i") for key, values in per[d].items()}, **counts)
+        # the test image each query belongs to (its bootstrap unit); texts without one are their own unit
+        per_query["unit_i2t"] = np.arange(n_img)
+        per_query["unit_t2i"] = owner[first] if owner is not None else n_img + np.arange(n_txt)
+        per_query["n_units"] = n_img + (n_txt if owner is None else 0)
     return result
 
 
@@ -211,7 +222,7 @@ def evaluate_similarity(scores: ScoreSource, image_labels=None, text_labels=None
                         recall_ks: Sequence[int] = DEFAULT_KS, t2i_discount: str = "standard",
                         measure: str = "cosine", n_images: int | None = None, n_texts: int | None = None,
                         device=None, chunk_size: int | None = None, memory_mb: float = 512,
-                        progress: bool = False) -> dict:
+                        progress: bool = False, per_query: dict | None = None) -> dict:
     """Every retrieval (and optionally classification) metric for one test set.
 
     scores        `[n_images, n_texts]` similarity matrix (numpy or torch), or `(image_emb, text_emb)`
@@ -228,6 +239,7 @@ def evaluate_similarity(scores: ScoreSource, image_labels=None, text_labels=None
                   `map_full=False` turns whole-ranking mAP (which needs a full sort) off.
     t2i_discount  'standard' or 'official_coco' (the official code's t2i COCO discount, see ndcg.py).
     chunk_size    queries per chunk (default: from `memory_mb`).
+    per_query     a dict to fill with the per-query values (`pipeline.metrics.per_query.merge_folds`).
     """
     protocols = [protocol] if isinstance(protocol, str) else list(protocol)
     if not protocols:
@@ -277,16 +289,20 @@ def evaluate_similarity(scores: ScoreSource, image_labels=None, text_labels=None
     result: dict = {}
     for i, name in enumerate(protocols):
         subsets = protocol_subsets(name, caption_image if caption_image is not None else np.arange(n_txt), n_img)
+        fold_values = [{} for _ in subsets]
         folds = [_evaluate_subset(source, s, image_labels=lab_img, text_labels=lab_txt,
                                   caption_image=caption_image, text_keys=text_keys,
                                   image_logits=logits.get("image_logits"), text_logits=logits.get("text_logits"),
                                   from_logits=from_logits, f1_threshold=f1_threshold, ndcg_k=int(ndcg_k),
                                   map_k=int(map_k), map_full=map_full, recall_ks=[int(k) for k in recall_ks],
                                   t2i_discount=t2i_discount, device=device, chunk_size=chunk_size,
-                                  memory_mb=memory_mb, progress=progress) for s in subsets]
+                                  memory_mb=memory_mb, progress=progress, per_query=v)
+                 for s, v in zip(subsets, fold_values)]
         averaged = {key: float(np.mean([f[key] for f in folds])) for key in folds[0]}
         prefix = "" if i == 0 else f"{name}_"
         result.update({prefix + key: value for key, value in averaged.items()})
+        if per_query is not None:
+            per_query.update({prefix + key: value for key, value in merge_folds(fold_values).items()})
         if i == 0:
             result["protocol"] = name
     result["ndcg_k"] = int(ndcg_k)

@@ -8,7 +8,7 @@ when there is one, e.g. `mirflickr` -> FLICKR25K, else the dataset name itself).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.metrics.evaluate import protocol_view
@@ -25,6 +25,7 @@ class MetricsRecord:
     method: str
     path: Path
     values: dict
+    intervals: dict = field(default_factory=dict)  # metric key -> bootstrap Estimate (pipeline.reporting.intervals)
 
 
 def read_json(path: Path, what: str):

@@ -5,6 +5,8 @@ Inputs (under `reports_dir` unless noted):
   training/<ds>/<method>.json    per-epoch histories (optional) -> plots/training_<ds>.png
   rankings/<ds>/<method>.npz     top retrievals (optional) + <data_dir>/<ds>/table.parquet
                                  -> qualitative/<ds>/<method>.html
+  per_query/<ds>/<method>.npz    per-query values (optional) -> a 95% bootstrap interval on each of
+                                 our numbers, and each method's difference to the reference method
   experiments file               `dvc exp show --json` output (optional) -> the lambda sweep
 Outputs: results.md, plots/ (PNG), lambda_sensitivity.json (DVC plot data), qualitative/.
 Each output is written under a temporary name and renamed when complete.
@@ -19,6 +21,7 @@ from pipeline.io import atomic_output
 from pipeline.metrics.rankings import read_rankings
 from pipeline.reporting import tables
 from pipeline.reporting.collect import collect_metrics, column_views, read_json
+from pipeline.reporting.intervals import dataset_intervals, differences_table
 from pipeline.reporting.plots import closed_form_rows, plot_lambda_sensitivity, plot_training_curves, read_history
 from pipeline.reporting.published import NOTES
 from pipeline.reporting.qualitative import render_page
@@ -44,7 +47,8 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
     """Write the report; returns a summary (counts and written paths). `metrics_params` (the `metrics`
     section) gives the NDCG / mAP cut-offs, which metrics files no longer repeat."""
     reports_dir, data_dir, root = Path(reports_dir), Path(data_dir), Path(root)
-    opts = {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"], **(report_params or {})}
+    opts = {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"], "bootstrap_resamples": 1000,
+            "bootstrap_seed": 0, "reference_method": "ss", **(report_params or {})}
     records = collect_metrics(reports_dir / "metrics")
     for record in records:
         for key in ("ndcg_k", "map_k"):
@@ -55,6 +59,11 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
                                 "(run `xmr evaluate` / `dvc repro` first)")
     summary: dict = {"metrics_files": len(records), "training_plots": [], "training_panels": {},
                      "closed_form_fits": {}, "qualitative_pages": []}
+    intervals = dataset_intervals(records, reports_dir / "per_query", opts["bootstrap_resamples"],
+                                  opts["bootstrap_seed"])
+    summary["with_intervals"] = sum(bool(r.intervals) for r in records)
+    summary["differences"] = {ds: differences_table(iv, opts["reference_method"], records)
+                              for ds, iv in sorted(intervals.items())}
 
     # plots/: training curves and the lambda sweep
     points, sweep_source = _sweep(records, Path(experiments) if experiments else None, current_lambda,
@@ -93,7 +102,7 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
             (qual_tmp / dataset / f"{method}.html").write_text(page, encoding="utf-8")
             summary["qualitative_pages"].append(f"{dataset}/{method}")
 
-    text = results_markdown(records, summary, sweep_source, opts["lambda_methods"])
+    text = results_markdown(records, summary, sweep_source, opts["lambda_methods"], opts)
     with atomic_output(reports_dir / "results.md") as tmp:
         tmp.write_text(text, encoding="utf-8")
     return summary
@@ -108,7 +117,36 @@ def _ks(records, key: str) -> str:
     return "/".join(str(v) for v in values) or "k"
 
 
-def results_markdown(records, summary: dict, sweep_source: str, lambda_methods: list[str]) -> str:
+def _intervals_markdown(records, summary: dict, opts: dict) -> list[str]:
+    """The paragraph on how to read the intervals, and the records that have none."""
+    out = [f"Our numbers carry a 95% interval `[low, high]` from a bootstrap over the test images "
+           f"({opts['bootstrap_resamples']} resamples, seed {opts['bootstrap_seed']}; an image is resampled with "
+           "its caption queries). It measures how much the number would move on another test set of the same "
+           "size; it does not include training noise (another seed gives another model: see README, "
+           "\"How to read the intervals\").", ""]
+    missing = [f"{r.dataset}/{r.method}" for r in records if not r.intervals]
+    if missing:
+        out += [f"No interval (no `per_query/<ds>/<method>.npz`: re-run `xmr evaluate`): {', '.join(missing)}.", ""]
+    return out
+
+
+def _differences_markdown(summary: dict, reference: str) -> list[str]:
+    out = [f"## Differences to `{reference}` (paired bootstrap)", "",
+           f"Each cell: method minus `{reference}` on the same resampled test images, with its 95% interval. "
+           "**Bold**: the interval excludes 0, so on this test set the sign of the difference is settled; "
+           "otherwise the two methods are not distinguishable here.", ""]
+    tables_found = [(ds, t) for ds, t in summary.get("differences", {}).items() if t]
+    for dataset, table in tables_found:
+        out += [f"#### {dataset}", "", table, ""]
+    if not tables_found:
+        out += [f"No dataset has per-query values for `{reference}` and another method "
+                "(`report.reference_method` names the method to compare with).", ""]
+    return out
+
+
+def results_markdown(records, summary: dict, sweep_source: str, lambda_methods: list[str],
+                     opts: dict | None = None) -> str:
+    opts = {"bootstrap_resamples": 1000, "bootstrap_seed": 0, "reference_method": "ss", **(opts or {})}
     datasets = sorted({r.dataset for r in records})
     methods = sorted({r.method for r in records})
     views = [view for r in records for _, view in column_views(r)]
@@ -116,6 +154,7 @@ def results_markdown(records, summary: dict, sweep_source: str, lambda_methods: 
     out = ["# Results", "",
            f"Generated by `xmr report` from {len(records)} metrics files in `reports/metrics/` "
            f"(datasets: {', '.join(datasets)}; methods: {', '.join(methods)}). Do not edit by hand.", ""]
+    out += _intervals_markdown(records, summary, opts)
 
     out += [f"## Label-wise retrieval: NDCG@{_ks(records, 'ndcg_k')} (papers/000 Table 1 layout)", "",
             "Each cell: **ours / published** (papers/000 Table 1). `–`: not run here, or not reported by the paper. "
@@ -128,6 +167,7 @@ def results_markdown(records, summary: dict, sweep_source: str, lambda_methods: 
                 "than the gallery means the whole gallery (e.g. NDCG@500 on a 200-image test set is NDCG@200 for "
                 "T2I).", "",
                 tables.label_metrics_table(records), ""]
+    out += _differences_markdown(summary, opts["reference_method"])
     out += ["## Instance-level retrieval: Recall@K", ""]
     if has["r1_i2t"]:
         out += ["R@K in %, MedR 1-based. Published rows follow ours (papers/002 Tables 1-3, papers/003 Tables 1 "

@@ -1,9 +1,12 @@
 """Markdown tables of the report: our metrics beside the published ones.
 
 Cells that compare read `ours / published`; `–` marks a value that does not exist (not run here,
-or not reported by the paper).
+or not reported by the paper). Our values carry their 95% bootstrap interval as `value [low, high]`
+when the record has one (`pipeline.reporting.intervals`).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 from pipeline.reporting.collect import MetricsRecord, column_views
 from pipeline.reporting.published import (F1_ROW, F1_TABLE, NDCG_TABLE1, RECALL_ROW, RECALL_ROWS, RECALL_SOURCES,
@@ -12,8 +15,25 @@ from pipeline.reporting.published import (F1_ROW, F1_TABLE, NDCG_TABLE1, RECALL_
 DASH = "–"
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One of our values with its interval (an `Estimate`)."""
+
+    value: float
+    interval: object
+
+
 def fmt(value, digits: int = 1) -> str:
+    if isinstance(value, Cell):
+        low, high = value.interval.low, value.interval.high
+        return f"{value.value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
     return DASH if value is None else f"{float(value):.{digits}f}"
+
+
+def views_with_intervals(record: MetricsRecord) -> list[tuple[str, dict]]:
+    """`column_views` whose values that have an interval are `Cell`s."""
+    values = {k: Cell(v, record.intervals[k]) if k in record.intervals else v for k, v in record.values.items()}
+    return column_views(replace(record, values=values))
 
 
 def pair(ours, published, digits: int = 1) -> str:
@@ -30,7 +50,7 @@ def _by_method_column(records: list[MetricsRecord], keys: tuple[str, ...]) -> di
     """`(method, column) -> values of keys` for the records that have the first key."""
     found = {}
     for record in records:
-        for column, view in column_views(record):
+        for column, view in views_with_intervals(record):
             if keys[0] in view:
                 found[(record.method, column)] = tuple(view.get(k) for k in keys)
     return found
@@ -81,7 +101,7 @@ def label_metrics_table(records: list[MetricsRecord]) -> str:
               "mAP@k I2T", "mAP@k T2I", "mAP@k Ave", "k (NDCG / mAP)"]
     rows = []
     for record in records:
-        for column, view in column_views(record):
+        for column, view in views_with_intervals(record):
             if "ndcg_i2t" in view:
                 ks = f"{view.get('ndcg_k', DASH)} / {view.get('map_k', DASH)}"
                 rows.append([column, f"`{record.method}`"] + [fmt(view.get(k)) for k in keys] + [ks])

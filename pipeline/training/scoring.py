@@ -134,9 +134,10 @@ def score_split(method: RetrievalMethod, data: RetrievalData, split: str, *, met
 
 def split_metrics(scores: SplitScores, data: RetrievalData, *, metrics_params: dict, dataset: str,
                   protocol: Any = None, device: torch.device | None = None, progress: bool = False,
-                  probabilities: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+                  probabilities: tuple[np.ndarray, np.ndarray] | None = None, per_query: dict | None = None) -> dict:
     """`evaluate_similarity` on a scored split; `protocol` overrides the dataset's configured one;
-    `probabilities` (images, captions) add the classifier's Micro-F1 per modality."""
+    `probabilities` (images, captions) add the classifier's Micro-F1 per modality; `per_query` (a dict)
+    receives the per-query values."""
     options = metric_options(metrics_params, dataset)
     options.pop("dedup_texts")
     if protocol is not None:
@@ -146,7 +147,8 @@ def split_metrics(scores: SplitScores, data: RetrievalData, *, metrics_params: d
         options.update(image_logits=probabilities[0], text_logits=probabilities[1], from_logits=False)
     return evaluate_similarity(scores.source, image_labels=labels, caption_image=scores.caption_image,
                                text_keys=scores.text_keys, n_images=len(scores.items.image_rows),
-                               n_texts=len(scores.items.captions), device=device, progress=progress, **options)
+                               n_texts=len(scores.items.captions), device=device, progress=progress,
+                               per_query=per_query, **options)
 
 
 # Facts of an evaluation that are not measurements: gallery sizes (data) and cut-offs (params). A DVC
