@@ -182,3 +182,9 @@ def test_point_estimates_with_collapsed_texts_and_folds(monkeypatch):
     for key in ("ndcg_ave", "coco1k_ndcg_ave", "coco1k_r1_t2i"):
         assert boot.point(per, key) == pytest.approx(metrics[key], rel=1e-9), key
     assert boot.estimate(per, "coco1k_rsum").low <= boot.estimate(per, "coco1k_rsum").high
+    # The metrics file names the first protocol in its keys (coco5k_ndcg_ave); the per-query file keeps it plain.
+    from pipeline.training.scoring import metrics_file
+    written = metrics_file(metrics)
+    assert "coco5k_ndcg_ave" in written
+    for key in ("coco5k_ndcg_ave", "coco5k_rsum", "coco1k_ndcg_ave"):
+        assert boot.point(per, key) == pytest.approx(written[key], rel=1e-9), key

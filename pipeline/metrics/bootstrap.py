@@ -25,9 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.metrics.per_query import DIRECTIONS, PerQueryError, protocol_prefixes
+from pipeline.metrics.schema import PROTOCOLS
 
 LEVEL = 0.95
 _MEAN = {"ndcg": "ndcg", "map": "ap", "mapk": "apk"}
+_PROTOCOL_PREFIX = re.compile(rf"^(?:{'|'.join(PROTOCOLS)})_")
 _KEY = re.compile(r"^(?:(?P<mean>ndcg|map|mapk)_(?P<md>i2t|t2i|ave)|r(?P<k>\d+)_(?P<rd>i2t|t2i)"
                   r"|(?P<rank>medr|meanr)_(?P<kd>i2t|t2i)|(?P<rsum>rsum)|(?P<f1>f1_image|f1_text))$")
 
@@ -106,8 +108,8 @@ class PairedBootstrap:
         direction serves them all)."""
         out = {}
         for prefix, group in self._by_prefix(keys).items():
-            values = _statistics(arrays, prefix, group, self._weights[prefix], self._totals[prefix])
-            out.update({prefix + k: v for k, v in values.items()})
+            values = _statistics(arrays, prefix, list(group.values()), self._weights[prefix], self._totals[prefix])
+            out.update({key: values[plain] for key, plain in group.items()})
         return out
 
     def points(self, arrays: dict, keys) -> dict[str, float]:
@@ -117,8 +119,8 @@ class PairedBootstrap:
             unit_i2t, unit_t2i, _ = self.units[prefix]
             weights = {"i2t": np.ones((1, len(unit_i2t))), "t2i": np.ones((1, len(unit_t2i)))}
             totals = {d: w.sum(1) for d, w in weights.items()}
-            values = _statistics(arrays, prefix, group, weights, totals)
-            out.update({prefix + k: float(v[0]) for k, v in values.items()})
+            values = _statistics(arrays, prefix, list(group.values()), weights, totals)
+            out.update({key: float(values[plain][0]) for key, plain in group.items()})
         return out
 
     def distribution(self, arrays: dict, key: str) -> np.ndarray:
@@ -142,18 +144,22 @@ class PairedBootstrap:
         diff = self.distribution(a, key) - self.distribution(b, key)
         return Estimate(self.point(a, key) - self.point(b, key), *percentile_interval(diff))
 
-    def _by_prefix(self, keys) -> dict[str, list[str]]:
-        groups: dict[str, list[str]] = {}
+    def _by_prefix(self, keys) -> dict[str, dict[str, str]]:
+        """`{per-query prefix: {key as asked: plain key}}`."""
+        groups: dict[str, dict[str, str]] = {}
         for key in keys:
             prefix, plain = self._split(key)
-            groups.setdefault(prefix, []).append(plain)
+            groups.setdefault(prefix, {})[key] = plain
         return groups
 
     def _split(self, key: str) -> tuple[str, str]:
+        """`(per-query prefix, plain key)`. The metrics file names its first protocol in the keys
+        (`coco5k_ndcg_ave`, `pipeline.training.scoring.metrics_file`) where the per-query file keeps it plain."""
         for prefix in sorted(self.units, key=len, reverse=True):
             if prefix and key.startswith(prefix):
                 return prefix, key[len(prefix):]
-        return "", key
+        named = _PROTOCOL_PREFIX.match(key)
+        return "", key[named.end():] if named else key
 
 
 def percentile_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
