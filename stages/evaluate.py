@@ -33,6 +33,7 @@ def main(
     """
     import numpy as np
 
+    from pipeline.completion import require_complete
     from pipeline.io import write_json
     from pipeline.metrics import write_rankings
     from pipeline.training.checkpoint import load_model
@@ -48,6 +49,7 @@ def main(
     data = RetrievalData.open(data_dir, dataset, cache_splits=(split,), cache_gb=settings["cache_features_gb"],
                               progress=progress)
     device = resolve_device(settings["device"])
+    require_complete(models_dir / dataset / method, rerun=f"run `xmr train {dataset} {method}` to finish it")
     model, config = load_model(models_dir / dataset / method, method, data.info, device)
     amp = settings["amp"] and device.type == "cuda"
     scores = score_split(model, data, split, metrics_params=p["metrics"], dataset=dataset,

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from pipeline.data.table import read_table, table_path
-from pipeline.io import write_json
+from pipeline.io import output_lock, write_json
 from pipeline.params import dataset_params, load_params
 from stages.common import DATA_OPTION, PARAMS_OPTION, stage_errors
 
@@ -52,14 +52,15 @@ def main(
     table = read_table(table_path(data_dir, dataset))
     detector = load_detector(settings, dataset, models_dir, p["download"])
     out = Path(data_dir) / dataset / "features.zarr"
-    stats = extract_features(table, out, detector, settings, progress=progress)
-    run = stats["run"]
-    if not stats["complete"]:
-        typer.echo(f"{dataset}: rank {run['rank']} wrote {run['images']} images; store not finished yet")
-        return
-    write_json(Path(data_dir) / dataset / "extract_stats.json",
-               {k: v for k, v in stats.items() if k != "run"} | {"detector": detector.name,
-                                                                   "weights_sha256": detector.weights_sha256})
+    with output_lock(out):
+        stats = extract_features(table, out, detector, settings, progress=progress)
+        run = stats["run"]
+        if not stats["complete"]:
+            typer.echo(f"{dataset}: rank {run['rank']} wrote {run['images']} images; store not finished yet")
+            return
+        write_json(Path(data_dir) / dataset / "extract_stats.json",
+                   {k: v for k, v in stats.items() if k != "run"} | {"detector": detector.name,
+                                                                       "weights_sha256": detector.weights_sha256})
     typer.echo(f"{dataset}: {stats['valid_images']}/{stats['images']} images -> {out} "
                f"({detector.name}, {detector.feature_dim}-d, {settings.selection.num_boxes} RoIs; "
                f"{stats['skipped_images']} skipped; {run['images']} extracted this run at "

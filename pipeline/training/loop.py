@@ -28,8 +28,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline.completion import clear_complete, mark_complete
 from pipeline.io import write_json
-from pipeline.training.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, load_state, save_model, save_torch
+from pipeline.training.checkpoint import (CONFIG_FILE, MODEL_FILE, STATE_FILE, load_state, resumable, save_model,
+                                          save_torch)
 from pipeline.training.data import RetrievalData
 from pipeline.training.registry import build_method
 from pipeline.training.schema import method_train_settings
@@ -132,8 +134,14 @@ def train_method(name: str, params: dict, data: RetrievalData, model_dir: str | 
     threads = torch.get_num_threads()
     if params["train"]["threads"]:
         torch.set_num_threads(params["train"]["threads"])
+    lead = distributed_env()[0] == 0
     try:
-        return _train(name, params, data, Path(model_dir), Path(history_path), dataset, progress, step_hook, log)
+        if lead:  # unfinished until the completion record is written, last
+            clear_complete(model_dir)
+        result = _train(name, params, data, Path(model_dir), Path(history_path), dataset, progress, step_hook, log)
+        if lead:
+            mark_complete(model_dir, [MODEL_FILE, CONFIG_FILE])
+        return result
     finally:
         torch.set_num_threads(threads)
 
@@ -168,7 +176,7 @@ def _train(name: str, params: dict, data: RetrievalData, model_dir: Path, histor
         import torch.distributed as dist
 
         dist.barrier()  # every rank has read the saved state before rank 0 may remove it
-    if saved is not None and saved.get("fingerprint") == fingerprint:
+    if saved is not None and saved.get("fingerprint") == fingerprint and resumable(model_dir, saved, log):
         method.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = {k: saved[k] for k in state}
