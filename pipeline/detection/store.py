@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from pipeline.io import temp_name
+from pipeline.io import disk_error, temp_name
 
 ARRAYS = ("features", "boxes", "positions", "scores", "classes", "image_size", "valid")
 DTYPES = ("float16", "float32")
@@ -147,7 +147,10 @@ class FeatureStoreWriter:
             value = np.asarray(data[name])
             if value.shape != shape:
                 raise StoreError(f"chunk {chunk}: array '{name}' has shape {value.shape}, expected {shape}")
-            self.arrays[name][rows.start:rows.stop] = value
+            try:
+                self.arrays[name][rows.start:rows.stop] = value
+            except OSError as exc:  # zarr's OSError names no file: name the array being written
+                raise (disk_error(exc, self.tmp / name) or exc) from exc
         marker = self.progress_dir / f"{chunk:08d}"
         tmp = temp_name(marker)  # not atomic_output: ranks on other nodes write markers here too
         try:
