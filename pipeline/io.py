@@ -104,6 +104,17 @@ def disk_error(exc: BaseException, path: Path) -> OSError | None:
 
 
 @contextlib.contextmanager
+def disk_errors_name(path: str | Path) -> Iterator[None]:
+    """Re-raise a disk error of the block that names no file (zarr, numpy) as one naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename or exc.errno not in DISK_ERRNOS:
+            raise
+        raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
+
+
+@contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; on success it replaces `path`, on error it is removed.
 
@@ -169,8 +180,11 @@ def output_lock(path: str | Path) -> Iterator[None]:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise OutputLocked(f"{path}: another run (PID {holder}) is writing it; wait for it to finish "
                                f"or stop that process, then rerun") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            raise (disk_error(exc, lock) or exc) from exc
         try:
             yield
         finally:
