@@ -133,6 +133,8 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         yield tmp
     except BaseException as exc:
         converted = disk_error(exc, path)
+        if converted is not None and str(converted.filename).startswith(str(tmp)):
+            converted = OSError(converted.errno, converted.strerror, str(path))  # the output, not its temp name
         remove_path(tmp)
         if converted is not None:
             raise converted from exc
