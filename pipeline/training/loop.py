@@ -176,13 +176,14 @@ def _train(name: str, params: dict, data: RetrievalData, model_dir: Path, histor
         import torch.distributed as dist
 
         dist.barrier()  # every rank has read the saved state before rank 0 may remove it
-    if saved is not None and saved.get("fingerprint") == fingerprint and resumable(model_dir, saved, log):
+    same_run = saved is not None and saved.get("fingerprint") == fingerprint
+    if same_run and resumable(model_dir, saved, log if rank == 0 else lambda message: None):
         method.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = {k: saved[k] for k in state}
         log(f"resuming {name} after epoch {state['epoch']} from {model_dir / STATE_FILE}")
     else:
-        if saved is not None and rank == 0:
+        if saved is not None and not same_run and rank == 0:
             log(f"ignoring {model_dir / STATE_FILE}: it belongs to a run with other parameters or data")
         for stale in (MODEL_FILE, CONFIG_FILE, STATE_FILE) if rank == 0 else ():
             (model_dir / stale).unlink(missing_ok=True)
