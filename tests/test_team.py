@@ -44,7 +44,8 @@ def per_dataset(*stages: str) -> set[str]:
 def test_first_repro_runs_every_stage(project):
     assert ran(project["first"]) == per_dataset(
         "download@{ds}", "prepare@{ds}", "train_detector@{ds}", "extract@{ds}", "tokenize@{ds}",
-        "train_lambda@{ds}-ss", "train@{ds}-cca", "evaluate_lambda@{ds}-ss", "evaluate@{ds}-cca") | {"report"}
+        "train_lambda@{ds}-ss", "train@{ds}-cca", "evaluate_lambda@{ds}-ss", "evaluate@{ds}-cca") | {"report",
+                                                                                                      "check_params"}
     assert (project["origin"] / "reports" / "metrics" / "shapes_2" / "cca.json").is_file()
 
 
@@ -69,7 +70,8 @@ def test_lambda_experiment_reruns_only_the_methods_that_read_lambda(project):
     origin = project["origin"]
     try:
         out = dvc(["exp", "run", "-S", "lambda=0.05"], origin).stdout
-        assert ran(out) == per_dataset("train_lambda@{ds}-ss", "evaluate_lambda@{ds}-ss") | {"report"}, out
+        # check_params reruns on any param change (seconds) and leaves the others' inputs unchanged
+        assert ran(out) == per_dataset("train_lambda@{ds}-ss", "evaluate_lambda@{ds}-ss") | {"report", "check_params"}, out
         shown = dvc(["exp", "show", "--json"], origin).stdout
         assert "0.05" in shown and "ndcg_ave" in shown
     finally:
@@ -82,7 +84,7 @@ def test_one_method_param_leaves_the_others_cached(project):
     edit_params(origin, lambda p: p["methods"]["cca"].update(n_components=3))
     try:
         out = dvc(["repro"], origin).stdout
-        assert ran(out) == per_dataset("train@{ds}-cca", "evaluate@{ds}-cca") | {"report"}, out
+        assert ran(out) == per_dataset("train@{ds}-cca", "evaluate@{ds}-cca") | {"report", "check_params"}, out
     finally:
         restore(origin)
 
