@@ -14,7 +14,6 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -30,7 +29,7 @@ from retrieval_fixtures import make_dataset, small_params
 from robustness_helpers import dead_pid, fill, small_file_system
 from stages.cli import app
 from test_prepare import PREP, build_mini, edit
-from tiny_project import BIN, commit, create_project, dvc, tiny_params
+from tiny_project import BIN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -182,6 +181,21 @@ def test_3_stale_temporary_files_are_removed_by_the_next_run(project):
     assert sorted(p.name for p in (project / "data").iterdir()) == ["text"]
 
 
+def test_3_only_the_projects_own_stale_names_are_removed(tmp_path):
+    from pipeline.io import remove_stale_temps
+
+    gone = dead_pid()
+    names = {f".a.pt.tmp-{gone}": True, f".dir.tmp-{gone}": True,  # removed
+             f".a.pt.tmp-{os.getppid()}": False,  # its writer runs
+             f"a.pt.tmp-{gone}": False, f".a.pt.tmp-x{gone}": False, ".features.zarr.partial": False,
+             ".features.zarr.lock": False, "model.pt": False}
+    for name in names:
+        (tmp_path / name).mkdir() if name.startswith(".dir") else (tmp_path / name).write_text("x")
+    removed = remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(n for n, gone_ in names.items() if gone_)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, gone_ in names.items() if not gone_)
+
+
 # 4: full disks (a real small file system)
 
 def test_4_disk_full_during_train_is_one_line_and_leaves_nothing_complete(project, tmp_path):
@@ -313,21 +327,8 @@ def test_6_train_and_tokenize_lock_their_outputs(project):
                 pass
 
 
-# 8: params checked before DVC removes anything
-
-def test_8_bad_param_stops_before_dvc_removes_outputs(tmp_path):
-    project = create_project(tmp_path / "p", lambda p: tiny_params(p, ["shapes"], lambda_methods=["ss"],
-                                                                   methods=["cca"]))
-    dvc(["repro", "extract@shapes"], project)
-    commit(project, "tiny pipeline up to the features")
-    features = project / "data" / "shapes" / "features.zarr"
-    stats = (project / "data" / "shapes" / "extract_stats.json").read_text()
-    proc = dvc(["exp", "run", "-S", "extract.num_boxes=0", "extract@shapes"], project, check=False)
-    assert proc.returncode != 0
-    assert "parameter 'extract.num_boxes' must be >= 1, got 0" in proc.stdout + proc.stderr
-    assert "Running stage 'extract@shapes'" not in proc.stdout
-    assert (features / "zarr.json").is_file()
-    assert (project / "data" / "shapes" / "extract_stats.json").read_text() == stats
+# 8: params checked before DVC removes anything: tests/test_team.py::test_bad_param_stops_before_dvc_removes_any_output
+# (it reuses that file's reproduced tiny project)
 
 
 # 11: internal errors and --debug

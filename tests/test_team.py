@@ -54,6 +54,22 @@ def test_second_repro_runs_nothing(project):
     assert ran(out) == set(), out
 
 
+def test_bad_param_stops_before_dvc_removes_any_output(project):
+    """A value only the stage itself would refuse stops in check_params, before DVC deletes the outputs of
+    the stage that reads it (issue 18: `-S extract.num_boxes=0` used to cost the workspace its features)."""
+    origin = project["origin"]
+    stats = (origin / "data" / "shapes" / "extract_stats.json").read_text()
+    try:
+        proc = dvc(["exp", "run", "-S", "extract.num_boxes=0"], origin, check=False)
+        assert proc.returncode != 0
+        assert "parameter 'extract.num_boxes' must be >= 1, got 0" in proc.stdout + proc.stderr
+        assert ran(proc.stdout) == {"check_params"}, proc.stdout
+        assert (origin / "data" / "shapes" / "features.zarr" / "zarr.json").is_file()
+        assert (origin / "data" / "shapes" / "extract_stats.json").read_text() == stats
+    finally:
+        restore(origin)
+
+
 def restore(origin: Path) -> None:
     """Undo a test's params change and its outputs."""
     run(["git", "checkout", "--", "params.yaml", "dvc.lock"], origin)
