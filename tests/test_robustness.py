@@ -241,13 +241,14 @@ def test_4_disk_full_during_extract_and_tokenize_is_one_line(tmp_path, monkeypat
         assert not [p for p in (fs / "data" / "tiny").iterdir() if ".tmp-" in p.name]
 
 
-def test_4_permission_denied_names_the_path(project):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores file permissions; the EACCES path is exercised by non-root users only")
-    (project / "models").mkdir()
-    os.chmod(project / "models", 0o500)
-    line = one_error_line(xmr("train", "synth", "ss", "--no-progress"))
-    assert "models" in line and "Permission denied" in line
+def test_4_read_only_file_system_names_the_path_and_what_to_do(project, tmp_path):
+    with small_file_system(tmp_path / "fs") as fs:
+        (fs / "models").mkdir()
+        proc = subprocess.run(["mount", "-o", "remount,ro", str(fs)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot remount the tmpfs read-only here ({proc.stderr.strip()})")
+        line = one_error_line(xmr("train", "synth", "ss", "--no-progress", "--models-dir", str(fs / "models")))
+        assert str(fs / "models") in line and "Read-only file system; the file system is read-only" in line
 
 
 # 5: damaged Zarr chunks
