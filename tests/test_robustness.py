@@ -181,6 +181,56 @@ def test_3_stale_temporary_files_are_removed_by_the_next_run(project):
     assert sorted(p.name for p in (project / "data").iterdir()) == ["text"]
 
 
+KILLED_TRAINING = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import torch
+from pipeline.params import load_params
+from pipeline.training import checkpoint
+from pipeline.training.data import RetrievalData
+from pipeline.training.loop import train_method
+from retrieval_fixtures import make_dataset
+
+torch.set_num_threads(1)
+where = {where!r}
+
+def kill(*args):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def step_hook(epoch, step):
+    if where == "epoch 2" and epoch == 1:
+        kill()
+
+if where == "writing model.pt":  # half the bytes, then kill -9
+    def save_torch(path, obj):
+        with checkpoint.atomic_output(path) as tmp:
+            tmp.write_bytes(b"half a model")
+            if path.name == "model.pt":
+                kill()
+    checkpoint.save_torch = save_torch
+train_method("ss", load_params("params.yaml"), RetrievalData(*make_dataset()), "models/synth/ss",
+             "reports/training/synth/ss.json", dataset="synth", progress=False, step_hook=step_hook)
+"""
+
+
+@pytest.mark.parametrize("where", ["epoch 2", "writing model.pt"])
+def test_2_3_kill_9_leaves_an_unfinished_directory_that_a_rerun_cleans(project, where):
+    proc = subprocess.run([sys.executable, "-c", KILLED_TRAINING.format(tests=str(REPO / "tests"), where=where)],
+                          cwd=project, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    model_dir = project / "models" / "synth" / "ss"
+    left = {p.name for p in model_dir.iterdir()}
+    assert RECORD_FILE not in left
+    if where == "epoch 2":
+        assert {"model.pt", "config.json", "last.pt"} <= left  # epoch 1's, looking final
+    else:
+        assert any(name.startswith(".model.pt.tmp-") for name in left)
+    assert "unfinished" in one_error_line(xmr("evaluate", "synth", "ss", "--no-progress"))
+    assert xmr("train", "synth", "ss", "--no-progress").exit_code == 0
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(["config.json", "last.pt", "model.pt", RECORD_FILE])
+    assert xmr("evaluate", "synth", "ss", "--no-progress").exit_code == 0
+
+
 def test_3_only_the_projects_own_stale_names_are_removed(tmp_path):
     from pipeline.io import remove_stale_temps
 
