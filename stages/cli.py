@@ -6,13 +6,16 @@ answers before the modules of the other stages (pyarrow, torch, ...) are loaded.
 from __future__ import annotations
 
 import importlib
+import os
 
 import typer
 from typer.core import TyperGroup
 
+from stages.common import DEBUG_ENV
+
 # Command name -> the module whose `main` implements it (in the order `xmr --help` lists them).
 COMMANDS = {
-    "download": "stages.download", "prepare": "stages.prepare", "train-detector": "stages.train_detector",
+    "check-params": "stages.check_params", "download": "stages.download", "prepare": "stages.prepare", "train-detector": "stages.train_detector",
     "extract": "stages.extract", "tokenize": "stages.tokenize", "train": "stages.train",
     "evaluate": "stages.evaluate", "report": "stages.report", "methods": "stages.methods",
 }
@@ -43,5 +46,8 @@ app = typer.Typer(
 
 
 @app.callback()
-def _main() -> None:
-    """xmr: cross-modal retrieval pipeline."""
+def options(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of any error "
+                                       "(also XMR_DEBUG=1) instead of a one-line message.")) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+

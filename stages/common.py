@@ -2,23 +2,49 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import typer
 
 PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", "-p", help="Parameters file (validated; unknown keys are errors).")
 DATA_OPTION = typer.Option(Path("data"), "--data-dir", help="Root of the data outputs (data/<dataset>/...).")
+DEBUG_ENV = "XMR_DEBUG"
+
+
+def debug_enabled() -> bool:
+    """`xmr --debug ...` or XMR_DEBUG=1: errors show their full traceback instead of one line."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _fail(message: str, exc: BaseException):
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code=2) from exc
 
 
 def stage_errors(func):
-    """Turn the library's input errors into a one-line message and exit code 2 instead of a traceback."""
+    """Turn bad input and disk errors into one line and exit code 2 instead of a traceback.
+
+    Bad input is the library's ValueError (with its subclasses: params, annotations, stores, ...) and
+    FileNotFoundError; a disk error is an OSError such as ENOSPC, EACCES, EROFS or EIO, reported with
+    the path and what to do. Anything else (a KeyError, a TypeError, ...) is a bug in xmr and keeps its
+    traceback. With --debug (or XMR_DEBUG=1) every error keeps its traceback.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from pipeline.io import ADVICE, DISK_ERRNOS, OutputLocked
+
         try:
             return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError, KeyError) as exc:
-            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(code=2) from exc
+        except (ValueError, FileNotFoundError, OutputLocked) as exc:
+            if debug_enabled():
+                raise
+            _fail(str(exc), exc)
+        except OSError as exc:
+            if debug_enabled() or exc.errno not in DISK_ERRNOS:
+                raise
+            where = exc.filename or "(path unknown)"
+            _fail(f"{where}: {exc.strerror or os.strerror(exc.errno)}; {ADVICE[exc.errno]}", exc)
 
     return wrapper

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from pipeline.data.table import read_table, table_path
-from pipeline.io import write_json
+from pipeline.io import disk_errors_name, output_lock, write_json
 from pipeline.params import dataset_params, load_params
 from stages.common import DATA_OPTION, PARAMS_OPTION, stage_errors
 
@@ -41,6 +41,7 @@ def main(
     from pipeline.detection.detectors import load_detector
     from pipeline.detection.extract import extract_features
     from pipeline.detection.settings import extract_settings
+    from pipeline.detection.store import partial_path
 
     p = load_params(params)
     dataset_params(p, dataset, str(params))
@@ -52,14 +53,16 @@ def main(
     table = read_table(table_path(data_dir, dataset))
     detector = load_detector(settings, dataset, models_dir, p["download"])
     out = Path(data_dir) / dataset / "features.zarr"
-    stats = extract_features(table, out, detector, settings, progress=progress)
-    run = stats["run"]
-    if not stats["complete"]:
-        typer.echo(f"{dataset}: rank {run['rank']} wrote {run['images']} images; store not finished yet")
-        return
-    write_json(Path(data_dir) / dataset / "extract_stats.json",
-               {k: v for k, v in stats.items() if k != "run"} | {"detector": detector.name,
-                                                                   "weights_sha256": detector.weights_sha256})
+    with output_lock(out):
+        with disk_errors_name(partial_path(out)):  # where the store is written until it is complete
+            stats = extract_features(table, out, detector, settings, progress=progress)
+        run = stats["run"]
+        if not stats["complete"]:
+            typer.echo(f"{dataset}: rank {run['rank']} wrote {run['images']} images; store not finished yet")
+            return
+        write_json(Path(data_dir) / dataset / "extract_stats.json",
+                   {k: v for k, v in stats.items() if k != "run"} | {"detector": detector.name,
+                                                                       "weights_sha256": detector.weights_sha256})
     typer.echo(f"{dataset}: {stats['valid_images']}/{stats['images']} images -> {out} "
                f"({detector.name}, {detector.feature_dim}-d, {settings.selection.num_boxes} RoIs; "
                f"{stats['skipped_images']} skipped; {run['images']} extracted this run at "

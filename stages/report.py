@@ -17,6 +17,8 @@ def main(
     params: Path = PARAMS_OPTION,
     data_dir: Path = DATA_OPTION,
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Root of the report inputs and outputs."),
+    models_dir: Path = typer.Option(Path("models"), "--models-dir", help="Root of the trained models: a method "
+                                    "whose directory there is unfinished (no complete.json) is refused."),
     experiments: Optional[Path] = typer.Option(
         None, "--experiments",
         help="`dvc exp show --json` output for the lambda sweep (default <reports-dir>/experiments.json; "
@@ -42,6 +44,7 @@ def main(
     report.qualitative_queries, report.thumbnail_px, report.lambda_methods,
     report.bootstrap_resamples, report.bootstrap_seed, report.reference_method.
     """
+    from pipeline.completion import require_complete
     from pipeline.reporting.report import build_report
 
     p = load_params(params)
@@ -52,6 +55,11 @@ def main(
             raise ValueError(f"`dvc exp show --json` failed: {result.stderr.strip() or result.stdout.strip()}")
         with atomic_output(experiments) as tmp:
             tmp.write_text(result.stdout)
+    for metrics_file in sorted((reports_dir / "metrics").glob("*/*.json")):
+        model_dir = models_dir / metrics_file.parent.name / metrics_file.stem
+        if model_dir.is_dir():  # its metrics must come from a finished model
+            require_complete(model_dir, rerun=f"finish `xmr train {model_dir.parent.name} {model_dir.name}` "
+                                              f"and `xmr evaluate` it")
     summary = build_report(reports_dir, data_dir, experiments=experiments, current_lambda=p["lambda"],
                            report_params=p["report"], metrics_params=p["metrics"])
     typer.echo(f"report: {summary['metrics_files']} metrics files, {len(summary['training_plots'])} training "

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from pipeline.data.table import read_table, table_path
+from pipeline.io import output_lock
 from pipeline.params import dataset_params, load_params
 from pipeline.text.store import text_dir
 from stages.common import DATA_OPTION, PARAMS_OPTION, stage_errors
@@ -34,6 +35,7 @@ def main(
     dataset_params(cfg, dataset, str(params))
     table = read_table(table_path(data_dir, dataset))
     out = text_dir(data_dir, dataset)
-    stats = build_text_data(table, cfg["text"], cfg["seed"], out, dataset=dataset, progress=True)
+    with output_lock(out):
+        stats = build_text_data(table, cfg["text"], cfg["seed"], out, dataset=dataset, progress=True)
     typer.echo(f"{out}: {stats['captions']} captions, vocabulary {stats['vocab_size']}, "
                f"oov_rate {stats['oov_rate']:.4f} (vectors: {stats['vectors']['source']})")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import typer
 
+from pipeline.io import output_lock
 from pipeline.params import dataset_params, load_params
 from stages.common import DATA_OPTION, PARAMS_OPTION, stage_errors
 
@@ -47,8 +48,9 @@ def main(
 
     data = RetrievalData.open(data_dir, dataset, cache_splits=("train", "val"),
                               cache_gb=p["train"]["cache_features_gb"], progress=progress)
-    result = train_method(method, p, data, models_dir / dataset / method,
-                          reports_dir / "training" / dataset / f"{method}.json", dataset=dataset, progress=progress)
+    with output_lock(models_dir / dataset / method):
+        result = train_method(method, p, data, models_dir / dataset / method,
+                              reports_dir / "training" / dataset / f"{method}.json", dataset=dataset, progress=progress)
     how = "stopped early" if result.stopped_early else "done"
     typer.echo(f"{dataset}/{method}: {result.epochs_done} epochs ({how}; resumed after {result.resumed_at}); "
                f"best validation {result.select_key} {result.best_value:.2f} at epoch {result.best_epoch}")

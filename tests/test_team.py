@@ -44,13 +44,30 @@ def per_dataset(*stages: str) -> set[str]:
 def test_first_repro_runs_every_stage(project):
     assert ran(project["first"]) == per_dataset(
         "download@{ds}", "prepare@{ds}", "train_detector@{ds}", "extract@{ds}", "tokenize@{ds}",
-        "train_lambda@{ds}-ss", "train@{ds}-cca", "evaluate_lambda@{ds}-ss", "evaluate@{ds}-cca") | {"report"}
+        "train_lambda@{ds}-ss", "train@{ds}-cca", "evaluate_lambda@{ds}-ss", "evaluate@{ds}-cca") | {"report",
+                                                                                                      "check_params"}
     assert (project["origin"] / "reports" / "metrics" / "shapes_2" / "cca.json").is_file()
 
 
 def test_second_repro_runs_nothing(project):
     out = dvc(["repro"], project["origin"]).stdout
     assert ran(out) == set(), out
+
+
+def test_bad_param_stops_before_dvc_removes_any_output(project):
+    """A value only the stage itself would refuse stops in check_params, before DVC deletes the outputs of
+    the stage that reads it (issue 18: `-S extract.num_boxes=0` used to cost the workspace its features)."""
+    origin = project["origin"]
+    stats = (origin / "data" / "shapes" / "extract_stats.json").read_text()
+    try:
+        proc = dvc(["exp", "run", "-S", "extract.num_boxes=0"], origin, check=False)
+        assert proc.returncode != 0
+        assert "parameter 'extract.num_boxes' must be >= 1, got 0" in proc.stdout + proc.stderr
+        assert ran(proc.stdout) == {"check_params"}, proc.stdout
+        assert (origin / "data" / "shapes" / "features.zarr" / "zarr.json").is_file()
+        assert (origin / "data" / "shapes" / "extract_stats.json").read_text() == stats
+    finally:
+        restore(origin)
 
 
 def restore(origin: Path) -> None:
@@ -69,7 +86,8 @@ def test_lambda_experiment_reruns_only_the_methods_that_read_lambda(project):
     origin = project["origin"]
     try:
         out = dvc(["exp", "run", "-S", "lambda=0.05"], origin).stdout
-        assert ran(out) == per_dataset("train_lambda@{ds}-ss", "evaluate_lambda@{ds}-ss") | {"report"}, out
+        # check_params reruns on any param change (seconds) and leaves the others' inputs unchanged
+        assert ran(out) == per_dataset("train_lambda@{ds}-ss", "evaluate_lambda@{ds}-ss") | {"report", "check_params"}, out
         shown = dvc(["exp", "show", "--json"], origin).stdout
         assert "0.05" in shown and "ndcg_ave" in shown
     finally:
@@ -82,7 +100,7 @@ def test_one_method_param_leaves_the_others_cached(project):
     edit_params(origin, lambda p: p["methods"]["cca"].update(n_components=3))
     try:
         out = dvc(["repro"], origin).stdout
-        assert ran(out) == per_dataset("train@{ds}-cca", "evaluate@{ds}-cca") | {"report"}, out
+        assert ran(out) == per_dataset("train@{ds}-cca", "evaluate@{ds}-cca") | {"report", "check_params"}, out
     finally:
         restore(origin)
 

@@ -95,7 +95,7 @@ def test_bad_lambda_and_foreign_checkpoint(project):
     assert xmr("train", "synth", "ss").exit_code == 0
     foreign = project / "models" / "synth" / "ss_wo_c"
     foreign.mkdir(parents=True)
-    for name in ("model.pt", "config.json"):
+    for name in ("model.pt", "config.json", "complete.json"):  # a finished directory copied
         (foreign / name).write_bytes((project / "models" / "synth" / "ss" / name).read_bytes())
     res = xmr("evaluate", "synth", "ss_wo_c")
     assert res.exit_code == 2 and "checkpoint of method 'ss', expected 'ss_wo_c'" in res.output

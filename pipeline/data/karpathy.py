@@ -87,11 +87,15 @@ def read_coco(root: Path, json_path: Path, dparams: dict, dataset: str, max_capt
     entries = load(json_path, "coco")
     category_index, names = coco.read_categories(root, sets)
     by_id: dict[int, dict] = {}
-    unlisted = 0
+    unlisted = degenerate = 0
     for suffix in sets:
-        rows, n_unlisted = coco.read_split(root, suffix, category_index, max_captions)
-        unlisted += n_unlisted
-        by_id.update({r["image_id"]: r for r in rows})
+        rows, n_unlisted, n_degenerate = coco.read_split(root, suffix, category_index, max_captions)
+        unlisted, degenerate = unlisted + n_unlisted, degenerate + n_degenerate
+        for r in rows:
+            if r["image_id"] in by_id:
+                raise KarpathyError(f"{root / 'annotations'}: image id {r['image_id']} (field 'id') is listed in "
+                                    f"two annotation sets of {', '.join(sets)}")
+            by_id[r["image_id"]] = r
     ordered: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     dropped = 0
     for img in entries:
@@ -110,6 +114,7 @@ def read_coco(root: Path, json_path: Path, dparams: dict, dataset: str, max_capt
         for i in [i for i, s in assignment.items() if s == split]:
             out.append(dict(by_id[i], split=split))
     stats = {"karpathy_images": len(entries), "restval_dropped": dropped, "unlisted_images": unlisted,
+             "degenerate_boxes": degenerate,
              "annotated_images_outside_split": len(set(by_id) - set(assignment)),
              "split_file": str(dparams["split_file"]), "split_file_created": created,
              "split_file_sha256": splits.file_sha256(dparams["split_file"])}

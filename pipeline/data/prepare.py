@@ -117,13 +117,14 @@ def prepare_dataset(dataset: str, dparams: dict, prepare_params: dict, data_dir:
         raise FileNotFoundError(f"{root}: dataset folder not found (run `xmr download {dataset}` first)")
     category_index, names = coco.read_categories(root, list(splits.values()))
     columns: dict[str, list] = {name: [] for name in SCHEMA.names}
-    stats = {"dataset": dataset, "images": {}, "unlisted_images": 0, "images_without_labels": 0,
+    stats = {"dataset": dataset, "images": {}, "unlisted_images": 0, "degenerate_boxes": 0, "images_without_labels": 0,
              "images_without_captions": 0, "images_without_labels_policy": prepare_params["images_without_labels"]}
     for split in SPLITS:
         if split not in splits:
             continue
-        rows, unlisted = coco.read_split(root, splits[split], category_index, prepare_params["max_captions"])
+        rows, unlisted, degenerate = coco.read_split(root, splits[split], category_index, prepare_params["max_captions"])
         stats["unlisted_images"] += unlisted
+        stats["degenerate_boxes"] += degenerate
         kept = 0
         for row in rows:
             if not row["labels"]:

@@ -18,6 +18,7 @@ unfinished store never sits at the final path. Ranks of a distributed run write 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -27,6 +28,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from pipeline.io import disk_error, temp_name
+
 ARRAYS = ("features", "boxes", "positions", "scores", "classes", "image_size", "valid")
 DTYPES = ("float16", "float32")
 FORMAT_VERSION = 2
@@ -35,6 +38,17 @@ FEATURE_INNER_ROWS = 8
 
 class StoreError(ValueError):
     """A feature store is missing, incomplete or does not follow the layout."""
+
+
+class _PendingTaskNoise(logging.Filter):
+    """zarr's event loop logs "Task was destroyed but it is pending!" for each read still in flight when
+    one fails (about 160 lines for one damaged chunk); the StoreError already says what happened."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Task was destroyed but it is pending")
+
+
+logging.getLogger("asyncio").addFilter(_PendingTaskNoise())
 
 
 def partial_path(path: str | Path) -> Path:
@@ -133,11 +147,18 @@ class FeatureStoreWriter:
             value = np.asarray(data[name])
             if value.shape != shape:
                 raise StoreError(f"chunk {chunk}: array '{name}' has shape {value.shape}, expected {shape}")
-            self.arrays[name][rows.start:rows.stop] = value
+            try:
+                self.arrays[name][rows.start:rows.stop] = value
+            except OSError as exc:  # zarr's OSError names no file: name the array being written
+                raise (disk_error(exc, self.tmp / name) or exc) from exc
         marker = self.progress_dir / f"{chunk:08d}"
-        tmp = marker.with_name(f".{marker.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(stats or {}))
-        os.replace(tmp, marker)
+        tmp = temp_name(marker)  # not atomic_output: ranks on other nodes write markers here too
+        try:
+            tmp.write_text(json.dumps(stats or {}))
+            os.replace(tmp, marker)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def chunk_stats(self) -> list[dict]:
         """The stats recorded with each complete chunk, in chunk order."""
@@ -212,8 +233,28 @@ class FeatureStore:
         uniq, inverse = np.unique(rows, return_inverse=True)
         out = {}
         for name, arr in self.arrays.items():
-            values = arr.oindex[uniq] if uniq.size else np.zeros((0,) + arr.shape[1:], dtype=arr.dtype)
+            values = self._read_rows(name, arr, uniq) if uniq.size else np.zeros((0,) + arr.shape[1:], dtype=arr.dtype)
             values = np.asarray(values)[inverse]
             out[name] = values.astype(np.float32) if name == "features" else values
         return out
+
+    def _read_rows(self, name: str, arr, rows: np.ndarray) -> np.ndarray:
+        """`arr.oindex[rows]`; a damaged shard (truncated, checksum mismatch) is a StoreError naming the
+        array, the shard and its file, found by reading the requested shards one at a time."""
+        try:
+            return arr.oindex[rows]
+        except Exception as exc:  # zarr/numcodecs raise ValueError, RuntimeError, ... for damaged bytes
+            shard_rows = arr.shards[0] if arr.shards else arr.chunks[0]
+            for shard in np.unique(rows // shard_rows):
+                try:
+                    arr[int(shard) * shard_rows:(int(shard) + 1) * shard_rows]
+                except Exception as inner:
+                    key = arr.metadata.encode_chunk_key((int(shard),) + (0,) * (arr.ndim - 1))
+                    stop = min((int(shard) + 1) * shard_rows, arr.shape[0])
+                    raise StoreError(
+                        f"{self.path}: array '{name}', chunk {int(shard)} (rows {int(shard) * shard_rows}-{stop - 1}, "
+                        f"file {self.path / name / key}) cannot be read ({inner}); the store is damaged: "
+                        f"remove it and rerun `xmr extract` (or `dvc checkout` it)") from inner
+            raise StoreError(f"{self.path}: array '{name}' cannot be read ({exc}); the store is damaged: remove "
+                             f"it and rerun `xmr extract`") from exc
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -180,11 +179,9 @@ def train_shapes_detector(table: pa.Table, out_dir: str | Path, settings: TrainS
             bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
             running = []
         if resume_file and (it + 1) % settings.checkpoint_every == 0 and it + 1 < settings.iterations:
-            resume_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = resume_file.with_name(f".{resume_file.name}.tmp-{os.getpid()}")
-            torch.save({"signature": signature, "iteration": it + 1, "history": history,
-                        "model": model.state_dict(), "optimiser": optimiser.state_dict()}, tmp)
-            os.replace(tmp, resume_file)
+            with atomic_output(resume_file) as tmp:
+                torch.save({"signature": signature, "iteration": it + 1, "history": history,
+                            "model": model.state_dict(), "optimiser": optimiser.state_dict()}, tmp)
     train_seconds = time.perf_counter() - t0
     val_images = load_images(table, val_rows)
     val_boxes, val_labels = ground_truth(table, val_rows)

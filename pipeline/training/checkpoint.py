@@ -30,7 +30,9 @@ def save_torch(path: Path, obj: Any) -> None:
 
 
 def save_model(model_dir: Path, method, extra: dict[str, Any]) -> None:
-    """Write `model.pt` then `config.json` (the config is what marks the pair complete)."""
+    """Write `model.pt` then `config.json` (the config is what marks the pair complete, so the old one
+    goes first: a kill in between leaves no config that could vouch for the new weights)."""
+    (model_dir / CONFIG_FILE).unlink(missing_ok=True)
     save_torch(model_dir / MODEL_FILE, {k: v.detach().cpu() for k, v in method.state_dict().items()})
     write_json(model_dir / CONFIG_FILE, {**method.config(), **extra})
 
@@ -80,6 +82,25 @@ def load_model(model_dir: str | Path, method_name: str, info: DataInfo | None = 
     check_state_dict(method, state, str(weights_path))
     method.load_state_dict(state)
     return method.to(device), config
+
+
+def resumable(model_dir: Path, saved: dict[str, Any], log) -> bool:
+    """Whether the saved state `last.pt` and the selected model beside it belong together.
+
+    A run killed between writing `model.pt`/`config.json` and `last.pt` leaves a selected model that
+    the state does not know; resuming would keep a model.pt of the wrong epoch. Such a directory is
+    refused (logged, naming it) and training starts over, which gives the same weights.
+    """
+    config_path = model_dir / CONFIG_FILE
+    try:
+        epoch = json.loads(config_path.read_text()).get("epoch") if config_path.is_file() else 0
+    except json.JSONDecodeError:
+        epoch = None
+    if isinstance(epoch, int) and epoch == saved.get("best_epoch") and (model_dir / MODEL_FILE).is_file() == (epoch > 0):
+        return True
+    log(f"not resuming {model_dir}: its {MODEL_FILE}/{CONFIG_FILE} (epoch {epoch}) do not match the saved state "
+        f"{STATE_FILE} (best epoch {saved.get('best_epoch')}), an unfinished write; training from the start")
+    return False
 
 
 def load_state(path: Path) -> dict[str, Any] | None:

@@ -29,8 +29,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline.completion import clear_complete, mark_complete
 from pipeline.io import write_json
-from pipeline.training.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, load_state, save_model, save_torch
+from pipeline.training.checkpoint import (CONFIG_FILE, MODEL_FILE, STATE_FILE, load_state, resumable, save_model,
+                                          save_torch)
 from pipeline.training.data import RetrievalData
 from pipeline.training.registry import build_method
 from pipeline.training.schema import method_train_settings
@@ -133,8 +135,14 @@ def train_method(name: str, params: dict, data: RetrievalData, model_dir: str | 
     threads = torch.get_num_threads()
     if params["train"]["threads"]:
         torch.set_num_threads(params["train"]["threads"])
+    lead = distributed_env()[0] == 0
     try:
-        return _train(name, params, data, Path(model_dir), Path(history_path), dataset, progress, step_hook, log)
+        if lead:  # unfinished until the completion record is written, last
+            clear_complete(model_dir)
+        result = _train(name, params, data, Path(model_dir), Path(history_path), dataset, progress, step_hook, log)
+        if lead:
+            mark_complete(model_dir, [MODEL_FILE, CONFIG_FILE])
+        return result
     finally:
         torch.set_num_threads(threads)
 
@@ -272,12 +280,13 @@ def _resume(run: _Run) -> dict:
             import torch.distributed as dist
 
             dist.barrier()  # every rank has read the saved state before rank 0 may remove it
-        if saved is not None and saved.get("fingerprint") == run.fingerprint:
+        same_run = saved is not None and saved.get("fingerprint") == run.fingerprint
+        if same_run and resumable(model_dir, saved, run.log if run.rank == 0 else lambda message: None):
             run.method.load_state_dict(saved["model"])
             run.optimizer.load_state_dict(saved["optimizer"])
             run.log(f"resuming {run.name} after epoch {saved['epoch']} from {model_dir / STATE_FILE}")
             return {k: saved[k] for k in _fresh_state()}
-        if saved is not None and run.rank == 0:
+        if saved is not None and not same_run and run.rank == 0:
             run.log(f"ignoring {model_dir / STATE_FILE}: it belongs to a run with other parameters or data")
     for stale in (MODEL_FILE, CONFIG_FILE, STATE_FILE) if run.rank == 0 else ():
         (model_dir / stale).unlink(missing_ok=True)
