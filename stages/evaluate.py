@@ -42,10 +42,9 @@ def main(
     p = load_params(params)  # names and the model are checked before torch and the data are loaded
     dataset_params(p, dataset, str(params))
     check_method(method)
-    require_model(models_dir / dataset / method, dataset, method)
+    require_model(models_dir / dataset / method, dataset, method)  # finished: its completion record
     import numpy as np
 
-    from pipeline.completion import require_complete
     from pipeline.io import write_json
     from pipeline.metrics import write_rankings
     from pipeline.metrics.per_query import write_per_query
@@ -62,8 +61,6 @@ def main(
     data = RetrievalData.open(data_dir, dataset, cache_splits=(split,), cache_gb=settings["cache_features_gb"],
                               progress=progress)
     device = resolve_device(settings["device"])
-    if (models_dir / dataset / method).is_dir():  # absent: load_model says "trained model not found"
-        require_complete(models_dir / dataset / method, rerun=f"run `xmr train {dataset} {method}` to finish it")
     model, config = load_model(models_dir / dataset / method, method, data.info, device)
     amp = settings["amp"] and device.type == "cuda"
     scores = score_split(model, data, split, metrics_params=p["metrics"], dataset=dataset,

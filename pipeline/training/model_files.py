@@ -11,9 +11,15 @@ MODEL_FILE, CONFIG_FILE, STATE_FILE = "model.pt", "config.json", "last.pt"
 
 
 def require_model(model_dir: str | Path, dataset: str, method: str) -> Path:
-    """`model_dir` when it holds a selected model (`model.pt` and `config.json`); else FileNotFoundError
-    naming the directory and the command that makes it."""
+    """`model_dir` when it holds a finished model (`model.pt`, `config.json` and the completion record
+    that training writes last); else an error naming the directory and the command that makes or
+    finishes it: FileNotFoundError when nothing was trained, `IncompleteOutput` when a run was cut short."""
+    from pipeline.completion import require_complete
+
     model_dir = Path(model_dir)
+    if not model_dir.is_dir() or not any(model_dir.iterdir()):
+        raise FileNotFoundError(f"{model_dir}: trained model not found (run `xmr train {dataset} {method}` first)")
+    require_complete(model_dir, rerun=f"run `xmr train {dataset} {method}` to finish it")
     for name in (CONFIG_FILE, MODEL_FILE):
         if not (model_dir / name).is_file():
             raise FileNotFoundError(f"{model_dir}: trained model not found ({name} is missing; run "
