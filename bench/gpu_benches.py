@@ -56,12 +56,13 @@ def reset_peak(device: torch.device) -> None:
 
 # --- BUTD R101-C4 extraction ------------------------------------------------------------------------------
 
-def _butd(size: dict, device: torch.device, autocast: bool):
+def _butd(size: dict, device: torch.device, autocast: bool, detector=None):
+    """The detector (built once, random weights) and extraction settings for `device` and `autocast`."""
     from pipeline.detection.butd import ButdConfig, build_butd, init_random_
     from pipeline.detection.detectors import LoadedDetector
-    from pipeline.detection.settings import extract_settings
-    from pipeline.params import validate
 
+    if detector is not None:
+        return detector, _butd_settings(size, device, autocast)
     cfg = ButdConfig(blocks=tuple(size["blocks"]), min_size=size["height"], max_size=size["width"],
                      proposals=size["proposals"], pre_nms_proposals=size["pre_nms"], pool_size=size["pool"])
     model = init_random_(build_butd(cfg)).eval().to(device)
@@ -69,11 +70,18 @@ def _butd(size: dict, device: torch.device, autocast: bool):
         model.to(memory_format=torch.channels_last)
     detector = LoadedDetector("butd_r101_c4", model, [f"vg_{i}" for i in range(cfg.num_classes - 1)], 2048,
                               "random", "0" * 64)
+    return detector, _butd_settings(size, device, autocast)
+
+
+def _butd_settings(size: dict, device: torch.device, autocast: bool):
+    from pipeline.detection.settings import extract_settings
+    from pipeline.params import validate
+
     params = validate({"datasets": ["b"], "data": {"b": {"kind": "coco"}},
                        "extract": {"device": str(device), "autocast": autocast, "proposals": size["proposals"],
                                    "num_boxes": size["num_boxes"],
                                    "min_size": size["height"], "max_size": size["width"]}})
-    return detector, extract_settings(params, "b")
+    return extract_settings(params, "b")
 
 
 def butd_extraction(device: torch.device, size: dict) -> dict:
@@ -90,16 +98,17 @@ def butd_extraction(device: torch.device, size: dict) -> dict:
     out = {"what": f"BUTD R101-C4 extraction, {h}x{w}, batch {bs}, {size['proposals']} proposals, "
                    f"{size['pool']}x{size['pool']} RoIPool, {size['num_boxes']} RoIs kept, random weights",
            "unit": "images/s", "modes": {}}
+    detector = None
     for mode, autocast in (("fp32", False), ("bf16", True)):
-        detector, settings = _butd(size, device, autocast)
+        detector, settings = _butd(size, device, autocast, detector)
         run = lambda: describe_batch(detector, images, settings, device)  # noqa: E731
         reset_peak(device)
         rate = timed_rate(run, bs, size["batches"], device)
         flops = count_flops(lambda: describe_batch(detector, images[:1], settings, device))
         out["modes"][mode] = {"items_per_s": rate, "flops_per_item": flops, "peak_mib": peak_mib(device)}
-        del detector
     cpu = torch.device("cpu")
-    detector, settings = _butd(size, cpu, False)
+    detector.model.to(cpu, memory_format=torch.contiguous_format)
+    detector, settings = _butd(size, cpu, False, detector)
     out["cpu_items_per_s"] = timed_rate(lambda: describe_batch(detector, images[:size["cpu_items"]], settings, cpu),
                                         size["cpu_items"], 1, cpu)
     out["cpu_note"] = f"fp32, {size['cpu_items']} image(s) timed after one warm-up, {torch.get_num_threads()} threads"
