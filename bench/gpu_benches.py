@@ -64,7 +64,8 @@ def _butd(size: dict, device: torch.device, autocast: bool, detector=None):
     if detector is not None:
         return detector, _butd_settings(size, device, autocast)
     cfg = ButdConfig(blocks=tuple(size["blocks"]), min_size=size["height"], max_size=size["width"],
-                     proposals=size["proposals"], pre_nms_proposals=size["pre_nms"], pool_size=size["pool"])
+                     proposals=size["proposals"], pre_nms_proposals=size["pre_nms"], pool_size=size["pool"],
+                     num_classes=size["classes"])
     model = init_random_(build_butd(cfg)).eval().to(device)
     if device.type == "cuda":  # as extract_features does
         model.to(memory_format=torch.channels_last)

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 FULL = {
     "butd_extraction": {"height": 600, "width": 1000, "batch": 8, "batches": 8, "proposals": 300, "pre_nms": 6000,
-                        "blocks": [3, 4, 23], "pool": 14, "num_boxes": 36, "cpu_items": 1},
+                        "blocks": [3, 4, 23], "pool": 14, "num_boxes": 36, "classes": 1601, "cpu_items": 1},
     "ss_training": {"items": 2000, "val": 100, "test": 100, "regions": 36, "feature_dim": 2048, "words": 15,
                     "vocab": 1386, "batch": 64, "steps": 20, "cpu_steps": 1, "model": {}},
     "scan_scoring": {"images": 1000, "captions": 5000, "regions": 36, "max_words": 16, "dim": 1024,
@@ -45,7 +45,7 @@ FULL = {
 }
 TINY = {
     "butd_extraction": {"height": 64, "width": 96, "batch": 2, "batches": 1, "proposals": 8, "pre_nms": 100,
-                        "blocks": [1, 1, 1], "pool": 2, "num_boxes": 4, "cpu_items": 1},
+                        "blocks": [1, 1, 1], "pool": 2, "num_boxes": 4, "classes": 11, "cpu_items": 1},
     "ss_training": {"items": 60, "val": 10, "test": 10, "regions": 8, "feature_dim": 16, "words": 6, "vocab": 40,
                     "batch": 8, "steps": 2, "cpu_steps": 1,
                     "model": {"d_model": 16, "layers": 1, "heads": 2, "d_ff": 32, "text_gru": False}},
@@ -53,6 +53,7 @@ TINY = {
                      "cpu_items": [4, 20]},
     "ndcg": {"queries": 20, "gallery": 500, "labels": 21, "dim": 21, "k": 50, "cpu_items": 5},
 }
+NOT_ON_DEVICE = ("gensim", "nltk", "dvc", "pooch", "moto")
 # Targets of issue 17 (benchmarks, not tests): (value key, comparison, threshold, text)
 TARGETS = {
     "butd_extraction": ("fp32 images/s", ">=", 150.0, "fp32 >= 150 images/s (123k COCO images in < 15 min)"),
@@ -252,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     tests = None if args.no_tests else run_tests(args.dry_run, args.out.parent)
     report = {"dry_run": args.dry_run, "environment": env, "peaks": peaks, "sizes": {n: sizes[n] for n in names},
               "tests": tests, "benches": run_benches(names, device, sizes, peaks)}
+    # what the device lacks (its README's package list): the check must run without it
+    report["imported_beyond_need"] = sorted(m for m in NOT_ON_DEVICE if m in sys.modules)
     command = "python bench/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(report, command.strip())
     tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
