@@ -44,6 +44,28 @@ def timed_rate(fn, items_per_call: int, calls: int, device: torch.device, warmup
     return items_per_call * calls / (time.perf_counter() - t0)
 
 
+def top_ops(fn, device: torch.device, n: int = 8) -> list[dict]:
+    """Where the time of one call of `fn` goes: the `n` operators with the most self time on the
+    device (CUDA kernels' time on a GPU, CPU time on the CPU), from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    rows = []
+    for e in prof.key_averages():
+        if not str(getattr(e, "device_type", "CPU")).endswith("CPU"):
+            continue  # kernels: their time is already in the operator that launched them
+        own = (getattr(e, "self_device_time_total", None) if device.type == "cuda" else None)
+        if own is None:
+            own = e.self_cpu_time_total
+        rows.append({"op": e.key, "self_ms": own / 1000.0, "calls": e.count})
+    total = sum(r["self_ms"] for r in rows) or 1.0
+    rows.sort(key=lambda r: -r["self_ms"])
+    return [dict(r, share=r["self_ms"] / total) for r in rows[:n]]
+
+
 def peak_mib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
@@ -107,6 +129,8 @@ def butd_extraction(device: torch.device, size: dict) -> dict:
         rate = timed_rate(run, bs, size["batches"], device)
         flops = count_flops(lambda: describe_batch(detector, images[:1], settings, device))
         out["modes"][mode] = {"items_per_s": rate, "flops_per_item": flops, "peak_mib": peak_mib(device)}
+        if mode == "fp32":
+            out["profile"] = top_ops(run, device)
     cpu = torch.device("cpu")
     detector.model.to(cpu, memory_format=torch.contiguous_format)
     detector, settings = _butd(size, cpu, False, detector)
@@ -173,6 +197,7 @@ def ss_training(device: torch.device, size: dict) -> dict:
     rate = timed_rate(step, bs, size["steps"], device, warmup=2)
     flops = count_flops(step) / bs
     mem = peak_mib(device)
+    profile = top_ops(step, device)
     cpu = torch.device("cpu")
     cpu_rate = timed_rate(stepper(cpu), bs, size["cpu_steps"], cpu)
 
@@ -188,7 +213,7 @@ def ss_training(device: torch.device, size: dict) -> dict:
     return {"what": f"Semantic Sharing training step, MIRFlickr-shaped items ({size['regions']} RoIs x "
                     f"{size['feature_dim']}-d, {size['words']}-token captions), model {size['model']}, batch {bs}",
             "unit": "pairs/s", "items_per_s": rate, "flops_per_item": flops, "peak_mib": mem,
-            "precision": "bf16" if device.type == "cuda" else "fp32",
+            "precision": "bf16" if device.type == "cuda" else "fp32", "profile": profile,
             "epoch_seconds": epoch_s, "epoch_pairs": n_train, "epoch_val_items": n_val,
             "projected_45_epochs_s": projected,
             "projection": f"45 x (16,015 pairs / {rate:,.1f} pairs/s + {rest:.2f} s of non-step epoch time "
@@ -241,6 +266,9 @@ def scan_scoring(device: torch.device, size: dict) -> dict:
     # working tensors [images, texts, regions, words] float32: each written once and read once
     bytes_per_pair = 2 * _WORKING_TENSORS * 4 * size["regions"] * mean_words
     rate = budgets[best]["items_per_s"]
+    part = max(1, size["images"] // 10)  # a tenth of the images against every caption
+    best_mb = default_mb if best == f"{default_mb:g} MB" else size["large_memory_mb"]
+    profile = top_ops(lambda: score(regions[:part], words, lengths, best_mb), device)
     cpu = torch.device("cpu")
     c_img, c_txt = size["cpu_items"]
     cpu_inputs = _scan_inputs(c_img, c_txt, size, cpu)
@@ -251,7 +279,7 @@ def scan_scoring(device: torch.device, size: dict) -> dict:
             "flops_per_item": flops, "bytes_per_item": bytes_per_pair, "precision": "fp32",
             "bytes_note": f"{_WORKING_TENSORS} float32 working tensors of regions x mean words "
                           f"({size['regions']} x {mean_words:.1f}) per pair, each written and read once",
-            "coco5k_s": 5000 * 25000 / rate, "peak_mib": budgets[best]["peak_mib"],
+            "coco5k_s": 5000 * 25000 / rate, "peak_mib": budgets[best]["peak_mib"], "profile": profile,
             "cpu_items_per_s": cpu_rate,
             "cpu_note": f"{c_img} x {c_txt} pairs at {default_mb:g} MB, one call after one warm-up, "
                         f"{torch.get_num_threads()} threads"}
@@ -292,7 +320,7 @@ def ndcg_at_k(device: torch.device, size: dict) -> dict:
     cpu_rate = timed_rate(run(cpu, size["cpu_items"]), size["cpu_items"], 1, cpu)
     return {"what": f"NDCG@{size['k']} image->text, {size['queries']:,} x {n_g:,}, {size['labels']} labels, "
                     f"{d}-d embeddings", "unit": "queries/s", "items_per_s": rate,
-            "seconds": size["queries"] / rate, "flops_per_item": flops, "bytes_per_item": bytes_per_query,
+            "seconds": size["queries"] / rate, "queries": size["queries"], "gallery": n_g, "flops_per_item": flops, "bytes_per_item": bytes_per_query,
             "precision": "fp32", "peak_mib": mem, "mean_ndcg": float(np.mean(values)),
             "bytes_note": "a float32 score row of the gallery written and read once per query, plus the gallery "
                           "embeddings read once per chunk of queries (counted once per run)",

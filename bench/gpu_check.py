@@ -213,10 +213,14 @@ def markdown(report: dict, command: str) -> str:
                            f"val items took {r['epoch_seconds']:.2f} s; projected 45 MIRFlickr epochs = "
                            f"{r['projection']} = {r['projected_45_epochs_s']:,.1f} s.")
         if "coco5k_s" in r:
-            details.append(f"- {name}: budgets {', '.join(f'{k}: {_fmt(v['items_per_s'])} pairs/s' for k, v in r['budgets'].items())}; "
+            budgets = ", ".join(f"{k}: {_fmt(v['items_per_s'])} pairs/s" for k, v in r["budgets"].items())
+            details.append(f"- {name}: budgets {budgets}; "
                            f"COCO-5K (125M pairs) at the best: {r['coco5k_s']:,.1f} s.")
         if "seconds" in r:
-            details.append(f"- {name}: all {r['what'].split(',')[1].strip()} queries in {r['seconds']:.2f} s.")
+            details.append(f"- {name}: {r['queries']:,} queries against {r['gallery']:,} items in {r['seconds']:.2f} s.")
+        if r.get("profile") and (not target or not target["met"] or report["dry_run"]):
+            ops = ", ".join(f"{p['op']} {p['share']:.0%}" for p in r["profile"][:6])
+            details.append(f"- {name}, where the time goes (profiler, self time of one call): {ops}.")
     lines += ["", "Arithmetic (FLOPs counted by torch's FlopCounterMode on the real shapes: matmuls and "
               "convolutions only; bytes as stated):", "", *details, ""]
     return "\n".join(lines) + "\n"
