@@ -25,11 +25,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def count_flops(fn) -> float:
-    """FLOPs of one call of `fn` (matmuls and convolutions; elementwise work is not counted)."""
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return float(counter.get_total_flops())
+def count_flops(fn) -> float | None:
+    """FLOPs of one call of `fn` (matmuls and convolutions; elementwise work is not counted); None
+    (no compute ratio) if the counter fails, so that the measured rate is still reported."""
+    try:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return float(counter.get_total_flops())
+    except Exception as err:  # noqa: BLE001
+        print(f"[gpu-check] FLOP counter failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return None
 
 
 def timed_rate(fn, items_per_call: int, calls: int, device: torch.device, warmup: int = 1) -> float:
@@ -50,9 +55,12 @@ def top_ops(fn, device: torch.device, n: int = 8) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        fn()
-        sync(device)
+    try:
+        with profile(activities=activities) as prof:
+            fn()
+            sync(device)
+    except Exception as err:  # noqa: BLE001  (a profile is a diagnosis: never lose the rate for it)
+        return [{"op": f"profiler failed: {type(err).__name__}: {err}", "self_ms": 0.0, "calls": 0, "share": 0.0}]
     rows = []
     for e in prof.key_averages():
         if not str(getattr(e, "device_type", "CPU")).endswith("CPU"):
@@ -195,7 +203,8 @@ def ss_training(device: torch.device, size: dict) -> dict:
     step = stepper(device)
     reset_peak(device)
     rate = timed_rate(step, bs, size["steps"], device, warmup=2)
-    flops = count_flops(step) / bs
+    flops = count_flops(step)
+    flops = flops / bs if flops else None
     mem = peak_mib(device)
     profile = top_ops(step, device)
     cpu = torch.device("cpu")
@@ -261,7 +270,8 @@ def scan_scoring(device: torch.device, size: dict) -> dict:
                                  "peak_mib": peak_mib(device)}
     best = max(budgets, key=lambda k: budgets[k]["items_per_s"])
     small = _scan_inputs(8, 64, size, device)
-    flops = count_flops(lambda: score(*small, default_mb)) / (8 * 64)
+    flops = count_flops(lambda: score(*small, default_mb))
+    flops = flops / (8 * 64) if flops else None
     mean_words = float(lengths.float().mean())
     # working tensors [images, texts, regions, words] float32: each written once and read once
     bytes_per_pair = 2 * _WORKING_TENSORS * 4 * size["regions"] * mean_words

@@ -126,15 +126,18 @@ def test_each_method_family_trains_and_scores_on_the_device(name, device, data, 
     method, _ = load_model(tmp_path / "m", name, data.info, device=device)
     assert {t.device.type for t in method.state_dict().values()} == {device.type}
     metrics = {}
-    for where in (device, torch.device("cpu")):
+    for where, amp in ((device, False), (device, True), (torch.device("cpu"), False)):
         method.to(where)
         scores = score_split(method, data, "val", metrics_params=params["metrics"], dataset="synthetic",
-                             batch_size=16, device=where, amp=where.type == "cuda")
-        metrics[where.type] = split_metrics(scores, data, metrics_params=params["metrics"], dataset="synthetic",
-                                            device=where)
-    assert np.isfinite(metrics[device.type][result.select_key]) and np.isfinite(result.best_value)
-    # the device scores under bf16 autocast: the same metric within the rounding of bf16 encodings
-    assert metrics[device.type]["rsum"] == pytest.approx(metrics["cpu"]["rsum"], abs=15.0)
+                             batch_size=16, device=where, amp=amp)
+        metrics[where.type, amp] = split_metrics(scores, data, metrics_params=params["metrics"],
+                                                 dataset="synthetic", device=where)
+    assert np.isfinite(result.best_value)
+    # fp32 on the device ranks like the CPU (at most one near-tie flip among 12 images / 24 captions)
+    assert metrics[device.type, False]["rsum"] == pytest.approx(metrics["cpu", False]["rsum"], abs=8.4)
+    # bf16 autocast (what training validates with on CUDA): finite, in range
+    bf16 = metrics[device.type, True]
+    assert 0 <= bf16["rsum"] <= 600 and np.isfinite(bf16[result.select_key])
 
 
 # --- metrics ------------------------------------------------------------------------------------------

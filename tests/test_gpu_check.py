@@ -3,6 +3,7 @@ tests on the CPU, the four benchmarks at tiny sizes, the JSON and the Markdown s
 one command a GPU session runs cannot rot."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -12,9 +13,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-
-from gpu_peaks import limit_ratio, peaks_for  # noqa: E402
+# bench/ is no package and holds modules named like others (train, metrics): load the one file
+_spec = importlib.util.spec_from_file_location("gpu_peaks", REPO / "bench" / "gpu_peaks.py")
+gpu_peaks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gpu_peaks)
+limit_ratio, peaks_for = gpu_peaks.limit_ratio, gpu_peaks.peaks_for
 
 
 def test_peak_rows_match_the_device_name():
