@@ -54,6 +54,13 @@ TINY = {
     "ndcg": {"queries": 20, "gallery": 500, "labels": 21, "dim": 21, "k": 50, "cpu_items": 5},
 }
 NOT_ON_DEVICE = ("gensim", "nltk", "dvc", "pooch", "moto")
+# Full shapes with fewer items, for stored CPU references on a machine without a GPU (--cpu-full-shapes)
+CPU_FULL_SHAPES = {
+    "butd_extraction": {**FULL["butd_extraction"], "batch": 1, "batches": 1},
+    "ss_training": {**FULL["ss_training"], "items": 400, "steps": 1},
+    "scan_scoring": {**FULL["scan_scoring"], "images": 50, "captions": 500, "large_memory_mb": 2048},
+    "ndcg": {**FULL["ndcg"], "queries": 100, "cpu_items": 20},
+}
 # Targets of issue 17 (benchmarks, not tests): (value key, comparison, threshold, text)
 TARGETS = {
     "butd_extraction": ("fp32 images/s", ">=", 150.0, "fp32 >= 150 images/s (123k COCO images in < 15 min)"),
@@ -169,7 +176,8 @@ def _fmt(x: float | None, unit: str = "") -> str:
 
 def markdown(report: dict, command: str) -> str:
     env, tests, peaks = report["environment"], report["tests"], report["peaks"]
-    title = "CPU dry run" if report["dry_run"] else env.get("gpu")
+    title = {"dry-run": "CPU dry run", "cpu-full-shapes": "CPU at full shapes (fewer items), no GPU"}.get(
+        report["mode"], env.get("gpu"))
     lines = [f"## GPU check (`make gpu-check`): {title}, {env['date']}", "",
              f"GPU: {env.get('gpu')}; driver {env.get('driver')}; torch {env['torch']} (CUDA {env['cuda']}, "
              f"cuDNN {env.get('cudnn', '-')}); Python {env['python']}; {env['cpus']} CPUs, {env['torch_threads']} "
@@ -233,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record", type=Path, help="append the Markdown section to this file")
     ap.add_argument("--benches", default=",".join(FULL))
     ap.add_argument("--no-tests", action="store_true")
+    ap.add_argument("--cpu-full-shapes", action="store_true",
+                    help="CPU, full shapes with fewer items (stored CPU references); implies --no-tests")
     ap.add_argument("--assume-gpu", default="H200", help="peak row used for the arithmetic in a dry run")
     args = ap.parse_args(argv)
 
@@ -240,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from gpu_peaks import peaks_for
 
-    if args.dry_run:
+    if args.cpu_full_shapes:
+        args.dry_run, args.no_tests = True, True
+        device, sizes = torch.device("cpu"), CPU_FULL_SHAPES
+    elif args.dry_run:
         device, sizes = torch.device("cpu"), TINY
     elif not torch.cuda.is_available():
         print("gpu-check: no CUDA device visible to torch; use --dry-run for the CPU rehearsal", file=sys.stderr)
@@ -255,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     peaks = peaks_for(args.assume_gpu if args.dry_run else env["gpu"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tests = None if args.no_tests else run_tests(args.dry_run, args.out.parent)
-    report = {"dry_run": args.dry_run, "environment": env, "peaks": peaks, "sizes": {n: sizes[n] for n in names},
+    mode = "cpu-full-shapes" if args.cpu_full_shapes else "dry-run" if args.dry_run else "gpu"
+    report = {"dry_run": args.dry_run, "mode": mode, "environment": env, "peaks": peaks, "sizes": {n: sizes[n] for n in names},
               "tests": tests, "benches": run_benches(names, device, sizes, peaks)}
     # what the device lacks (its README's package list): the check must run without it
     report["imported_beyond_need"] = sorted(m for m in NOT_ON_DEVICE if m in sys.modules)
