@@ -220,7 +220,8 @@ def ss_training(device: torch.device, size: dict) -> dict:
     rest = max(epoch_s - n_train / rate, 0.0)
     projected = 45 * (mir_train / rate + rest * mir_val / max(n_val, 1))
     return {"what": f"Semantic Sharing training step, MIRFlickr-shaped items ({size['regions']} RoIs x "
-                    f"{size['feature_dim']}-d, {size['words']}-token captions), model {size['model']}, batch {bs}",
+                    f"{size['feature_dim']}-d, {size['words']}-token captions), model "
+                    f"{size['model'] or 'methods.ss schema defaults (d_model 1024, 6 layers, Bi-GRU)'}, batch {bs}",
             "unit": "pairs/s", "items_per_s": rate, "flops_per_item": flops, "peak_mib": mem,
             "precision": "bf16" if device.type == "cuda" else "fp32", "profile": profile,
             "epoch_seconds": epoch_s, "epoch_pairs": n_train, "epoch_val_items": n_val,
