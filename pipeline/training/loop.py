@@ -33,6 +33,7 @@ from pipeline.io import write_json
 from pipeline.training.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, load_state, save_model, save_torch
 from pipeline.training.data import RetrievalData
 from pipeline.training.registry import build_method
+from pipeline.training.schedule import make_optimizer, set_epoch_lr
 from pipeline.training.schema import method_train_settings
 from pipeline.training.scoring import autocast, score_split, selection_key, split_metrics
 
@@ -209,12 +210,13 @@ def _train(name: str, params: dict, data: RetrievalData, model_dir: Path, histor
 def _setup(name: str, params: dict, data: RetrievalData, model_dir: Path, history_path: Path, dataset: str,
            progress: bool, step_hook, log) -> _Run:
     """Device and process group, the seeded method, its optimizer, the selection metric and the run's identity."""
-    settings, seed = method_train_settings(params, name), int(params["seed"])
+    settings, seed = method_train_settings(params, name, dataset), int(params["seed"])
     device = resolve_device(settings["device"])
     rank, world, device = _setup_distributed(device)
 
     torch.manual_seed(seed)
-    method = build_method(name, params, data.info, word_vectors=np.asarray(data.text.embeddings)).to(device)
+    method = build_method(name, params, data.info, word_vectors=np.asarray(data.text.embeddings),
+                          dataset=dataset).to(device)
     closed_form = getattr(method, "closed_form", False)
     key = selection_key(settings["select_metric"], data.info.num_labels > 0, getattr(method, "select_metric", None))
     train_items = data.split_items("train")
@@ -223,7 +225,7 @@ def _setup(name: str, params: dict, data: RetrievalData, model_dir: Path, histor
     optimizer = None
     if not closed_form:
         trainable = [p for p in method.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
+        optimizer = make_optimizer(trainable, settings)
     return _Run(name=name, params=params, settings=settings, seed=seed, data=data, dataset=dataset,
                 model_dir=model_dir, history_path=history_path, device=device, rank=rank, world=world,
                 amp=settings["amp"] and device.type == "cuda" and not closed_form, method=method, key=key,
@@ -312,6 +314,7 @@ def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module
     method.start_epoch(epoch)
     method.train()
     trainable = [p for group in run.optimizer.param_groups for p in group["params"]]
+    set_epoch_lr(run.optimizer, settings, epoch)
     sums: dict[str, torch.Tensor] = {}
     window, window_steps = torch.zeros((), device=device), 0
     bar = tqdm(range(n_steps), desc=f"{run.name} epoch {epoch + 1}/{settings['epochs']}", unit="batch",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.param_checks import Optional_
+
 # Inputs of the linear methods: the mean of the 36 RoI features, and a caption feature (papers/000:
 # "we pre-extract deep embeddings for linear methods").
 _LINEAR: dict[str, Any] = {
@@ -87,6 +89,9 @@ BASELINE_SCHEMAS: dict[str, dict[str, Any]] = {
         # J = J1 + alpha * J2 + beta * J3 (official code: alpha 1e-3, beta 1e-1).
         "alpha": 1e-3,
         "beta": 0.1,
+        # S of J2 (null = the recipe's, pipeline/training/recipes.py): "shares_label" (paper) or
+        # "label_count" (official code: y_i . y_j).
+        "label_similarity": Optional_(str),
     },
     "scml": {
         **_TEXT,
