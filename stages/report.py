@@ -48,7 +48,8 @@ def main(
         with atomic_output(experiments) as tmp:
             tmp.write_text(result.stdout)
     summary = build_report(reports_dir, data_dir, experiments=experiments, current_lambda=p["lambda"],
-                           report_params=p["report"], metrics_params=p["metrics"])
+                           report_params=p["report"], metrics_params=p["metrics"],
+                           recipes={m: s["recipe"] for m, s in p["methods"].items() if "recipe" in s})
     typer.echo(f"report: {summary['metrics_files']} metrics files, {len(summary['training_plots'])} training "
                f"plots, {summary['lambda_curves']} lambda curves, {len(summary['qualitative_pages'])} qualitative "
                f"pages -> {reports_dir / 'results.md'}")

@@ -283,3 +283,12 @@ def test_metrics_files_hold_measurements_only_and_the_report_reads_them(tmp_path
     write(reports / "metrics/shapes/ss.json", {**written, "selected_epoch": 3})
     build_report(reports, tmp_path / "data", metrics_params=validate({"metrics": {"ndcg_k": 5, "map_k": 5}})["metrics"])
     assert "| 5 / 5 |" in (reports / "results.md").read_text()
+
+
+def test_rows_name_the_recipe(reports, tmp_path):
+    build_report(reports, tmp_path / "data", current_lambda=0.1, recipes={"ss": "official", "dscmr": "paper"})
+    text = (reports / "results.md").read_text()
+    assert cells(text, "Ours (`ss`, official)")[1] == "70.0 / 66.3"
+    assert any(line.startswith("| DSCMR (`dscmr`, paper)") for line in text.splitlines())
+    assert "| FLICKR25K | `ss`, official |" in text          # the label-metrics table
+    assert "`scan_consistency` (cf." in text                  # a method given no recipe keeps its name

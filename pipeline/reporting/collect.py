@@ -25,6 +25,7 @@ class MetricsRecord:
     method: str
     path: Path
     values: dict
+    recipe: str = ""  # the method's `methods.<m>.recipe` (paper / official) when it has one
 
 
 def read_json(path: Path, what: str):

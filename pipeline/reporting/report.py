@@ -40,12 +40,15 @@ def _sweep(records, experiments: Path | None, current_lambda: float, methods: li
 def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "data", *,
                  experiments: str | Path | None = None, current_lambda: float = 0.1,
                  report_params: dict | None = None, metrics_params: dict | None = None,
-                 root: str | Path = ".") -> dict:
+                 recipes: dict[str, str] | None = None, root: str | Path = ".") -> dict:
     """Write the report; returns a summary (counts and written paths). `metrics_params` (the `metrics`
-    section) gives the NDCG / mAP cut-offs, which metrics files no longer repeat."""
+    section) gives the NDCG / mAP cut-offs, which metrics files no longer repeat; `recipes` (method ->
+    paper / official, from `methods.<m>.recipe`) names each row's recipe."""
     reports_dir, data_dir, root = Path(reports_dir), Path(data_dir), Path(root)
     opts = {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"], **(report_params or {})}
     records = collect_metrics(reports_dir / "metrics")
+    for record in records:
+        record.recipe = (recipes or {}).get(record.method, "")
     for record in records:
         for key in ("ndcg_k", "map_k"):
             if metrics_params and key in metrics_params:
