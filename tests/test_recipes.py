@@ -266,3 +266,9 @@ def test_decay_epoch_from_a_recipe_past_the_last_epoch_names_the_recipe():
     with pytest.raises(ParamError, match=r"methods\.scan_i2t\.recipe"):
         validate({"datasets": ["f30k"], "data": {"f30k": {"kind": "flickr30k"}},
                   "methods": {"scan_i2t": {"train": {"epochs": 10}}}})
+
+
+def test_text_side_options_are_checked():
+    assert validate({"text": {"punctuation": "keep", "start_end_tokens": True, "min_count": 4}})["text"]["punctuation"] == "keep"
+    with pytest.raises(ParamError, match=r"text\.punctuation"):
+        validate({"text": {"punctuation": "strip"}})
