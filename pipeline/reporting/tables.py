@@ -146,3 +146,19 @@ def f1_table(records: list[MetricsRecord]) -> str:
                 cells += [fmt(o, 3) for o in ours]
         rows.append(cells)
     return markdown_table(header, rows)
+
+
+F1_WAYS = (("f1_{m}", "0.5"), ("f1_{m}_tuned", "val-tuned"), ("f1_{m}_topk", "top-k"))
+
+
+def f1_three_ways_table(records: list[MetricsRecord]) -> str:
+    """Micro-F1 per modality at 0.5, at the validation-tuned threshold and at top-k (ours only)."""
+    recipes = _recipes(records)
+    header = ["Dataset", "Method"] + [f"{m.capitalize()} {label}" for m in ("image", "text") for _, label in F1_WAYS]
+    rows = []
+    for record in records:
+        for column, view in column_views(record):
+            if "f1_image_tuned" in view:
+                rows.append([column, method_label(record.method, recipes)]
+                            + [fmt(view.get(key.format(m=m)), 3) for m in ("image", "text") for key, _ in F1_WAYS])
+    return markdown_table(header, rows)
