@@ -272,3 +272,27 @@ def test_text_side_options_are_checked():
     assert validate({"text": {"punctuation": "keep", "start_end_tokens": True, "min_count": 4}})["text"]["punctuation"] == "keep"
     with pytest.raises(ParamError, match=r"text\.punctuation"):
         validate({"text": {"punctuation": "strip"}})
+
+
+def test_dcca_one_pass_final_cca_uses_the_covariances_of_all_training_outputs():
+    import numpy as np
+
+    data = concept_data(n_images=12, seed=3)
+    params = validate({"methods": {"dcca": {"hidden": [8], "out_dim": 3, "final_cca": "one_pass"}}})
+    torch.manual_seed(0)
+    method = build_method("dcca", params, data.info, word_vectors=data.word_vectors).eval()
+    chunks = [torch.arange(0, 20), torch.arange(20, 45)]
+    method.after_epoch(data.pair_batch(c) for c in chunks)
+    with torch.no_grad():
+        batch = data.pair_batch(torch.arange(0, 45))
+        h1 = method._outputs(images=batch.images).double().numpy()
+        h2 = method._outputs(texts=batch.texts).double().numpy()
+    joint = np.cov(np.hstack([h1, h2]).T)                       # unbiased, over all 45 pairs
+    assert np.allclose(method.s11.numpy(), joint[:3, :3]) and np.allclose(method.s22.numpy(), joint[3:, 3:])
+    assert np.allclose(method.s12.numpy(), joint[:3, 3:]) and np.allclose(method.mean1.numpy(), h1.mean(0))
+    running = validate({"methods": {"dcca": {"hidden": [8], "out_dim": 3, "final_cca": "running"}}})
+    other = build_method("dcca", running, data.info, word_vectors=data.word_vectors)
+    other.after_epoch(data.pair_batch(c) for c in chunks)
+    assert not bool(other.stats_seen)                           # running: the pass changes nothing
+    with pytest.raises(ParamError, match=r"methods\.dcca\.final_cca"):
+        validate({"methods": {"dcca": {"final_cca": "two_pass"}}})

@@ -338,9 +338,23 @@ def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module
             window, window_steps = torch.zeros((), device=device), 0
         if run.step_hook is not None:
             run.step_hook(epoch, step)
+    _after_epoch(run, settings["eval_batch_size"])
     record = {"epoch": epoch + 1, **{k: float(v) / n_steps for k, v in sums.items()}}
     _check_epoch(record["loss"], state, settings, run.name, epoch)
     return record
+
+
+def _after_epoch(run: _Run, batch_size: int) -> None:
+    """A method's pass over every training pair after its epoch (DCCA's one-pass final CCA), in eval mode
+    without gradients; every rank runs it on the same pairs, so their buffers stay equal."""
+    hook = getattr(run.method, "after_epoch", None)
+    if hook is None:
+        return
+    captions, device = run.train_captions, run.device
+    run.method.eval()
+    with torch.no_grad(), autocast(device, run.amp):
+        hook(run.data.pair_batch(captions[i:i + batch_size]).to(device) for i in range(0, len(captions), batch_size))
+    run.method.train()
 
 
 def _fit_closed_form(run: _Run) -> dict:
