@@ -179,6 +179,11 @@ SCHEMA: dict[str, Any] = {
         "w2v_epochs": 10,
         "w2v_window": 5,
         "w2v_skipgram": False,
+        # SCAN's official text (a text-side option: it applies to every method of the dataset, since the
+        # tokenize stage is shared): "drop" (default) or "keep" punctuation marks as tokens; wrap every
+        # caption in <start> ... <end>. The official vocabulary threshold 4 is `min_count: 4`.
+        "punctuation": "drop",
+        "start_end_tokens": False,
     },
     # Retrieval / classification metrics (each key explained in pipeline/metrics/schema.py).
     "metrics": METRICS_SCHEMA,
@@ -278,6 +283,8 @@ def check_text_params(text: dict, source: str = "params.yaml") -> None:
     for key in ("max_len", "min_count", "embedding_dim", "w2v_epochs", "w2v_window"):
         if text[key] < 1:
             raise ParamError(f"{source}: parameter 'text.{key}' must be at least 1, got {text[key]!r}")
+    if text.get("punctuation", "drop") not in ("drop", "keep"):
+        raise ParamError(f"{source}: parameter 'text.punctuation' must be 'drop' or 'keep', got {text['punctuation']!r}")
 
 
 def _check_seeds(params: dict, source: str) -> None:

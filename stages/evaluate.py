@@ -71,6 +71,7 @@ def main(
     metrics = split_metrics(scores, data, metrics_params=p["metrics"], dataset=dataset, device=device,
                             progress=progress, probabilities=probabilities, per_query=per_query)
     metrics = metrics_file(metrics)  # measurements only (no params, gallery sizes or protocol names)
+    metrics.update(_f1_tuned_and_topk(model, data, split, scores.items, probabilities, settings, device, amp))
     metrics["selected_epoch"] = int(config.get("epoch", 0))
     top = split_rankings(scores, 10, device=device)
     captions = scores.items.captions
@@ -81,3 +82,25 @@ def main(
     write_json(reports_dir / "metrics" / dataset / f"{method}.json", metrics)
     shown = [k for k in metrics if k.endswith(("ndcg_i2t", "ndcg_t2i", "ndcg_ave", "map_ave", "rsum"))]
     typer.echo(f"{dataset}/{method} ({split}): " + ", ".join(f"{k} {metrics[k]:.2f}" for k in shown))
+
+
+def _f1_tuned_and_topk(model, data, split: str, items, probabilities, settings: dict, device, amp: bool) -> dict:
+    """Micro-F1 at a threshold tuned on the validation split and at top-k (pipeline/metrics/f1_variants.py);
+    nothing for a method without a classifier, a dataset without labels, or when scoring the validation
+    split itself (the threshold is never tuned on the split it is applied to)."""
+    if probabilities is None or not data.info.num_labels or split == "val":
+        return {}
+    from pipeline.metrics.f1_variants import f1_three_ways
+    from pipeline.training.scoring import classify_split
+
+    val_items = data.split_items("val")
+    if len(val_items.image_rows) == 0:
+        return {}
+    val_probs = classify_split(model, data, val_items, batch_size=settings["eval_batch_size"], device=device, amp=amp)
+    out = {}
+    for i, (modality, rows_of) in enumerate((("image", lambda it: it.image_rows),
+                                            ("text", lambda it: data.caption_rows[it.captions]))):
+        val = (val_probs[i], data.labels[rows_of(val_items)])
+        test = (probabilities[i], data.labels[rows_of(items)])
+        out.update(f1_three_ways(val, test, modality))
+    return out

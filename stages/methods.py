@@ -7,23 +7,31 @@ import typer
 
 from stages.common import PARAMS_OPTION, stage_errors
 
-COLUMNS = ("method", "paper", "family", "labels", "lambda", "recipe", "description")
+COLUMNS = ("method", "paper", "family", "labels", "lambda", "recipe", "training", "description")
 
 
 def catalogue(params: dict | None) -> list[dict[str, str]]:
-    """One row per registered method. The recipe is the training settings the method runs with in
-    `params` (shared `train` values with its `methods.<m>.train` overrides), or the schema defaults."""
+    """One row per registered method. `recipe`: the method's `methods.<m>.recipe` (paper / official,
+    pipeline/training/recipes.py; "-" for methods without one); `training`: the loop settings it runs with
+    in `params` (shared `train` values with its `methods.<m>.train` overrides; on the embedded dataset the
+    recipes change no loop size), or the schema defaults."""
+    from pipeline.training.recipes import DEFAULT_RECIPE, has_recipes
     from pipeline.training.registry import METHODS, uses_lambda
     from pipeline.training.schema import TRAIN_SCHEMA, method_train_settings
 
     rows = []
     for name, entry in METHODS.items():
         train = method_train_settings(params, name) if params else TRAIN_SCHEMA
-        recipe = ("closed form, one fit" if entry.closed_form
-                  else f"{train['epochs']} epochs, lr {train['lr']:g}, batch {train['batch_size']}")
+        training = ("closed form, one fit" if entry.closed_form
+                    else f"{train['epochs']} epochs, lr {train['lr']:g}, batch {train['batch_size']}")
+        if train.get("lr_decay_epoch") and not entry.closed_form:
+            training += f", x{train['lr_decay_factor']:g} from epoch {train['lr_decay_epoch'] + 1}"
+        recipe = "-"
+        if has_recipes(name):
+            recipe = params["methods"][name]["recipe"] if params else DEFAULT_RECIPE
         rows.append({"method": name, "paper": entry.paper, "family": entry.family,
                      "labels": "yes" if entry.needs_labels else "no", "lambda": "yes" if uses_lambda(name) else "no",
-                     "recipe": recipe, "description": entry.description})
+                     "recipe": recipe, "training": training, "description": entry.description})
     return rows
 
 
@@ -35,12 +43,13 @@ def markdown(rows: list[dict[str, str]]) -> str:
 
 @stage_errors
 def main(params: Path = PARAMS_OPTION,
-         defaults: bool = typer.Option(False, "--defaults", help="Show the schema's default recipes (the papers' "
-                                                                 "settings) instead of those of the params file.")) -> None:
+         defaults: bool = typer.Option(False, "--defaults", help="Show the schema's defaults (default recipe, the "
+                                                                 "papers' loop sizes) instead of the params file's.")) -> None:
     """List every method: name, paper, family (label-wise or instance-level), whether it needs labels,
-    whether it reads the top-level `lambda`, its training recipe, and a one-line description.
+    whether it reads the top-level `lambda`, its recipe (paper / official: docs/fidelity.md), its training
+    loop settings, and a one-line description.
 
-    The recipe is read from the params file (--params, default params.yaml) when it exists, else the
+    Both are read from the params file (--params, default params.yaml) when it exists, else the
     schema defaults. Label-wise methods are selected and compared on NDCG over shared labels;
     instance-level ones on R@K / rsum over each image's own captions.
     """

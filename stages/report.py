@@ -61,7 +61,8 @@ def main(
             require_complete(model_dir, rerun=f"finish `xmr train {model_dir.parent.name} {model_dir.name}` "
                                               f"and `xmr evaluate` it")
     summary = build_report(reports_dir, data_dir, experiments=experiments, current_lambda=p["lambda"],
-                           report_params=p["report"], metrics_params=p["metrics"])
+                           report_params=p["report"], metrics_params=p["metrics"],
+                           recipes={m: s["recipe"] for m, s in p["methods"].items() if "recipe" in s})
     typer.echo(f"report: {summary['metrics_files']} metrics files, {len(summary['training_plots'])} training "
                f"plots, {summary['lambda_curves']} lambda curves, {len(summary['qualitative_pages'])} qualitative "
                f"pages -> {reports_dir / 'results.md'}")

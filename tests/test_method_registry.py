@@ -73,8 +73,9 @@ def test_xmr_methods_lists_every_method_without_torch():
     for name, entry in METHODS.items():
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
         assert entry.paper in row and entry.family in row and entry.description in row
-    assert "| ss | papers/000 (Semantic Sharing) | label-wise | yes | yes | 3 epochs, lr 0.001, batch 64 |" in table
-    assert "| cca | Hotelling 1936 (CCA) | label-wise | no | no | closed form, one fit |" in table
+    assert "| ss | papers/000 (Semantic Sharing) | label-wise | yes | yes | official | 3 epochs, lr 0.001, batch 64 |" in table
+    assert "| cca | Hotelling 1936 (CCA) | label-wise | no | no | - | closed form, one fit |" in table
+    assert "| scan_i2t | papers/002 (SCAN) | instance-level | no | no | official | 1 epochs, lr 0.001, batch 64 |" in table
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])

@@ -147,9 +147,13 @@ def test_lambda_weights_the_context_loss():
         losses[lam] = (loss.item(), parts)
     _, parts = losses[2.0]
     assert losses[0.0][0] == pytest.approx(parts["label"].item(), rel=1e-5)
+    # The official recipe's lambda_scale (0.005) multiplies lambda: 2.0 -> 0.01 (recipes.py).
     assert losses[2.0][0] == pytest.approx(
-        parts["label"].item() + 2.0 * (parts["context_image"].item() + parts["context_text"].item()), rel=1e-5)
+        parts["label"].item() + 0.01 * (parts["context_image"].item() + parts["context_text"].item()), rel=1e-5)
     assert build_method("ss_wo_c", tiny_params(), INFO).lam is None  # does not read lambda
+    paper = tiny_params(recipe="paper")
+    paper["lambda"] = 2.0
+    assert build_method("ss", paper, INFO).lam == pytest.approx(2.0)  # paper: lambda as written (not COCO)
 
 
 def test_masking_rate_and_validity():

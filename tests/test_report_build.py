@@ -339,3 +339,22 @@ def test_per_query_files_of_another_test_set_are_refused(tmp_path):
         write_per_query(reports / f"per_query/shapes/{method}.npz", per)
     with pytest.raises(ValueError, match=r"ss.npz: its test queries .* differ from the other methods'"):
         build_report(reports, tmp_path / "data")
+
+
+def test_rows_name_the_recipe(reports, tmp_path):
+    build_report(reports, tmp_path / "data", current_lambda=0.1, recipes={"ss": "official", "dscmr": "paper"})
+    text = (reports / "results.md").read_text()
+    assert cells(text, "Ours (`ss`, official)")[1] == "70.0 / 66.3"
+    assert any(line.startswith("| DSCMR (`dscmr`, paper)") for line in text.splitlines())
+    assert "| FLICKR25K | `ss`, official |" in text          # the label-metrics table
+    assert "`scan_consistency` (cf." in text                  # a method given no recipe keeps its name
+
+
+def test_f1_three_ways_table(reports, tmp_path):
+    path = reports / "metrics/mirflickr/ss.json"
+    values = json.loads(path.read_text())
+    values.update(f1_image_tuned=0.61, f1_image_topk=0.72, f1_text_tuned=0.5, f1_text_topk=0.66)
+    path.write_text(json.dumps(values))
+    build_report(reports, tmp_path / "data", current_lambda=0.1, recipes={"ss": "official"})
+    text = (reports / "results.md").read_text()
+    assert "| FLICKR25K | `ss`, official | 0.700 | 0.610 | 0.720 | 0.550 | 0.500 | 0.660 |" in text

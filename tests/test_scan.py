@@ -104,7 +104,8 @@ def test_hardest_negative_triplet_loss_by_hand():
 
 
 def _scan(name: str, data, d: int = 16, **overrides):
-    params = validate({"methods": {name: {"d_model": d, **overrides}}})
+    """The paper's form (relu, mean, captions of one image are not negatives) unless `recipe` says otherwise."""
+    params = validate({"methods": {name: {"d_model": d, "recipe": "paper", **overrides}}})
     torch.manual_seed(0)
     return build_method(name, params, data.info, word_vectors=data.word_vectors)
 

@@ -66,3 +66,17 @@ def test_chunked_corpus_matches_per_caption_reference():
 def test_empty_corpus():
     corpus = tokenize_corpus([], max_len=10)
     assert len(corpus) == 0 and len(corpus.tokens) == 0 and corpus.offsets.tolist() == [0]
+
+
+def test_scan_text_options_keep_punctuation_and_wrap_in_start_end():
+    from pipeline.text.tokenizer import tokenize_corpus
+
+    plain = tokenize_corpus(["A man, riding.", ""])
+    assert plain.caption(0) == ["a", "man", "riding"] and plain.caption(1) == []
+    official = tokenize_corpus(["A man, riding.", "", "Don't stop!"], punctuation=True, start_end=True)
+    assert official.caption(0) == ["<start>", "a", "man", ",", "riding", ".", "<end>"]
+    assert official.caption(1) == ["<start>", "<end>"]
+    assert official.caption(2) == ["<start>", "don't", "stop", "!", "<end>"]
+    assert official.full_lengths.tolist() == [5, 0, 3]           # the captions' own tokens
+    truncated = tokenize_corpus(["one two three"], 2, start_end=True)
+    assert truncated.caption(0) == ["<start>", "one", "two", "<end>"]

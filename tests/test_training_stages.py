@@ -56,6 +56,8 @@ def test_train_then_evaluate_writes_every_output(project):
     assert not {"n_images", "n_texts", "ndcg_k", "map_k", "protocol"} & set(metrics)  # measurements only
     assert metrics["selected_epoch"] in (1, 2)
     assert 0 <= metrics["f1_image"] <= 1 and 0 <= metrics["f1_text"] <= 1  # the shared classifier's Micro-F1
+    for modality in ("image", "text"):  # beside it: a validation-tuned threshold and top-k (issue 15)
+        assert 0 <= metrics[f"f1_{modality}_tuned"] <= 1 and 0 <= metrics[f"f1_{modality}_topk"] <= 1
     ranks = read_rankings(project / "reports" / "rankings" / "synth" / "ss.npz")
     assert ranks["i2t_top"].shape == (20, 10) and ranks["t2i_top"].shape == (40, 10)
     assert np.array_equal(ranks["image_rows"], np.arange(100, 120))

@@ -21,16 +21,29 @@ def _pairwise_logistic(theta: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
     return (F.softplus(theta) - same * theta).mean()
 
 
+SIMILARITIES = ("shares_label", "label_count")
+
+
+def label_similarity(a: torch.Tensor, b: torch.Tensor, form: str = "shares_label") -> torch.Tensor:
+    """`[A, B]` S between label vectors: "shares_label" 1 where two items share a label (the papers'
+    same-class S read for multi-label data), "label_count" the product `y_i . y_j` (DSCMR's official
+    code: the number of shared labels)."""
+    if form not in SIMILARITIES:
+        raise ValueError(f"label_similarity: form must be one of {', '.join(SIMILARITIES)}, got {form!r}")
+    product = a.float() @ b.float().T
+    return product if form == "label_count" else (product > 0).float()
+
+
 def imc_loss(z_image: torch.Tensor, z_text: torch.Tensor,
-             labels_image: torch.Tensor, labels_text: torch.Tensor) -> torch.Tensor:
+             labels_image: torch.Tensor, labels_text: torch.Tensor, similarity: str = "shares_label") -> torch.Tensor:
     """Eq. 1: inter-modal plus intra-modal (image-image, text-text) consistency.
 
-    Theta = cos / 2; S = 1 where two items share at least one label. Eq. 1 sums over pairs; this
+    Theta = cos / 2; S from `label_similarity(similarity)`. Eq. 1 sums over pairs; this
     takes the mean over the pairs of each of the three matrices (the batch-size-free scale), then
     adds the three terms.
     """
     def same(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return ((a.float() @ b.float().T) > 0).to(z_image.dtype)
+        return label_similarity(a, b, similarity).to(z_image.dtype)
 
     inter = _pairwise_logistic(0.5 * cosine_matrix(z_image, z_text), same(labels_image, labels_text))
     intra_v = _pairwise_logistic(0.5 * cosine_matrix(z_image, z_image), same(labels_image, labels_image))

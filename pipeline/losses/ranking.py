@@ -62,3 +62,24 @@ def triplet_ranking_loss(scores: torch.Tensor, margin: float, negatives: torch.T
     total = (_pick(cost_image_anchor, negatives, mining, generator).sum()
              + _pick(cost_text_anchor, negatives.T, mining, generator).sum())
     return total / b if reduction == "mean" else total
+
+
+def pooled_hardest_ranking_loss(scores: torch.Tensor, margin: float, negatives: torch.Tensor | None = None, *,
+                                pool: int = 256, reduction: str = "mean",
+                                generator: torch.Generator | None = None) -> torch.Tensor:
+    """The dual-path official code's negatives: an image anchor (row) takes the hardest of `pool` texts drawn
+    at random among its valid negatives (all of them when fewer), a text anchor (column) one random valid
+    image. `negatives` as in `triplet_ranking_loss` (the official code: texts of other classes)."""
+    b = scores.shape[0]
+    if negatives is None:
+        negatives = ~torch.eye(b, dtype=torch.bool, device=scores.device)
+    negatives = negatives.to(torch.bool)
+    positive = scores.diagonal()
+    cost_image_anchor = (margin - positive.unsqueeze(1) + scores).clamp_min(0)
+    cost_text_anchor = (margin - positive.unsqueeze(0) + scores).clamp_min(0).T
+    keys = torch.rand(scores.shape, device=scores.device, generator=generator).masked_fill(~negatives, -1.0)
+    k = min(pool, b)
+    drawn = torch.zeros_like(negatives).scatter_(1, keys.topk(k, dim=1).indices, True) & negatives
+    total = (_pick(cost_image_anchor, drawn, "hardest", generator).sum()
+             + _pick(cost_text_anchor, negatives.T, "sampled", generator).sum())
+    return total / b if reduction == "mean" else total

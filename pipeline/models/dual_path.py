@@ -27,7 +27,7 @@ from torch import nn
 
 from pipeline.contract.batches import DataInfo, ImageBatch, PairBatch, TextBatch
 from pipeline.contract.method import RetrievalMethod, build_kwargs_word_vectors
-from pipeline.losses.ranking import distinct_images, triplet_ranking_loss
+from pipeline.losses.ranking import distinct_images, pooled_hardest_ranking_loss, triplet_ranking_loss
 from pipeline.models.text_cnn import TextCNN, fixed_length_ids
 
 
@@ -130,7 +130,7 @@ class DualPath(RetrievalMethod):
     # --- objective ------------------------------------------------------------------------------
     def loss_weights(self) -> tuple[float, float, float]:
         """(ranking, visual, textual) weights of Eq. 9 in the current stage."""
-        rank, visual, textual = (float(w) for w in self.settings["loss_weights"])
+        rank, visual, textual = (float(w) for w in self.settings["loss_weights"] or (1.0, 1.0, 1.0))
         return (0.0 if self.stage == 1 else rank), visual, textual
 
     def training_loss(self, batch: PairBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -146,9 +146,14 @@ class DualPath(RetrievalMethod):
         parts = {"instance_visual": visual.detach(), "instance_textual": textual.detach()}
         if w_rank > 0:
             scores = F.normalize(f_img.float(), dim=1) @ F.normalize(f_txt.float(), dim=1).T
-            ranking = triplet_ranking_loss(scores, self.settings["margin"],
-                                           distinct_images(batch.images.rows, batch.texts.rows),
-                                           mining=self.settings["ranking_negatives"], reduction="mean")
+            negatives = distinct_images(batch.images.rows, batch.texts.rows)
+            mining = self.settings["ranking_negatives"] or "sampled"
+            if mining == "hardest_of_pool":  # official; the pool is drawn from the batch
+                ranking = pooled_hardest_ranking_loss(scores, self.settings["margin"], negatives,
+                                                      pool=self.settings.get("negative_pool", 256))
+            else:
+                ranking = triplet_ranking_loss(scores, self.settings["margin"], negatives,
+                                               mining=mining, reduction="mean")
             total = total + w_rank * ranking
             parts["ranking"] = ranking.detach()
         return total, parts

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.contract.batches import DataInfo, ImageBatch, PairBatch, TextBatch
+from pipeline.contract.batches import PAD_ID, DataInfo, ImageBatch, PairBatch, TextBatch
 from pipeline.contract.method import RetrievalMethod, build_kwargs_word_vectors
 from pipeline.losses.ranking import distinct_images, triplet_ranking_loss
 from pipeline.models.word_encoders import BiGRUWords, valid_words
@@ -59,46 +59,82 @@ def l2_normalise(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return x / x.norm(dim=dim, keepdim=True).clamp_min(EPS)
 
 
+ACTIVATIONS = ("relu", "leaky_relu")
+AGGREGATIONS = ("mean", "lse")
+LEAKY_SLOPE = 0.1  # SCAN's official clipped_l2norm attention: LeakyReLU(0.1)
+
+
+def _aggregate(relevance: torch.Tensor, dim: int, aggregation: str, temperature: float,
+               valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean (Eq. 6 / 8) or LogSumExp `log(sum exp(temperature * R)) / temperature` of the relevances over
+    `dim`, counting only `valid` entries (bool, broadcastable) when given."""
+    if aggregation == "lse":
+        scaled = relevance * temperature
+        if valid is not None:
+            scaled = scaled.masked_fill(~valid, float("-inf"))
+        return torch.logsumexp(scaled, dim=dim) / temperature
+    if valid is None:
+        return relevance.mean(dim=dim)
+    mask = valid.to(relevance.dtype)
+    return (relevance * mask).sum(dim=dim) / mask.sum(dim=dim)
+
+
 def cross_attention_scores(regions: torch.Tensor, words: torch.Tensor, lengths: torch.Tensor, *,
                            lambda1: float, lambda2: float, image_grounded: bool = True,
-                           text_grounded: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                           text_grounded: bool = True, activation: str = "relu", aggregation: str = "mean",
+                           lse_temperature: float = 6.0,
+                           dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """`(F^V, F^S)`, each `[I, T]` (None when not asked for), for every image-text pair.
 
     `regions` `[I, R, d]` and `words` `[T, L, d]` are l2-normalised; `lengths` `[T]` counts the real
-    words of each text (positions beyond are ignored; at least one word is kept).
+    words of each text (positions beyond are ignored; at least one word is kept). `activation`: relu
+    (papers) or leaky_relu (official, slope 0.1) on the cosines before attention; `aggregation`: mean or
+    LogSumExp with inverse temperature `lse_temperature` over regions (F^V) / words (F^S).
+    Runs in `dtype` (float32) with autocast off: near-tied scores of the hardest negatives and of the
+    ranking are below bfloat16's resolution (`dtype` exists so that tests can show a bf16 path).
     """
-    regions, words = regions.float(), words.float()
+    with torch.autocast(regions.device.type, enabled=False):
+        return _cross_attention(regions.to(dtype), words.to(dtype), lengths, lambda1, lambda2, image_grounded,
+                                text_grounded, activation, aggregation, lse_temperature)
+
+
+def _cross_attention(regions, words, lengths, lambda1, lambda2, image_grounded, text_grounded, activation,
+                     aggregation, lse_temperature):
     width = int(lengths.clamp_min(1).max())
     valid = valid_words(lengths.long(), width)                         # [T, L]
     words = words[:, :width] * valid.unsqueeze(-1)                     # padding words become zero vectors
     sims = torch.einsum("ird,tld->itrl", regions, words)               # Eq. 4, [I, T, R, L]
-    rect = sims.clamp_min(0)                                           # relu (0 for padding words)
+    if activation == "leaky_relu":                                     # 0 for padding words either way
+        rect = torch.nn.functional.leaky_relu(sims, LEAKY_SLOPE)
+    else:
+        rect = sims.clamp_min(0)
+    eps = EPS
     fv = fs = None
     if image_grounded:
         # Eq. 5: normalise over regions, softmax over the words of the text with inverse temperature lambda1.
-        scale = lambda1 / torch.linalg.vector_norm(rect, dim=2, keepdim=True).clamp_min(EPS)
-        padding = torch.zeros(valid.shape, device=rect.device).masked_fill(~valid, float("-inf"))
+        scale = lambda1 / torch.linalg.vector_norm(rect, dim=2, keepdim=True).clamp_min(eps)
+        padding = torch.zeros(valid.shape, device=rect.device, dtype=rect.dtype).masked_fill(~valid, float("-inf"))
         alpha = torch.softmax(torch.addcmul(padding[None, :, None, :], rect, scale), dim=3)
         word_gram = torch.einsum("tld,tmd->tlm", words, words)
         dot = torch.linalg.vecdot(alpha, sims, dim=3)                  # v_i . c_i^t
         norm_sq = torch.linalg.vecdot(torch.einsum("itrl,tlm->itrm", alpha, word_gram), alpha, dim=3)
-        fv = (dot / norm_sq.clamp_min(EPS * EPS).sqrt()).mean(dim=2)   # Eq. 6
+        relevance = dot / norm_sq.clamp_min(eps * eps).sqrt()          # [I, T, R]
+        fv = _aggregate(relevance, 2, aggregation, lse_temperature)    # Eq. 6 (mean) or LSE
     if text_grounded:
         # Eq. 7: normalise over the words, softmax over regions with inverse temperature lambda2.
-        scale = lambda2 / torch.linalg.vector_norm(rect, dim=3, keepdim=True).clamp_min(EPS)
+        scale = lambda2 / torch.linalg.vector_norm(rect, dim=3, keepdim=True).clamp_min(eps)
         beta = torch.softmax(rect * scale, dim=2)
         region_gram = torch.einsum("ird,iqd->irq", regions, regions)
         dot = torch.linalg.vecdot(beta, sims, dim=2)                   # t_j . c_j^v, [I, T, L]
         norm_sq = torch.linalg.vecdot(torch.einsum("itrl,irq->itql", beta, region_gram), beta, dim=2)
-        relevance = dot / norm_sq.clamp_min(EPS * EPS).sqrt()
-        mask = valid.to(relevance.dtype)
-        fs = (relevance * mask).sum(dim=2) / mask.sum(dim=1)            # Eq. 8, mean over real words
+        relevance = dot / norm_sq.clamp_min(eps * eps).sqrt()
+        fs = _aggregate(relevance, 2, aggregation, lse_temperature, valid[None])  # Eq. 8 over real words
     return fv, fs
 
 
 def chunked_cross_attention(regions: torch.Tensor, words: torch.Tensor, lengths: torch.Tensor, *,
                             lambda1: float, lambda2: float, image_grounded: bool, text_grounded: bool,
-                            memory_mb: float = 512.0) -> torch.Tensor:
+                            memory_mb: float = 512.0, **options) -> torch.Tensor:
     """`[I, T]` integrated scores (sum of the enabled F^V / F^S) computed in blocks of pairs.
 
     Texts are taken in order of length, `TEXT_BLOCK` at a time, so that each block is trimmed to its
@@ -120,7 +156,7 @@ def chunked_cross_attention(regions: torch.Tensor, words: torch.Tensor, lengths:
         for i0 in range(0, n_img, image_block):
             fv, fs = cross_attention_scores(regions[i0:i0 + image_block], block_words, lens, lambda1=lambda1,
                                             lambda2=lambda2, image_grounded=image_grounded,
-                                            text_grounded=text_grounded)
+                                            text_grounded=text_grounded, **options)
             out[i0:i0 + image_block, idx] = fv if fs is None else fs if fv is None else fv + fs
     return out
 
@@ -141,8 +177,14 @@ class SCAN(RetrievalMethod):
         self.region_fc = nn.Linear(info.feature_dim, d)
         nn.init.xavier_uniform_(self.region_fc.weight)
         nn.init.zeros_(self.region_fc.bias)
-        self.words = BiGRUWords(info.vocab_size, info.word_dim, d, build_kwargs_word_vectors(word_vectors, info),
+        random_words = settings.get("word_init") == "random"
+        self.words = BiGRUWords(info.vocab_size, info.word_dim, d,
+                                None if random_words else build_kwargs_word_vectors(word_vectors, info),
                                 settings["finetune_words"])
+        if random_words:  # the official code: U(-0.1, 0.1), learned from scratch
+            with torch.no_grad():
+                self.words.lookup.weight.uniform_(-0.1, 0.1)
+                self.words.lookup.weight[PAD_ID].zero_()
 
     # --- encoders -------------------------------------------------------------------------------
     def encode_images(self, images: ImageBatch) -> torch.Tensor:
@@ -157,8 +199,11 @@ class SCAN(RetrievalMethod):
 
     # --- scores ---------------------------------------------------------------------------------
     def _lambdas(self) -> dict:
+        """Attention and aggregation settings (null options: the papers' values)."""
         s = self.settings
-        return {"lambda1": s.get("lambda1", 9.0), "lambda2": s.get("lambda2", 9.0)}
+        return {"lambda1": s.get("lambda1") or 9.0, "lambda2": s.get("lambda2") or 9.0,
+                "activation": s.get("attention_activation") or "relu", "aggregation": s.get("aggregation") or "mean",
+                "lse_temperature": s.get("lse_temperature") or 6.0}
 
     def pair_scores(self, regions: torch.Tensor, text_repr: tuple[torch.Tensor, torch.Tensor]):
         """`(F^V, F^S)` for every pair of two encoded blocks (with gradients; no chunking)."""
@@ -179,13 +224,16 @@ class SCAN(RetrievalMethod):
     def training_loss(self, batch: PairBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         fv, fs = self.pair_scores(self.encode_images(batch.images), self.encode_texts(batch.texts))
         score = fv if fs is None else fs if fv is None else fv + fs   # Eq. 9
-        negatives = distinct_images(batch.images.rows, batch.texts.rows)
-        ranking = triplet_ranking_loss(score, self.settings["margin"], negatives, mining="hardest",
-                                       reduction="sum")               # Eq. 15
+        # Official: only the diagonal is excluded; paper reading: every caption of another image.
+        diagonal = self.settings.get("negatives") == "diagonal"
+        negatives = None if diagonal else distinct_images(batch.images.rows, batch.texts.rows)
+        with torch.autocast(score.device.type, enabled=False):        # fp32 like the scores
+            ranking = triplet_ranking_loss(score.float(), self.settings["margin"], negatives, mining="hardest",
+                                           reduction="sum")           # Eq. 15
         parts = {"ranking": ranking.detach()}
         total = ranking
         if self.variant.consistency:
-            consistency = (fv - fs).pow(2).sum()                      # Eq. 11-12, all pairs of the batch
+            consistency = (fv.float() - fs.float()).pow(2).sum()                      # Eq. 11-12, all pairs of the batch
             parts["consistency"] = consistency.detach()
             total = total + self.settings["lambda_con"] * consistency  # Eq. 16
         return total, parts

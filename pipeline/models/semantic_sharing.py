@@ -15,10 +15,11 @@ One class serves the method and its Table-1 ablations, each a method name select
 
 Retrieval embedding as the official code: per segment `l2norm(sigmoid(g(h)))`, averaged over the
 valid segments; it is also the prediction y_pred of the label loss (Eq. 4). Context loss (Eq. 5):
-15% of the segments are replaced by a learned [MASK]; g_v predicts the RoI's detector class, g_w
-the word id (cross-entropy on logits; the official code applies a sigmoid before its
-cross-entropy, which the paper does not describe). One forward pass on the masked input serves
-both losses, as in the official code.
+15% of the segments are sampled; g_v predicts the RoI's detector class, g_w the word id. Options (the
+recipe sets them, pipeline/training/recipes.py): `context_loss` "logits" (paper: cross-entropy on
+logits) or "sigmoid" (official: cross-entropy applied to sigmoid outputs); `mask_rois` true (paper:
+sampled RoIs are replaced by a learned [MASK]) or false (official: predicted from unmasked inputs;
+words are always replaced by <mask>). One forward pass serves both losses, as in the official code.
 """
 from __future__ import annotations
 
@@ -143,7 +144,8 @@ class SemanticSharing(RetrievalMethod):
             mask_v = random_segment_mask(img.classes >= 0, p)
             mask_w = random_segment_mask(torch.arange(txt.ids.shape[1], device=txt.ids.device)
                                          < txt.lengths.unsqueeze(1), p)
-        h_v, valid_v = self._image_hidden(img, mask_v)
+        mask_rois = self.settings.get("mask_rois")
+        h_v, valid_v = self._image_hidden(img, mask_v if mask_rois is None or mask_rois else None)
         h_w, valid_w = self._text_hidden(txt, mask_w)
         z_v, z_w = self._embed(IMAGE, h_v, valid_v), self._embed(TEXT, h_w, valid_w)
 
@@ -153,8 +155,9 @@ class SemanticSharing(RetrievalMethod):
             parts["label"] = label_loss(torch.cat([z_v, z_w]), torch.cat([img.labels, txt.labels]))
             total = total + parts["label"]
         if sw.context:
-            parts["context_image"] = masked_prediction_loss(self.region_head(h_v[mask_v]), img.classes[mask_v])
-            parts["context_text"] = masked_prediction_loss(self.word_head(h_w[mask_w]), txt.ids[mask_w])
+            form = self.settings.get("context_loss") or "logits"
+            parts["context_image"] = masked_prediction_loss(self.region_head(h_v[mask_v]), img.classes[mask_v], form)
+            parts["context_text"] = masked_prediction_loss(self.word_head(h_w[mask_w]), txt.ids[mask_w], form)
             total = total + self.lam * (parts["context_image"] + parts["context_text"])
         if sw.consistency == "triplet":
             negatives = ((img.labels @ txt.labels.T) == 0) & (img.rows.unsqueeze(1) != txt.rows.unsqueeze(0))

@@ -26,6 +26,7 @@ class MetricsRecord:
     path: Path
     values: dict
     intervals: dict = field(default_factory=dict)  # metric key -> bootstrap Estimate (pipeline.reporting.intervals)
+    recipe: str = ""  # the method's `methods.<m>.recipe` (paper / official) when it has one
 
 
 def read_json(path: Path, what: str):

@@ -43,13 +43,16 @@ def _sweep(records, experiments: Path | None, current_lambda: float, methods: li
 def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "data", *,
                  experiments: str | Path | None = None, current_lambda: float = 0.1,
                  report_params: dict | None = None, metrics_params: dict | None = None,
-                 root: str | Path = ".") -> dict:
+                 recipes: dict[str, str] | None = None, root: str | Path = ".") -> dict:
     """Write the report; returns a summary (counts and written paths). `metrics_params` (the `metrics`
-    section) gives the NDCG / mAP cut-offs, which metrics files no longer repeat."""
+    section) gives the NDCG / mAP cut-offs, which metrics files no longer repeat; `recipes` (method ->
+    paper / official, from `methods.<m>.recipe`) names each row's recipe."""
     reports_dir, data_dir, root = Path(reports_dir), Path(data_dir), Path(root)
     opts = {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"], "bootstrap_resamples": 1000,
             "bootstrap_seed": 0, "reference_method": "ss", **(report_params or {})}
     records = collect_metrics(reports_dir / "metrics")
+    for record in records:
+        record.recipe = (recipes or {}).get(record.method, "")
     for record in records:
         for key in ("ndcg_k", "map_k"):
             if metrics_params and key in metrics_params:
@@ -179,6 +182,11 @@ def results_markdown(records, summary: dict, sweep_source: str, lambda_methods: 
     if has["f1_image"]:
         out += ["Each cell: **ours / published** (papers/001 Table 1); fractions in [0, 1].", "",
                 tables.f1_table(records), ""]
+        if any("f1_image_tuned" in r.values for r in records):
+            out += ["Eq. 4 does not fix the scale of the outputs, so F1 at 0.5 is arbitrary. The same classifiers "
+                    "three ways: at 0.5, at the threshold that maximises Micro-F1 on the validation split "
+                    "(applied to test; never tuned on test), and top-k with k = the item's true label count.", "",
+                    tables.f1_three_ways_table(records), ""]
     else:
         out += ["No metrics file has classification results (`f1_image` / `f1_text`: the evaluate stage "
                 "writes them for methods with a label classifier).", ""]

@@ -46,6 +46,15 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _recipes(records: list[MetricsRecord]) -> dict[str, str]:
+    return {record.method: record.recipe for record in records if record.recipe}
+
+
+def method_label(method: str, recipes: dict[str, str]) -> str:
+    """"`ss`" or, for a method trained with a recipe, "`ss`, official"."""
+    return f"`{method}`, {recipes[method]}" if method in recipes else f"`{method}`"
+
+
 def _by_method_column(records: list[MetricsRecord], keys: tuple[str, ...]) -> dict[tuple[str, str], tuple]:
     """`(method, column) -> values of keys` for the records that have the first key."""
     found = {}
@@ -61,8 +70,11 @@ def _columns(found: dict, published_columns: tuple[str, ...]) -> list[str]:
     return list(published_columns) + extra
 
 
-def _method_rows(found: dict, row_of_method: dict[str, str], published: dict) -> list[tuple[str, str | None, str | None]]:
-    """`(label, our method or None, published row or None)`: the paper's rows in its order, then ours."""
+def _method_rows(found: dict, row_of_method: dict[str, str], published: dict,
+                 recipes: dict[str, str] | None = None) -> list[tuple[str, str | None, str | None]]:
+    """`(label, our method or None, published row or None)`: the paper's rows in its order, then ours
+    (each of ours named with its recipe)."""
+    recipes = recipes or {}
     method_of_row = {}
     for method, row in row_of_method.items():
         method_of_row.setdefault(row, method)
@@ -70,8 +82,8 @@ def _method_rows(found: dict, row_of_method: dict[str, str], published: dict) ->
     rows = []
     for row in published:
         method = method_of_row.get(row)
-        rows.append((f"{row} (`{method}`)" if method else row, method, row))
-    rows += [(f"`{m}`", m, None) for m in ours if m not in row_of_method]
+        rows.append((f"{row} ({method_label(method, recipes)})" if method else row, method, row))
+    rows += [(method_label(m, recipes), m, None) for m in ours if m not in row_of_method]
     return rows
 
 
@@ -81,7 +93,7 @@ def ndcg_table(records: list[MetricsRecord]) -> str:
     columns = _columns(found, TABLE1_DATASETS)
     header = ["Method"] + [f"{c} {d}" for c in columns for d in ("I2T", "T2I", "Ave")]
     rows = []
-    for label, method, paper_row in _method_rows(found, TABLE1_ROW, NDCG_TABLE1):
+    for label, method, paper_row in _method_rows(found, TABLE1_ROW, NDCG_TABLE1, _recipes(records)):
         cells = [label]
         for column in columns:
             ours = found.get((method, column), (None, None, None))
@@ -104,7 +116,8 @@ def label_metrics_table(records: list[MetricsRecord]) -> str:
         for column, view in views_with_intervals(record):
             if "ndcg_i2t" in view:
                 ks = f"{view.get('ndcg_k', DASH)} / {view.get('map_k', DASH)}"
-                rows.append([column, f"`{record.method}`"] + [fmt(view.get(k)) for k in keys] + [ks])
+                rows.append([column, method_label(record.method, _recipes(records))]
+                            + [fmt(view.get(k)) for k in keys] + [ks])
     return markdown_table(header, rows)
 
 
@@ -124,7 +137,7 @@ def recall_tables(records: list[MetricsRecord]) -> str:
             if col == column:
                 counterpart = RECALL_ROW.get(method)
                 note = f" (cf. {counterpart[0]} '{counterpart[1]}')" if counterpart else ""
-                rows.append([f"`{method}`{note}"] + [fmt(v) for v in values])
+                rows.append([f"{method_label(method, _recipes(records))}{note}"] + [fmt(v) for v in values])
         for row in RECALL_ROWS:
             if row["dataset"] == column:
                 values = row["i2t"] + row["t2i"]
@@ -142,7 +155,7 @@ def f1_table(records: list[MetricsRecord]) -> str:
     columns = _columns(found, TABLE1_DATASETS)
     header = ["Method"] + [f"{c} {m}" for c in columns for m in ("Image", "Text")]
     rows = []
-    for label, method, paper_row in _method_rows(found, F1_ROW, F1_TABLE):
+    for label, method, paper_row in _method_rows(found, F1_ROW, F1_TABLE, _recipes(records)):
         cells = [label]
         for column in columns:
             ours = found.get((method, column), (None, None))
@@ -152,4 +165,20 @@ def f1_table(records: list[MetricsRecord]) -> str:
             else:
                 cells += [fmt(o, 3) for o in ours]
         rows.append(cells)
+    return markdown_table(header, rows)
+
+
+F1_WAYS = (("f1_{m}", "0.5"), ("f1_{m}_tuned", "val-tuned"), ("f1_{m}_topk", "top-k"))
+
+
+def f1_three_ways_table(records: list[MetricsRecord]) -> str:
+    """Micro-F1 per modality at 0.5, at the validation-tuned threshold and at top-k (ours only)."""
+    recipes = _recipes(records)
+    header = ["Dataset", "Method"] + [f"{m.capitalize()} {label}" for m in ("image", "text") for _, label in F1_WAYS]
+    rows = []
+    for record in records:
+        for column, view in column_views(record):
+            if "f1_image_tuned" in view:
+                rows.append([column, method_label(record.method, recipes)]
+                            + [fmt(view.get(key.format(m=m)), 3) for m in ("image", "text") for key, _ in F1_WAYS])
     return markdown_table(header, rows)

@@ -56,7 +56,9 @@ def build_text_data(table: pa.Table, text: dict, seed: int, out_dir: str | Path,
     if text["word2vec_path"]:  # first, so a bad vectors file fails before any other work
         vectors = load_vectors(text["word2vec_path"], text["embedding_dim"], text["word2vec_cache_dir"])
     texts, rows, caption_index, images_without = table_captions(table)
-    corpus = tokenize_corpus(texts, text["max_len"], progress=progress)
+    corpus = tokenize_corpus(texts, text["max_len"], progress=progress,
+                             punctuation=text.get("punctuation", "drop") == "keep",
+                             start_end=text.get("start_end_tokens", False))
     lengths = corpus.lengths
     split_ids = pc.index_in(table.column("split"), value_set=pa.array(SPLITS))  # null: not a known split
     caption_split = np.asarray(pc.fill_null(split_ids, -1), dtype=np.int64)[rows]

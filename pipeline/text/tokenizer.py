@@ -37,6 +37,9 @@ from tqdm import tqdm
 WORD_PATTERN = r"[\p{L}\p{N}][\p{L}\p{M}\p{N}]*(?:'[\p{L}\p{M}\p{N}]+)*"
 SEPARATOR = "\x00"
 _CORPUS_PATTERN = redos.compile(r"\x00|" + WORD_PATTERN, timeout=None)
+# `text.punctuation: keep` (SCAN's official tokenizer keeps punctuation): each punctuation mark is a token.
+_CORPUS_PATTERN_PUNCT = redos.compile(r"\x00|" + WORD_PATTERN + r"|\p{P}", timeout=None)
+START, END = "<start>", "<end>"  # `text.start_end_tokens` (SCAN's official vocabulary)
 _APOSTROPHES = ("\u2019", "\u2018", "\u02bc")
 CHUNK_SIZE = 20_000
 
@@ -77,12 +80,14 @@ def _check_max_len(max_len: int | None) -> None:
         raise ValueError(f"parameter 'text.max_len' must be a positive integer, got {max_len!r}")
 
 
-def _tokenize_chunk(texts: Sequence[str], max_len: int | None) -> tuple[pa.Array, np.ndarray]:
+def _tokenize_chunk(texts: Sequence[str], max_len: int | None,
+                    punctuation: bool = False) -> tuple[pa.Array, np.ndarray]:
     """Kept tokens of `texts` (flat) and each caption's token count before truncation."""
     joined = SEPARATOR.join(texts)
     if joined.count(SEPARATOR) != len(texts) - 1:  # a caption holds the separator itself: blank it
         joined = SEPARATOR.join(t.replace(SEPARATOR, " ") for t in texts)
-    found = pa.array(_CORPUS_PATTERN.findall(normalize(joined)), type=pa.large_string())
+    pattern = _CORPUS_PATTERN_PUNCT if punctuation else _CORPUS_PATTERN
+    found = pa.array(pattern.findall(normalize(joined)), type=pa.large_string())
     is_sep = pc.equal(found, SEPARATOR).to_numpy(zero_copy_only=False)
     owner = np.cumsum(is_sep)[~is_sep]            # caption of each word token
     words = found.filter(pa.array(~is_sep))
@@ -94,22 +99,45 @@ def _tokenize_chunk(texts: Sequence[str], max_len: int | None) -> tuple[pa.Array
     return words, counts
 
 
-def tokenize_corpus(texts: Sequence[str], max_len: int | None = None, *,
-                    chunk_size: int = CHUNK_SIZE, progress: bool = False) -> TokenizedCorpus:
-    """Tokenise every caption of `texts` (strings) with the policy above, keeping `max_len` tokens each."""
+def tokenize_corpus(texts: Sequence[str], max_len: int | None = None, *, chunk_size: int = CHUNK_SIZE,
+                    progress: bool = False, punctuation: bool = False, start_end: bool = False) -> TokenizedCorpus:
+    """Tokenise every caption of `texts` (strings) with the policy above, keeping `max_len` tokens each.
+
+    `punctuation`: each punctuation mark (Unicode class P) is a token of its own instead of a separator.
+    `start_end`: every caption, empty ones included, is wrapped in `<start>` ... `<end>` after truncation
+    (so it holds up to `max_len + 2` tokens)."""
     _check_max_len(max_len)
     pieces: list[pa.Array] = []
     full: list[np.ndarray] = []
     for start in tqdm(range(0, len(texts), chunk_size), desc="tokenize", unit="chunk",
                       disable=not progress or len(texts) <= chunk_size):
-        words, counts = _tokenize_chunk(texts[start:start + chunk_size], max_len)
+        words, counts = _tokenize_chunk(texts[start:start + chunk_size], max_len, punctuation)
         pieces.append(words)
         full.append(counts)
     full_lengths = np.concatenate(full) if full else np.zeros(0, dtype=np.int64)
     kept = full_lengths if max_len is None else np.minimum(full_lengths, max_len)
     offsets = np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
     tokens = pa.concat_arrays(pieces) if pieces else pa.array([], type=pa.large_string())
-    return TokenizedCorpus(tokens=tokens, offsets=offsets, full_lengths=full_lengths)
+    corpus = TokenizedCorpus(tokens=tokens, offsets=offsets, full_lengths=full_lengths)
+    return _with_start_end(corpus) if start_end else corpus
+
+
+def _with_start_end(corpus: TokenizedCorpus) -> TokenizedCorpus:
+    """`corpus` with `<start>` before and `<end>` after every caption."""
+    n = len(corpus)
+    new_offsets = corpus.offsets + 2 * np.arange(n + 1, dtype=np.int64)
+    total = int(new_offsets[-1])
+    kind = np.ones(total, dtype=np.int8)               # 1: a word, 0: <start>, 2: <end>
+    kind[new_offsets[:-1]] = 0
+    kind[new_offsets[1:] - 1] = 2
+    words = corpus.tokens.to_numpy(zero_copy_only=False)
+    out = np.empty(total, dtype=object)
+    out[kind == 1] = words
+    out[kind == 0] = START
+    out[kind == 2] = END
+    # full_lengths keep counting the caption's own tokens (the truncation statistic reads them).
+    return TokenizedCorpus(tokens=pa.array(out, type=pa.large_string()), offsets=new_offsets,
+                           full_lengths=corpus.full_lengths)
 
 
 def tokenize(text: str, max_len: int | None = None) -> list[str]:

@@ -35,6 +35,7 @@ from pipeline.training.checkpoint import (CONFIG_FILE, MODEL_FILE, STATE_FILE, l
                                           save_torch)
 from pipeline.training.data import RetrievalData
 from pipeline.training.registry import build_method
+from pipeline.training.schedule import make_optimizer, set_epoch_lr
 from pipeline.training.schema import method_train_settings
 from pipeline.training.scoring import autocast, score_split, selection_key, split_metrics
 
@@ -217,12 +218,13 @@ def _train(name: str, params: dict, data: RetrievalData, model_dir: Path, histor
 def _setup(name: str, params: dict, data: RetrievalData, model_dir: Path, history_path: Path, dataset: str,
            progress: bool, step_hook, log) -> _Run:
     """Device and process group, the seeded method, its optimizer, the selection metric and the run's identity."""
-    settings, seed = method_train_settings(params, name), int(params["seed"])
+    settings, seed = method_train_settings(params, name, dataset), int(params["seed"])
     device = resolve_device(settings["device"])
     rank, world, device = _setup_distributed(device)
 
     torch.manual_seed(seed)
-    method = build_method(name, params, data.info, word_vectors=np.asarray(data.text.embeddings)).to(device)
+    method = build_method(name, params, data.info, word_vectors=np.asarray(data.text.embeddings),
+                          dataset=dataset).to(device)
     closed_form = getattr(method, "closed_form", False)
     key = selection_key(settings["select_metric"], data.info.num_labels > 0, getattr(method, "select_metric", None))
     train_items = data.split_items("train")
@@ -231,7 +233,7 @@ def _setup(name: str, params: dict, data: RetrievalData, model_dir: Path, histor
     optimizer = None
     if not closed_form:
         trainable = [p for p in method.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
+        optimizer = make_optimizer(trainable, settings)
     return _Run(name=name, params=params, settings=settings, seed=seed, data=data, dataset=dataset,
                 model_dir=model_dir, history_path=history_path, device=device, rank=rank, world=world,
                 amp=settings["amp"] and device.type == "cuda" and not closed_form, method=method, key=key,
@@ -321,6 +323,7 @@ def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module
     method.start_epoch(epoch)
     method.train()
     trainable = [p for group in run.optimizer.param_groups for p in group["params"]]
+    set_epoch_lr(run.optimizer, settings, epoch)
     sums: dict[str, torch.Tensor] = {}
     window, window_steps = torch.zeros((), device=device), 0
     bar = tqdm(range(n_steps), desc=f"{run.name} epoch {epoch + 1}/{settings['epochs']}", unit="batch",
@@ -344,9 +347,23 @@ def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module
             window, window_steps = torch.zeros((), device=device), 0
         if run.step_hook is not None:
             run.step_hook(epoch, step)
+    _after_epoch(run, settings["eval_batch_size"])
     record = {"epoch": epoch + 1, **{k: float(v) / n_steps for k, v in sums.items()}}
     _check_epoch(record["loss"], state, settings, run.name, epoch)
     return record
+
+
+def _after_epoch(run: _Run, batch_size: int) -> None:
+    """A method's pass over every training pair after its epoch (DCCA's one-pass final CCA), in eval mode
+    without gradients; every rank runs it on the same pairs, so their buffers stay equal."""
+    hook = getattr(run.method, "after_epoch", None)
+    if hook is None:
+        return
+    captions, device = run.train_captions, run.device
+    run.method.eval()
+    with torch.no_grad(), autocast(device, run.amp):
+        hook(run.data.pair_batch(captions[i:i + batch_size]).to(device) for i in range(0, len(captions), batch_size))
+    run.method.train()
 
 
 def _fit_closed_form(run: _Run) -> dict:

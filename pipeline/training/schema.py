@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.models.baselines.params import BASELINE_SCHEMAS, check_baseline_section
-from pipeline.param_checks import failer
+from pipeline.param_checks import Optional_, failer
+from pipeline.training.recipes import (DEFAULT_RECIPE, OPTION_CHOICES, RECIPE_NAMES, RECIPES, dataset_kind,
+                                       recipe_train)
 
 TRAIN_SCHEMA: dict[str, Any] = {
     # Mini-batch size (pairs of one image and one of its captions).
@@ -24,6 +26,13 @@ TRAIN_SCHEMA: dict[str, Any] = {
     "epochs": 45,
     # Early stopping: stop after this many epochs without a better validation metric (0 = never).
     "patience": 0,
+    # Learning rate multiplied by lr_decay_factor from this epoch on (1-based: 15 = the 16th epoch
+    # trains at the decayed rate, as SCAN's `lr_update 15`); 0 = constant.
+    "lr_decay_epoch": 0,
+    "lr_decay_factor": 0.1,
+    # "adam" or "sgd_nesterov" (SGD with Nesterov momentum `momentum`, the dual-path official code).
+    "optimizer": "adam",
+    "momentum": 0.9,
     # Gradient-norm clipping (0 = off).
     "grad_clip": 2.0,
     # "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:<index>".
@@ -68,8 +77,13 @@ _SS_TRANSFORMER: dict[str, Any] = {
     # ("" = random init). Needs d_model 768, d_ff 3072, layers <= 12, norm_first false, gelu.
     "bert_checkpoint": "",
 }
-# Masked-segment context prediction (Eq. 5).
-_SS_MASK: dict[str, Any] = {"mask_prob": 0.15}
+# Masked-segment context prediction (Eq. 5). Null options take the recipe's value
+# (pipeline/training/recipes.py): context_loss "logits" (paper: cross-entropy on logits) or "sigmoid"
+# (official: cross-entropy applied to sigmoid outputs); mask_rois true (paper: masked RoIs are replaced
+# by [MASK]) or false (official: the detector class of sampled RoIs is predicted from unmasked inputs);
+# lambda_scale: factor on the top-level lambda (the context weight is lambda * lambda_scale).
+_SS_MASK: dict[str, Any] = {"mask_prob": 0.15, "context_loss": Optional_(str), "mask_rois": Optional_(bool),
+                            "lambda_scale": Optional_(float)}
 # Triplet consistency loss of the "Ours+Con" ablation.
 _SS_CON: dict[str, Any] = {"con_weight": 0.1, "con_margin": 0.2}
 
@@ -77,7 +91,15 @@ _SS_CON: dict[str, Any] = {"con_weight": 0.1, "con_margin": 0.2}
 # softmax temperatures lambda1 (regions attend words, F^V) / lambda2 (words attend regions, F^S) 9,
 # lambda_con 0.3 (best on COCO and Flickr8k; 1.0 on Flickr30k). attention_memory_mb bounds the
 # working tensors of one scoring block at evaluation (raise it on a GPU).
-_SCAN: dict[str, Any] = {"d_model": 1024, "finetune_words": True, "margin": 0.2, "attention_memory_mb": 512.0}
+# Null options take the recipe's value: attention_activation relu (papers) | leaky_relu (official, slope
+# 0.1); aggregation of the region/word relevances mean (Eq. 6/8) | lse (LogSumExp with inverse
+# temperature lse_temperature, SCAN's best i-t rows); negatives distinct_images (captions of the same
+# image are not negatives) | diagonal (official: only the positive pair is excluded); word_init word2vec
+# (text/embeddings.npy) | random (official: U(-0.1, 0.1)). lambda1/lambda2 null = the recipe's.
+_SCAN: dict[str, Any] = {"d_model": 1024, "finetune_words": True, "margin": 0.2, "attention_memory_mb": 512.0,
+                         "attention_activation": Optional_(str), "aggregation": Optional_(str),
+                         "lse_temperature": Optional_(float), "negatives": Optional_(str),
+                         "word_init": Optional_(str)}
 # Dual-path instance loss (papers/003): 2048-d embedding (fc-bn-relu-fc heads), dropout 0.75,
 # text CNN over 32 tokens with ResNet-50 stage depths/widths, ranking margin 1 with one sampled
 # negative per anchor ("hardest" for VSE++ mining), stage II weights (rank, visual, textual) 1/1/1
@@ -88,7 +110,10 @@ _SCAN: dict[str, Any] = {"d_model": 1024, "finetune_words": True, "margin": 0.2,
 _DUAL_PATH: dict[str, Any] = {
     "embed_dim": 2048, "dropout": 0.75, "text_length": 32, "position_shift": True,
     "text_blocks": [3, 4, 6, 3], "text_widths": [256, 512, 1024, 2048], "finetune_words": True,
-    "margin": 1.0, "ranking_negatives": "sampled", "loss_weights": [1.0, 1.0, 1.0],
+    # ranking_negatives (null = the recipe's): sampled | hardest | hardest_of_pool (official: an image
+    # anchor takes the hardest of `negative_pool` random texts of other images, a text anchor a random
+    # in-batch image); loss_weights null = the recipe's (official COCO 2 : 1 : 0.1).
+    "margin": 1.0, "ranking_negatives": Optional_(str), "negative_pool": 256, "loss_weights": Optional_(list),
     "stage1_epochs": 20, "stage1_freeze": "pretrained",
     "image_backbone": "roi", "resnet_weights": "", "image_table": "", "image_size": 224,
 }
@@ -102,9 +127,9 @@ METHOD_SCHEMAS: dict[str, dict[str, Any]] = {
     "ss_wo_l": {**_SS_INPUT, **_SS_TRANSFORMER, **_SS_MASK},
     "st": {**_SS_INPUT, **_SS_TRANSFORMER, **_SS_MASK},
     "imc": {**_SS_INPUT, **_SS_TRANSFORMER},
-    "scan_i2t": {**_SCAN, "lambda1": 9.0},
-    "scan_t2i": {**_SCAN, "lambda2": 9.0},
-    "scan_consistency": {**_SCAN, "lambda1": 9.0, "lambda2": 9.0, "lambda_con": 0.3},
+    "scan_i2t": {**_SCAN, "lambda1": Optional_(float)},
+    "scan_t2i": {**_SCAN, "lambda2": Optional_(float)},
+    "scan_consistency": {**_SCAN, "lambda1": Optional_(float), "lambda2": Optional_(float), "lambda_con": 0.3},
     "dual_path": dict(_DUAL_PATH),
     **BASELINE_SCHEMAS,  # Table-1 baselines: cca lcfs jfssl dcca dscmr scml vilbert (pipeline/models/baselines/params.py)
 }
@@ -112,13 +137,18 @@ METHOD_SCHEMAS: dict[str, dict[str, Any]] = {
 # Methods whose objective reads the top-level `lambda` (those with the context loss L2).
 # Shared `train` keys a method section may override (`methods.<m>.train`), so slow methods can run fewer
 # epochs or another learning rate than the rest.
-METHOD_TRAIN_OVERRIDES = ("epochs", "lr", "batch_size")
+METHOD_TRAIN_OVERRIDES = ("epochs", "lr", "batch_size", "lr_decay_epoch", "lr_decay_factor", "optimizer",
+                          "momentum", "weight_decay")
+
+# Every method with recipes gets `recipe: paper | official` (pipeline/training/recipes.py).
+for _name in RECIPES:
+    METHOD_SCHEMAS[_name]["recipe"] = DEFAULT_RECIPE
 
 
-def method_train_settings(params: dict, name: str) -> dict:
-    """The `train` section as method `name` sees it: shared values with its own overrides applied."""
-    overrides = params["methods"].get(name, {}).get("train", {})
-    return {**params["train"], **overrides}
+def method_train_settings(params: dict, name: str, dataset: str | None = None) -> dict:
+    """The `train` section as method `name` sees it on `dataset`: shared values, then its recipe's
+    values for the dataset's kind, then its own `methods.<name>.train` overrides."""
+    return recipe_train(params, name, dataset_kind(params, dataset))
 
 
 USES_LAMBDA = frozenset(name for name, schema in METHOD_SCHEMAS.items() if "mask_prob" in schema)
@@ -152,6 +182,7 @@ def check_training_params(params: dict, source: str = "params.yaml") -> None:
         fail("train.device", "auto, cpu, cuda or cuda:<index>", device)
     for name, section in params["methods"].items():
         _check_method_section(name, section, fail)
+        _check_recipe(params, name, section, fail)
 
 
 def _check_method_section(name: str, s: dict, fail) -> None:
@@ -186,7 +217,7 @@ def _check_method_section(name: str, s: dict, fail) -> None:
 
 def _check_scan_section(key: str, s: dict, fail) -> None:
     for k in ("lambda1", "lambda2", "attention_memory_mb"):
-        if k in s and not s[k] > 0:
+        if s.get(k) is not None and not s[k] > 0:
             fail(key + k, "> 0", s[k])
     for k in ("margin", "lambda_con"):
         if k in s and not s[k] >= 0:
@@ -194,7 +225,7 @@ def _check_scan_section(key: str, s: dict, fail) -> None:
 
 
 # Choices of the dual-path section (papers/003; `pipeline/models/dual_path.py`).
-DUAL_PATH_NEGATIVES = ("sampled", "hardest")
+DUAL_PATH_NEGATIVES = ("sampled", "hardest", "hardest_of_pool")
 DUAL_PATH_FREEZE = ("pretrained", "image_path")
 DUAL_PATH_BACKBONES = ("roi", "resnet50")
 
@@ -209,10 +240,6 @@ def _check_dual_path_section(key: str, s: dict, fail) -> None:
         fail(key + "text_blocks", "positive block counts with positive text_widths", s["text_blocks"])
     if not s["margin"] >= 0:
         fail(key + "margin", ">= 0", s["margin"])
-    if s["ranking_negatives"] not in DUAL_PATH_NEGATIVES:
-        fail(key + "ranking_negatives", " or ".join(DUAL_PATH_NEGATIVES), s["ranking_negatives"])
-    if len(s["loss_weights"]) != 3 or any(not w >= 0 for w in s["loss_weights"]):
-        fail(key + "loss_weights", "three weights >= 0 (ranking, visual, textual)", s["loss_weights"])
     if s["stage1_epochs"] < 0:
         fail(key + "stage1_epochs", "an integer >= 0", s["stage1_epochs"])
     if s["stage1_freeze"] not in DUAL_PATH_FREEZE:
@@ -224,3 +251,65 @@ def _check_dual_path_section(key: str, s: dict, fail) -> None:
             if not s[k]:
                 fail(key + k, "a file path when image_backbone is resnet50 (ImageNet weights / the prepared table)",
                      s[k])
+
+
+def _check_recipe(params: dict, name: str, section: dict, fail) -> None:
+    """The recipe name, the option values (written or from the recipe) and the loop values each dataset
+    gives this method."""
+    key = f"methods.{name}."
+    if "recipe" in section and section["recipe"] not in RECIPE_NAMES:
+        fail(key + "recipe", " or ".join(RECIPE_NAMES), section["recipe"])
+    from pipeline.training.recipes import resolve_settings
+
+    kinds = {dataset_kind(params, d) for d in params.get("datasets", [])} or {None}
+    for kind in sorted(kinds, key=str):
+        resolved = resolve_settings(params, name, kind)
+        for opt, choices in OPTION_CHOICES.items():
+            value = resolved.get(opt) if name in RECIPES else None
+            if value is None:
+                continue
+            if choices is not None and value not in choices:
+                fail(key + opt, " or ".join(choices), value)
+        for opt in ("lse_temperature", "lambda1", "lambda2", "lambda_scale"):
+            if resolved.get(opt) is not None and not resolved[opt] > 0:
+                fail(key + opt, "> 0", resolved[opt])
+        if resolved.get("ranking_negatives") is not None and resolved["ranking_negatives"] not in DUAL_PATH_NEGATIVES:
+            fail(key + "ranking_negatives", " or ".join(DUAL_PATH_NEGATIVES), resolved["ranking_negatives"])
+        if "negative_pool" in resolved and resolved["negative_pool"] < 1:
+            fail(key + "negative_pool", "an integer >= 1", resolved["negative_pool"])
+        weights = resolved.get("loss_weights")
+        if weights is not None and (len(weights) != 3 or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)):
+            fail(key + "loss_weights", "three numbers >= 0 (ranking, visual, textual)", weights)
+        _check_loop(params, name, kind, fail)
+
+
+def _check_loop(params: dict, name: str, kind: str | None, fail) -> None:
+    """A decay epoch within the run and a known optimiser, for the loop values method `name` trains with on
+    a dataset of kind `kind`; the error names where the value came from (the method's `train` override,
+    its recipe, or the shared `train` section)."""
+    from pipeline.training.recipes import recipe_values
+
+    train = recipe_train(params, name, kind)
+    own = params["methods"][name].get("train", {})
+    _, from_recipe = recipe_values(name, params["methods"][name].get("recipe", ""), kind)
+
+    def where(key: str) -> str:
+        if key in own:
+            return f"methods.{name}.train.{key}"
+        if key in from_recipe:
+            return f"methods.{name}.recipe ({params['methods'][name]['recipe']}, {kind}: {key})"
+        return f"train.{key}"
+
+    if train["optimizer"] not in ("adam", "sgd_nesterov"):
+        fail(where("optimizer"), "adam or sgd_nesterov", train["optimizer"])
+    decay = train["lr_decay_epoch"]
+    if decay < 0:
+        fail(where("lr_decay_epoch"), "an integer >= 0 (0 = no decay)", decay)
+    if decay >= train["epochs"] > 0 and decay > 0:
+        fail(where("lr_decay_epoch"), f"before the last epoch (epochs {train['epochs']} for method {name}; "
+                                      f"later decays no epoch)", decay)
+    if not 0 < train["lr_decay_factor"] <= 1:
+        fail(where("lr_decay_factor"), "in (0, 1]", train["lr_decay_factor"])
+    if not 0 <= train["momentum"] < 1:
+        fail(where("momentum"), "in [0, 1)", train["momentum"])

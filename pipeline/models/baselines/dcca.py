@@ -3,9 +3,10 @@
 Two networks (image: mean of the RoI features; caption: mean word vector or sentence CNN) map the
 views to o outputs each; training maximises their total canonical correlation on every mini-batch
 (`pipeline.losses.correlation`). Retrieval uses the linear CCA of the two outputs: the paper fits it on
-the training outputs after training; here the covariances are running (exponential) averages of the
-mini-batch covariances kept in buffers (`stats_momentum`), so the canonical projections are available
-after every epoch without a separate pass. Faithful: the objective, the regularised covariances
+the training outputs after training, and so does `final_cca: one_pass` (default): after each epoch the
+loop calls `after_epoch`, which recomputes the covariances in one pass over every training pair (so the
+epoch selected on validation has its own fit). `final_cca: running` keeps running (exponential) averages
+of the mini-batch covariances (`stats_momentum`) instead, without the extra pass. Faithful: the objective, the regularised covariances
 (r1 = r2 = `reg`), the top-k option. Not reproduced: the paper's RBM pre-training and full-batch
 L-BFGS (the shared Adam loop trains every gradient method).
 """
@@ -66,6 +67,30 @@ class DCCA(RetrievalMethod):
         eye = torch.eye(self.s11.shape[0], dtype=self.s11.dtype, device=self.s11.device)
         reg = float(self.settings["reg"])
         return cca_projections(self.s11 + reg * eye, self.s22 + reg * eye, self.s12, self.k)[2]
+
+    @torch.no_grad()
+    def after_epoch(self, batches) -> None:
+        """`final_cca: one_pass`: the covariances of the outputs over every training pair (`batches`: an
+        iterable of PairBatch), replacing the running estimates."""
+        if self.settings.get("final_cca", "running") != "one_pass":
+            return
+        n, sums = 0, None
+        for batch in batches:
+            h1 = self._outputs(images=batch.images).double()
+            h2 = self._outputs(texts=batch.texts).double()
+            parts = (h1.sum(0), h2.sum(0), h1.T @ h1, h2.T @ h2, h1.T @ h2)
+            sums = parts if sums is None else tuple(a + b for a, b in zip(sums, parts))
+            n += h1.shape[0]
+        if n < 2:
+            return
+        m1, m2, p11, p22, p12 = sums
+        m1, m2 = m1 / n, m2 / n
+        self.mean1.copy_(m1)
+        self.mean2.copy_(m2)
+        self.s11.copy_((p11 - n * torch.outer(m1, m1)) / (n - 1))
+        self.s22.copy_((p22 - n * torch.outer(m2, m2)) / (n - 1))
+        self.s12.copy_((p12 - n * torch.outer(m1, m2)) / (n - 1))
+        self.stats_seen.fill_(True)
 
     # --- RetrievalMethod protocol ---------------------------------------------------------------
     def training_loss(self, batch: PairBatch):

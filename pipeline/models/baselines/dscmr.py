@@ -7,8 +7,8 @@ features (the paper: VGG-19 fc7) and a sentence CNN over the word vectors (the p
 sentence CNN). Objective (official code): `J = J1 + alpha * J2 + beta * J3` with
 - J1 label-space discrimination, `pipeline.losses.discrimination.label_space_loss`, both modalities;
 - J2 common-space discrimination over image-text, image-image, text-text pairs,
-  `pipeline.losses.consistency.imc_loss` (S = the pair shares a label: the multi-label convention of
-  the reference notes; the official code compares single labels);
+  `pipeline.losses.consistency.imc_loss`; option `label_similarity` (recipe): "shares_label" (S = 1 when
+  the pair shares a label, the paper's same-class S) or "label_count" (official: S = y_i . y_j);
 - J3 modality invariance, `pipeline.losses.discrimination.modality_invariance_loss`.
 Retrieval: cosine between common representations. Not reproduced: the official optimizer settings
 (Adam betas (0.5, 0.999), batch 100, lr 1e-4) are replaced by the shared `train` section.
@@ -57,7 +57,7 @@ class DSCMR(RetrievalMethod):
         y_u, y_v = batch.images.labels, batch.texts.labels
         parts = {
             "label_space": label_space_loss(self.predictor(u), y_u) + label_space_loss(self.predictor(v), y_v),
-            "common_space": imc_loss(u, v, y_u, y_v),
+            "common_space": imc_loss(u, v, y_u, y_v, self.settings.get("label_similarity") or "shares_label"),
             "invariance": modality_invariance_loss(u, v),
         }
         s = self.settings

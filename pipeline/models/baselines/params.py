@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.param_checks import Optional_
+
 # Inputs of the linear methods: the mean of the 36 RoI features, and a caption feature (papers/000:
 # "we pre-extract deep embeddings for linear methods").
 _LINEAR: dict[str, Any] = {
@@ -74,6 +76,10 @@ BASELINE_SCHEMAS: dict[str, dict[str, Any]] = {
         # Momentum of the running covariances that give the final linear CCA (the paper fits CCA on
         # the training outputs after training; here it is estimated from the mini-batches).
         "stats_momentum": 0.05,
+        # How the final linear CCA is fitted: "one_pass" (the paper and the public port: on the training
+        # outputs, in one pass over the training pairs after each epoch's training) or "running" (the
+        # running mini-batch covariances above, no extra pass).
+        "final_cca": "one_pass",
     },
     "dscmr": {
         **_TEXT,
@@ -87,6 +93,9 @@ BASELINE_SCHEMAS: dict[str, dict[str, Any]] = {
         # J = J1 + alpha * J2 + beta * J3 (official code: alpha 1e-3, beta 1e-1).
         "alpha": 1e-3,
         "beta": 0.1,
+        # S of J2 (null = the recipe's, pipeline/training/recipes.py): "shares_label" (paper) or
+        # "label_count" (official code: y_i . y_j).
+        "label_similarity": Optional_(str),
     },
     "scml": {
         **_TEXT,
@@ -155,6 +164,8 @@ def check_baseline_section(name: str, s: dict, fail) -> None:
             fail(key + k, "> 0", s[k])
     if "stats_momentum" in s and not 0 < s["stats_momentum"] <= 1:
         fail(key + "stats_momentum", "in (0, 1]", s["stats_momentum"])
+    if "final_cca" in s and s["final_cca"] not in ("one_pass", "running"):
+        fail(key + "final_cca", "one_pass or running", s["final_cca"])
     if "activation" in s and "hidden" in s and s["activation"] not in ("sigmoid", "relu", "tanh"):
         fail(key + "activation", "sigmoid, relu or tanh", s["activation"])
     if "top_k" in s and s["top_k"] > s["out_dim"]:
