@@ -145,8 +145,9 @@ def test_extract_and_train_detector_stage_commands(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "trained shapes detector not found" in result.output
     result = runner.invoke(app, ["train-detector", "mini", "--no-progress"])
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "reports" / "detector" / "mini.json").read_text())
-    assert report["history"][-1]["iteration"] == 4 and 0.0 <= report["metrics"]["recall"] <= 1.0
+    metrics = json.loads((tmp_path / "reports" / "detector" / "mini.json").read_text())
+    history = json.loads((tmp_path / "reports" / "detector" / "mini_history.json").read_text())
+    assert history[-1]["iteration"] == 4 and 0.0 <= metrics["recall"] <= 1.0
     result = runner.invoke(app, ["extract", "mini", "--no-progress"])
     assert result.exit_code == 0, result.output
     stats = json.loads((tmp_path / "data" / "mini" / "extract_stats.json").read_text())
