@@ -6,7 +6,8 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 import metrics_reference as ref
-from pipeline.metrics import MetricInputError, average_precision
+from pipeline.metrics import MetricInputError
+from pipeline.metrics.average_precision import average_precision
 
 
 def test_hand_worked_case():

@@ -4,14 +4,16 @@
 each (ndcg, average_precision, recall, classification), the shared tie rule (ranking), the score
 inputs (scoring), the evaluation protocols (protocols) and the params section (schema, torch-free).
 The names below are imported on first use, so that `pipeline.metrics.schema` (read when params are
-loaded) does not import torch.
+loaded) does not import torch. `average_precision` is not among them: importing its module binds the
+package attribute of that name to the module, so the function is imported from
+`pipeline.metrics.average_precision` itself.
 per_query holds the per-query values the `evaluate` stage saves, bootstrap the paired intervals the
 report draws from them.
 """
 import importlib
 
 _EXPORTS = {
-    "average_precision": "average_precision", "micro_f1": "classification", "metric_options": "config",
+    "micro_f1": "classification", "metric_options": "config",
     "MetricInputError": "errors", "evaluate_similarity": "evaluate", "protocol_view": "evaluate",
     "score_direction": "evaluate", "ndcg_at_k": "ndcg", "read_rankings": "rankings", "top_retrievals": "rankings",
     "write_rankings": "rankings", "recall_summary": "recall", "rsum": "recall",
