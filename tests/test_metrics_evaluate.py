@@ -131,7 +131,9 @@ def test_text_dedup_against_reference():
     assert_same(got, expected)
     assert got["n_texts"] == len(first) < n_img
     # token-id keys (lists of different lengths) dedup the same way
-    ids = [np.array([hash(w) % 97 for w in t.split()]) for t in text_keys]
+    # (ids from a fixed word table: Python's str hash changes with each process, and hash % 97 could collide)
+    word_id = {w: i for i, w in enumerate(sorted({w for t in text_keys for w in t.split()}))}
+    ids = [np.array([word_id[w] for w in t.split()]) for t in text_keys]
     assert evaluate_similarity((img, txt), labels, None, caption_image, text_keys=ids, recall_ks=(1, 2, 5)) == got
 
 
