@@ -317,6 +317,10 @@ def test_lr_multipliers_give_each_parameter_group_its_rate():
     params = _with_datasets({})
     assert resolve_settings(params, "dual_path", "coco")["lr_multipliers"] == {"backbone": 1e-3, "words": 1e-3, "new": 1.0}
     assert resolve_settings(params, "dual_path", "shapes")["lr_multipliers"] is None
+    from pipeline.models.dual_path import LR_GROUPS
+    from pipeline.training.schema import DUAL_PATH_LR_GROUPS
+
+    assert LR_GROUPS == DUAL_PATH_LR_GROUPS
     method, _ = _dual_path(lr_multipliers={"words": 0.001})
     groups = method.lr_groups()
     assert [m for m, _ in groups] == [1.0, 0.001, 1.0]            # backbone (none with RoI features), words, new

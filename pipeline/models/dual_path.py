@@ -36,7 +36,6 @@ from pipeline.contract.batches import DataInfo, ImageBatch, PairBatch, TextBatch
 from pipeline.contract.method import RetrievalMethod, build_kwargs_word_vectors
 from pipeline.losses.ranking import distinct_images, pooled_hardest_ranking_loss, triplet_ranking_loss
 from pipeline.models.text_cnn import TextCNN, fixed_length_ids
-from pipeline.training.schema import DUAL_PATH_LR_GROUPS
 
 
 
@@ -65,6 +64,8 @@ def official_heads(image_in: int, text_in: int, dim: int) -> tuple[nn.Sequential
 
 
 HEADS = ("paper", "official")
+# Parameter groups of `lr_multipliers` (the params check's list, `schema.DUAL_PATH_LR_GROUPS`, must match).
+LR_GROUPS = ("backbone", "words", "new")
 
 
 def instance_classes(info: DataInfo) -> int:
@@ -149,7 +150,7 @@ class DualPath(RetrievalMethod):
         taken = {id(p) for p in backbone + words}
         new = [p for p in self.parameters() if id(p) not in taken]
         return [(float(mult.get(group, 1.0)), params)
-                for group, params in zip(DUAL_PATH_LR_GROUPS, (backbone, words, new))]
+                for group, params in zip(LR_GROUPS, (backbone, words, new))]
 
     # --- encoders -------------------------------------------------------------------------------
     def encode_images(self, images: ImageBatch) -> torch.Tensor:
