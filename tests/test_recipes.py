@@ -296,3 +296,152 @@ def test_dcca_one_pass_final_cca_uses_the_covariances_of_all_training_outputs():
     assert not bool(other.stats_seen)                           # running: the pass changes nothing
     with pytest.raises(ParamError, match=r"methods\.dcca\.final_cca"):
         validate({"methods": {"dcca": {"final_cca": "two_pass"}}})
+
+
+# --- dual-path: per-layer lr multipliers, head layout, test-time flip (issue 15, left options) -------------
+
+_DUAL_SMALL = {"embed_dim": 32, "dropout": 0.1, "text_length": 12, "text_blocks": [1, 1, 1],
+               "text_widths": [16, 32, 32], "stage1_epochs": 1}
+
+
+def _dual_path(**options):
+    data = concept_data(n_images=4, seed=1)
+    params = validate({"methods": {"dual_path": {**_DUAL_SMALL, **options}}})
+    torch.manual_seed(0)
+    return build_method("dual_path", params, data.info, word_vectors=data.word_vectors), data
+
+
+def test_lr_multipliers_give_each_parameter_group_its_rate():
+    # Official (coco_word2_*.m): word table and ResNet-50 x1e-3, new layers x1, base lr 0.1; on COCO and
+    # Flickr30k only (the multipliers are relative to the official lr 0.1), none on shapes.
+    params = _with_datasets({})
+    assert resolve_settings(params, "dual_path", "coco")["lr_multipliers"] == {"backbone": 1e-3, "words": 1e-3, "new": 1.0}
+    assert resolve_settings(params, "dual_path", "shapes")["lr_multipliers"] is None
+    from pipeline.models.dual_path import LR_GROUPS
+    from pipeline.training.schema import DUAL_PATH_LR_GROUPS
+
+    assert LR_GROUPS == DUAL_PATH_LR_GROUPS
+    method, _ = _dual_path(lr_multipliers={"words": 0.001})
+    groups = method.lr_groups()
+    assert [m for m, _ in groups] == [1.0, 0.001, 1.0]            # backbone (none with RoI features), words, new
+    ids = [id(p) for _, ps in groups for p in ps]
+    assert sorted(ids) == sorted(id(p) for p in method.parameters())  # every parameter exactly once
+    assert [id(p) for p in groups[1][1]] == [id(method.text_cnn.lookup.weight)]
+    # Hand case: two scalars with gradient 1, SGD + Nesterov (momentum 0.9), lr 0.1. First step: buffer = g,
+    # update g + 0.9 g = 1.9 g, so w -= 0.1 * mult * 1.9; after the decay epoch the rate is 0.01 * mult.
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    settings = {"lr": 0.1, "weight_decay": 0.0, "optimizer": "sgd_nesterov", "momentum": 0.9,
+                "lr_decay_epoch": 2, "lr_decay_factor": 0.1}
+    opt = make_optimizer([(0.001, [a]), (1.0, [b])], settings)
+    set_epoch_lr(opt, settings, 0)
+    (a.sum() + b.sum()).backward()
+    opt.step()
+    assert a.item() == pytest.approx(-0.1 * 0.001 * 1.9) and b.item() == pytest.approx(-0.1 * 1.9)
+    assert set_epoch_lr(opt, settings, 2) == pytest.approx(0.01)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-5, 0.01])
+    # No multipliers: one group, as before (checkpoints keep their optimiser layout).
+    plain, _ = _dual_path()
+    assert len(plain.lr_groups()) == 1
+
+
+@pytest.mark.parametrize("options, key", [
+    ({"lr_multipliers": {"heads": 0.1}}, "methods.dual_path.lr_multipliers"),
+    ({"lr_multipliers": {"words": -1.0}}, "methods.dual_path.lr_multipliers.words"),
+    ({"head": "wide"}, "methods.dual_path.head"),
+    ({"test_flip": True}, "methods.dual_path.test_flip"),            # RoI features have no mirror image
+    ({"graph": "knn"}, "methods.jfssl.graph"),
+    ({"heat_t": 0.0}, "methods.jfssl.heat_t"),
+])
+def test_bad_left_options_name_the_key(options, key):
+    method = "jfssl" if key.startswith("methods.jfssl") else "dual_path"
+    with pytest.raises(ParamError, match=key.replace(".", r"\.") + "'"):
+        validate({"methods": {method: options}})
+
+
+def test_official_head_layout_shapes():
+    method, data = _dual_path(head="official")
+    kinds = [type(m).__name__ for m in method.image_head]
+    assert kinds == ["Linear", "_BatchNorm", "ReLU", "Linear", "_BatchNorm", "ReLU"]
+    assert [type(m).__name__ for m in method.text_head] == ["Linear", "_BatchNorm", "ReLU"]
+    assert all(m.bias is None for m in (*method.image_head, *method.text_head) if isinstance(m, torch.nn.Linear))
+    # Wide first blocks: widths 16, 32, 32 reduce to 8 (half, first stage), 32, 32 (full); paper: a quarter.
+    assert [blk.reduce.out_channels for blk in method.text_cnn.blocks] == [8, 32, 32]
+    paper, _ = _dual_path(head="paper")
+    assert [blk.reduce.out_channels for blk in paper.text_cnn.blocks] == [4, 8, 8]
+    assert type(paper.image_head[-1]).__name__ == "Linear"
+    method.eval()
+    batch = data.pair_batch(torch.arange(0, 20, 5))
+    with torch.no_grad():
+        f_img, f_txt = method.encode_images(batch.images), method.encode_texts(batch.texts)
+    assert f_img.shape == f_txt.shape == (4, 32)
+    assert (f_img >= 0).all() and (f_txt >= 0).all()                 # both end in relu
+    # Max pooling over text positions (official), mean in the paper layout.
+    ids = torch.randint(1, data.info.vocab_size, (2, 12))
+    with torch.no_grad():
+        feats = method.text_cnn.blocks(method.text_cnn.lookup_bn(method.text_cnn.lookup(ids).transpose(1, 2)))
+        assert torch.equal(method.text_cnn(ids), feats.amax(dim=2))
+
+
+def test_test_time_flip_averages_the_image_and_its_mirror():
+    # A stand-in backbone reading the first pixel row; identity head. Row (1, 2, 3, 4, ...) and its mirror
+    # average to a constant (d + 1) / 2.
+    method, data = _dual_path(test_flip=None)
+    d = data.info.feature_dim
+    row = torch.arange(1.0, d + 1)
+
+    class FirstRow(torch.nn.Module):
+        def forward(self, pixels):
+            return pixels[:, 0, 0, :]
+
+    class Pixels:
+        def load(self, rows, train):
+            return row.expand(len(rows), 3, 1, d).clone()
+
+    method.backbone, method.images, method.image_head = FirstRow(), Pixels(), torch.nn.Identity()
+    method.eval()
+    images = data.pair_batch(torch.arange(0, 10, 5)).images
+    method.settings["test_flip"] = True
+    assert torch.allclose(method.encode_images(images), torch.full((2, d), (d + 1) / 2))
+    method.settings["test_flip"] = False
+    assert torch.equal(method.encode_images(images)[0], row)
+    method.train()
+    method.settings["test_flip"] = True
+    assert torch.equal(method.encode_images(images)[0], row)          # training sees no flip
+
+
+# --- JFSSL graph weights: xmr | public_port ---------------------------------------------------------------
+
+def test_jfssl_public_port_graph_on_a_hand_case():
+    import numpy as np
+
+    from pipeline.models.baselines.jfssl import graph_quadratic
+    from pipeline.models.baselines.linalg import knn_graph, label_graph_products
+
+    # Three pairs (six points), 1-d features, k = 1, t = 0.5. Images 0, 1, 3: nearest neighbours 0-1 (d 1),
+    # 1-0, 3-1 (d 2) -> W11[0,1] = e^-2, W11[1,2] = e^-4. Texts 0, 2, 5: 0-2 (d 2), 2-0, 5-2 (d 3) ->
+    # W22[0,1] = e^-4, W22[1,2] = e^-6. Labels {a}, {a,b}, {b}: Y Y^T = [[1,1,0],[1,2,1],[0,1,1]], / max 2.
+    x1, x2 = np.array([[0.0], [1.0], [3.0]]), np.array([[0.0], [2.0], [5.0]])
+    labels = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    e = np.exp
+    w11 = np.array([[0, e(-2), 0], [e(-2), 0, e(-4)], [0, e(-4), 0]])
+    w22 = np.array([[0, e(-4), 0], [e(-4), 0, e(-6)], [0, e(-6), 0]])
+    w12 = np.array([[0.5, 0.5, 0], [0.5, 1, 0.5], [0, 0.5, 0.5]])
+    np.testing.assert_allclose(knn_graph(x1, 1, heat_t=0.5).toarray(), w11, rtol=1e-6)
+    np.testing.assert_allclose(knn_graph(x2, 1, heat_t=0.5).toarray(), w22, rtol=1e-6)
+    cross, rows = label_graph_products(x1, x2, labels, counts_over_max=True)
+    np.testing.assert_allclose(rows, [1.0, 2.0, 1.0])
+    np.testing.assert_allclose(cross, x1.T @ w12 @ x2)
+    w = np.block([[w11, w12], [w12.T, w22]])                             # no per-block rescaling
+    x = np.block([[x1, np.zeros((3, 1))], [np.zeros((3, 1)), x2]])
+    expected = x.T @ (np.diag(w.sum(1)) - w) @ x
+    np.testing.assert_allclose(graph_quadratic(x1, x2, labels, 1, "public_port", 0.5), expected, rtol=1e-6)
+    # xmr: 0/1 edges, each block rescaled to mean degree 1 (W11 degrees 1, 2, 1; W12 "shares a label").
+    b11 = (w11 > 0) / (4 / 3)
+    b22 = (w22 > 0) / (4 / 3)
+    b12 = (w12 > 0) / (7 / 3)
+    wx = np.block([[b11, b12], [b12.T, b22]])
+    np.testing.assert_allclose(graph_quadratic(x1, x2, labels, 1, "xmr"), x.T @ (np.diag(wx.sum(1)) - wx) @ x,
+                               rtol=1e-6)
+    # Recipes: the public port by default (what the published baseline numbers ran), xmr's on "paper".
+    assert resolve_settings(validate({}), "jfssl")["graph"] == "public_port"
+    assert resolve_settings(validate({"methods": {"jfssl": {"recipe": "paper"}}}), "jfssl")["graph"] == "xmr"

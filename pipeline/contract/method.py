@@ -10,7 +10,8 @@ Word vectors for initialisation are passed once as `word_vectors` and are not pa
 
 The loop calls `training_loss(PairBatch) -> (loss, parts)`; scoring calls `encode_images`,
 `encode_texts` on batches and `similarity(image_repr, text_repr)` on blocks of the results;
-`classify_images` / `classify_texts` (optional) give label probabilities for Micro-F1. The
+`classify_images` / `classify_texts` (optional) give label probabilities for Micro-F1;
+`lr_groups()` (optional) splits the parameters into groups with learning-rate multipliers. The
 default similarity is the cosine of embeddings; methods that score pairs jointly (cross attention)
 return richer representations from the encoders and override `similarity`.
 """
@@ -52,6 +53,11 @@ class RetrievalMethod(nn.Module):
     def start_epoch(self, epoch: int) -> None:
         """Called by the loop before training epoch `epoch` (0-based, also after a resume): a hook for
         schedules such as training stages. Default: nothing."""
+
+    def lr_groups(self) -> list[tuple[float, list[nn.Parameter]]]:
+        """`(learning-rate multiplier, parameters)` groups for the optimiser: the loop trains group g at
+        `lr * multiplier_g` (and decays every group together). Default: one group at multiplier 1."""
+        return [(1.0, list(self.parameters()))]
 
     def training_loss(self, batch: PairBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Scalar loss of one mini-batch and its named parts (detached values for logging)."""

@@ -16,6 +16,13 @@ freezes nothing unless `stage1_freeze` is "image_path"); with `image_backbone: r
 ResNet-50 from local ImageNet weights is fine-tuned end to end on the table's images.
 Text path: `pipeline.models.text_cnn` (fixed 32-word input, position shift while training).
 
+Options (null: the recipe's value, `pipeline/training/recipes.py`): `head` "paper" (fc-bn-relu-fc heads)
+or "official" (image fc-bn-relu-fc-bn-relu, text CNN with wide first blocks and max pooling, then
+fc-bn-relu; bias-free fc layers); `lr_multipliers` {backbone, words, new}: learning-rate multipliers of the
+pretrained ResNet-50, the word table and the new layers (`lr_groups`, honoured by the loop); `test_flip`:
+with `image_backbone: resnet50`, an evaluated image's f is the mean over the image and its mirror (RoI
+features have no mirror: not applicable there).
+
 Losses are means over the batch (the papers sum; the ratio of the three terms is the same).
 """
 from __future__ import annotations
@@ -46,6 +53,21 @@ def embedding_head(in_dim: int, dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, dim), _BatchNorm(dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
 
 
+def _fc_bn_relu(in_dim: int, dim: int) -> list[nn.Module]:
+    return [nn.Linear(in_dim, dim, bias=False), _BatchNorm(dim), nn.ReLU(inplace=True)]
+
+
+def official_heads(image_in: int, text_in: int, dim: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """The official code's heads (bias-free fc layers): image fc-bn-relu-fc-bn-relu, text (after the text
+    CNN's pooling) fc-bn-relu; f is the last relu's output."""
+    return nn.Sequential(*_fc_bn_relu(image_in, dim), *_fc_bn_relu(dim, dim)), nn.Sequential(*_fc_bn_relu(text_in, dim))
+
+
+HEADS = ("paper", "official")
+# Parameter groups of `lr_multipliers` (the params check's list, `schema.DUAL_PATH_LR_GROUPS`, must match).
+LR_GROUPS = ("backbone", "words", "new")
+
+
 def instance_classes(info: DataInfo) -> int:
     """Number of instance classes: one per table row (image/text group)."""
     n = getattr(info, "num_images", 0)
@@ -67,9 +89,13 @@ class DualPath(RetrievalMethod):
         s = settings
         dim = s["embed_dim"]
         self.num_classes = instance_classes(info)
+        head = s.get("head") or "paper"
+        if head not in HEADS:
+            raise ValueError(f"dual_path: head must be one of {', '.join(HEADS)}, got {head!r}")
+        official = head == "official"
         self.text_cnn = TextCNN(info.vocab_size, info.word_dim, s["text_blocks"], s["text_widths"],
-                                build_kwargs_word_vectors(word_vectors, info), s["finetune_words"])
-        self.text_head = embedding_head(self.text_cnn.out_dim, dim)
+                                build_kwargs_word_vectors(word_vectors, info), s["finetune_words"],
+                                wide_first=official, pool="max" if official else "mean")
         self.backbone = None
         self.images = None
         image_in = info.feature_dim
@@ -79,7 +105,10 @@ class DualPath(RetrievalMethod):
             self.backbone = ResNet50Features(s["resnet_weights"])
             self.images = TableImages(s["image_table"], s["image_size"])
             image_in = FEATURE_DIM
-        self.image_head = embedding_head(image_in, dim)
+        if official:
+            self.image_head, self.text_head = official_heads(image_in, self.text_cnn.out_dim, dim)
+        else:
+            self.image_head, self.text_head = embedding_head(image_in, dim), embedding_head(self.text_cnn.out_dim, dim)
         self.classifier = nn.Linear(dim, self.num_classes, bias=False)   # W_share
         self.drop = nn.Dropout(s["dropout"])
         self.epoch = 0
@@ -110,17 +139,40 @@ class DualPath(RetrievalMethod):
                 module.eval()   # frozen batch-norm statistics
         return self
 
+    def lr_groups(self) -> list[tuple[float, list[nn.Parameter]]]:
+        """`lr_multipliers` {backbone, words, new} (missing groups and null: 1): the pretrained ResNet-50,
+        the word lookup table, and every other (new) layer."""
+        mult = self.settings.get("lr_multipliers")
+        if not mult:
+            return super().lr_groups()
+        backbone = list(self.backbone.parameters()) if self.backbone is not None else []
+        words = list(self.text_cnn.lookup.parameters())
+        taken = {id(p) for p in backbone + words}
+        new = [p for p in self.parameters() if id(p) not in taken]
+        return [(float(mult.get(group, 1.0)), params)
+                for group, params in zip(LR_GROUPS, (backbone, words, new))]
+
     # --- encoders -------------------------------------------------------------------------------
     def encode_images(self, images: ImageBatch) -> torch.Tensor:
         frozen = self.frozen_modules() if self.training else []
-        if self.backbone is not None:
-            pixels = self.images.load(images.rows.cpu(), train=self.training).to(images.features.device)
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.backbone not in frozen):
-                x = self.backbone(pixels)
-        else:
-            x = images.features.mean(dim=1)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.image_head not in frozen):
-            return self.image_head(x)
+        if self.backbone is None:
+            return self._head(self.image_head, images.features.mean(dim=1), frozen)
+        pixels = self.images.load(images.rows.cpu(), train=self.training).to(images.features.device)
+        f = self._image_f(pixels, frozen)
+        if not self.training and self.settings.get("test_flip"):
+            # test-time flip (papers/003 Sec. 5, official code): the mean of f of the image and its mirror
+            f = (f + self._image_f(pixels.flip(3), frozen)) / 2
+        return f
+
+    def _image_f(self, pixels: torch.Tensor, frozen: list[nn.Module]) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.backbone not in frozen):
+            x = self.backbone(pixels)
+        return self._head(self.image_head, x, frozen)
+
+    @staticmethod
+    def _head(head: nn.Module, x: torch.Tensor, frozen: list[nn.Module]) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and head not in frozen):
+            return head(x)
 
     def encode_texts(self, texts: TextBatch) -> torch.Tensor:
         shift = self.training and self.settings["position_shift"]

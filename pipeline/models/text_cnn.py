@@ -51,9 +51,9 @@ def fixed_length_ids(ids: torch.Tensor, lengths: torch.Tensor, length: int, shif
 class Bottleneck1d(nn.Module):
     """1x1 reduce -> 1x2 (stride s) -> 1x1 expand, batch norm after each, shortcut, ReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1):
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, mid: int | None = None):
         super().__init__()
-        mid = max(1, out_ch // 4)
+        mid = max(1, out_ch // 4) if mid is None else mid
         self.reduce = nn.Conv1d(in_ch, mid, 1, bias=False)
         self.bn1 = nn.BatchNorm1d(mid)
         self.pair = nn.Conv1d(mid, mid, 2, stride=stride, bias=False)
@@ -78,7 +78,8 @@ class TextCNN(nn.Module):
     STRIDES = (1, 2, 2, 1)  # per stage; stages beyond the fourth keep stride 1
 
     def __init__(self, vocab_size: int, word_dim: int, blocks: Sequence[int], widths: Sequence[int],
-                 word_vectors: torch.Tensor | None = None, finetune_words: bool = True):
+                 word_vectors: torch.Tensor | None = None, finetune_words: bool = True, wide_first: bool = False,
+                 pool: str = "mean"):
         super().__init__()
         if len(blocks) != len(widths) or not blocks:
             raise ValueError(f"text CNN: text_blocks {list(blocks)} and text_widths {list(widths)} must be "
@@ -89,11 +90,18 @@ class TextCNN(nn.Module):
         for stage, (count, width) in enumerate(zip(blocks, widths)):
             stride = self.STRIDES[stage] if stage < len(self.STRIDES) else 1
             for b in range(count):
-                layers.append(Bottleneck1d(in_ch, width, stride if b == 0 else 1))
+                # wide_first (the dual-path official layout): the first block of a stage reduces to half the
+                # stage width in the first stage and keeps the full width in later ones (not a quarter).
+                mid = (width // 2 if stage == 0 else width) if wide_first and b == 0 else None
+                layers.append(Bottleneck1d(in_ch, width, stride if b == 0 else 1, mid))
                 in_ch = width
         self.blocks = nn.Sequential(*layers)
         self.out_dim = in_ch
+        if pool not in ("mean", "max"):
+            raise ValueError(f"text CNN: pool must be mean or max, got {pool!r}")
+        self.pool = pool
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.lookup_bn(self.lookup(ids).transpose(1, 2))   # [B, word_dim, length]
-        return self.blocks(x).mean(dim=2)
+        y = self.blocks(x)
+        return y.amax(dim=2) if self.pool == "max" else y.mean(dim=2)

@@ -232,8 +232,8 @@ def _setup(name: str, params: dict, data: RetrievalData, model_dir: Path, histor
         raise ValueError(f"{data.names['table']}: the train split has no captions to train on")
     optimizer = None
     if not closed_form:
-        trainable = [p for p in method.parameters() if p.requires_grad]
-        optimizer = make_optimizer(trainable, settings)
+        groups = [(mult, [p for p in params if p.requires_grad]) for mult, params in method.lr_groups()]
+        optimizer = make_optimizer([(mult, params) for mult, params in groups if params], settings)
     return _Run(name=name, params=params, settings=settings, seed=seed, data=data, dataset=dataset,
                 model_dir=model_dir, history_path=history_path, device=device, rank=rank, world=world,
                 amp=settings["amp"] and device.type == "cuda" and not closed_form, method=method, key=key,

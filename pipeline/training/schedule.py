@@ -1,7 +1,8 @@
 """Optimiser and learning-rate schedule of the training loop (generic: every gradient method).
 
 `train.optimizer`: "adam" (papers/000, SCAN) or "sgd_nesterov" (the dual-path official code: SGD with
-Nesterov momentum). `train.lr_decay_epoch` N > 0: epochs 1..N train at `lr`, later ones at
+Nesterov momentum). A method's `lr_groups()` gives each parameter group a multiplier `lr_mult` on the
+learning rate (the dual-path official per-layer rates). `train.lr_decay_epoch` N > 0: epochs 1..N train at `lr`, later ones at
 `lr * lr_decay_factor` (SCAN's official `lr_update`: 15 of 30 on Flickr30k, 10 of 20 on COCO).
 """
 from __future__ import annotations
@@ -17,16 +18,23 @@ def epoch_lr(settings: dict, epoch: int) -> float:
     return settings["lr"]
 
 
-def make_optimizer(trainable: list[torch.nn.Parameter], settings: dict) -> torch.optim.Optimizer:
+def make_optimizer(trainable: list, settings: dict) -> torch.optim.Optimizer:
+    """The optimiser over `trainable`: a list of parameters (multiplier 1) or of `(multiplier, parameters)`."""
+    if trainable and isinstance(trainable[0], tuple):
+        groups = [{"params": list(params), "lr_mult": float(mult), "lr": settings["lr"] * float(mult)}
+                  for mult, params in trainable]
+    else:
+        groups = [{"params": list(trainable), "lr_mult": 1.0}]
     if settings.get("optimizer", "adam") == "sgd_nesterov":
-        return torch.optim.SGD(trainable, lr=settings["lr"], momentum=settings.get("momentum", 0.9), nesterov=True,
+        return torch.optim.SGD(groups, lr=settings["lr"], momentum=settings.get("momentum", 0.9), nesterov=True,
                                weight_decay=settings["weight_decay"])
-    return torch.optim.Adam(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
+    return torch.optim.Adam(groups, lr=settings["lr"], weight_decay=settings["weight_decay"])
 
 
 def set_epoch_lr(optimizer: torch.optim.Optimizer, settings: dict, epoch: int) -> float:
-    """Set every parameter group's learning rate for `epoch` (also right after a resume); returns it."""
+    """Set every parameter group's learning rate for `epoch` (the epoch's rate times the group's `lr_mult`;
+    also right after a resume); returns the epoch's base rate."""
     lr = epoch_lr(settings, epoch)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)
     return lr

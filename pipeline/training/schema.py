@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.models.baselines.params import BASELINE_SCHEMAS, check_baseline_section
-from pipeline.param_checks import Optional_, failer
+from pipeline.param_checks import AnyMapping, Optional_, failer
 from pipeline.training.recipes import (DEFAULT_RECIPE, OPTION_CHOICES, RECIPE_NAMES, RECIPES, dataset_kind,
                                        recipe_train)
 
@@ -114,6 +114,11 @@ _DUAL_PATH: dict[str, Any] = {
     # anchor takes the hardest of `negative_pool` random texts of other images, a text anchor a random
     # in-batch image); loss_weights null = the recipe's (official COCO 2 : 1 : 0.1).
     "margin": 1.0, "ranking_negatives": Optional_(str), "negative_pool": 256, "loss_weights": Optional_(list),
+    # head (null = the recipe's): paper (fc-bn-relu-fc) | official (image fc-bn-relu-fc-bn-relu; text CNN
+    # with wide first blocks, max pool, fc-bn-relu). lr_multipliers (null = the recipe's; {} = all 1):
+    # {backbone, words, new} factors on the learning rate. test_flip (null = the recipe's): mirror averaging
+    # of evaluated images, image_backbone resnet50 only.
+    "head": Optional_(str), "lr_multipliers": Optional_(AnyMapping), "test_flip": Optional_(bool),
     "stage1_epochs": 20, "stage1_freeze": "pretrained",
     "image_backbone": "roi", "resnet_weights": "", "image_table": "", "image_size": 224,
 }
@@ -228,6 +233,7 @@ def _check_scan_section(key: str, s: dict, fail) -> None:
 DUAL_PATH_NEGATIVES = ("sampled", "hardest", "hardest_of_pool")
 DUAL_PATH_FREEZE = ("pretrained", "image_path")
 DUAL_PATH_BACKBONES = ("roi", "resnet50")
+DUAL_PATH_LR_GROUPS = ("backbone", "words", "new")
 
 
 def _check_dual_path_section(key: str, s: dict, fail) -> None:
@@ -246,6 +252,9 @@ def _check_dual_path_section(key: str, s: dict, fail) -> None:
         fail(key + "stage1_freeze", " or ".join(DUAL_PATH_FREEZE), s["stage1_freeze"])
     if s["image_backbone"] not in DUAL_PATH_BACKBONES:
         fail(key + "image_backbone", " or ".join(DUAL_PATH_BACKBONES), s["image_backbone"])
+    if s.get("test_flip") and s["image_backbone"] != "resnet50":
+        fail(key + "test_flip", "false or null when image_backbone is roi (RoI features have no mirror image)",
+             s["test_flip"])
     if s["image_backbone"] == "resnet50":
         for k in ("resnet_weights", "image_table"):
             if not s[k]:
@@ -277,11 +286,22 @@ def _check_recipe(params: dict, name: str, section: dict, fail) -> None:
             fail(key + "ranking_negatives", " or ".join(DUAL_PATH_NEGATIVES), resolved["ranking_negatives"])
         if "negative_pool" in resolved and resolved["negative_pool"] < 1:
             fail(key + "negative_pool", "an integer >= 1", resolved["negative_pool"])
+        _check_lr_multipliers(key, resolved.get("lr_multipliers"), fail)
         weights = resolved.get("loss_weights")
         if weights is not None and (len(weights) != 3 or not all(
                 isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)):
             fail(key + "loss_weights", "three numbers >= 0 (ranking, visual, textual)", weights)
         _check_loop(params, name, kind, fail)
+
+
+def _check_lr_multipliers(key: str, mult, fail) -> None:
+    if mult is None:
+        return
+    for group, value in mult.items():
+        if group not in DUAL_PATH_LR_GROUPS:
+            fail(key + "lr_multipliers", f"a mapping with keys among {', '.join(DUAL_PATH_LR_GROUPS)}", mult)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            fail(f"{key}lr_multipliers.{group}", "a number >= 0", value)
 
 
 def _check_loop(params: dict, name: str, kind: str | None, fail) -> None:

@@ -14,6 +14,11 @@ linear system in [U1; U2] exactly. The n x n blocks are never formed (kNN graphs
 label block is built in row chunks). Written here (no library has JFSSL). Choices where the paper is
 silent: each graph block is scaled to a mean degree of 1 and the losses are averaged over the n pairs
 (so lambdas do not depend on n); Y is centred; start at the ridge solution; `hq_eps` smooths the weights.
+
+`graph` selects the graph weights: "xmr" (above: 0/1 kNN and shares-a-label edges, each block rescaled to
+mean degree 1) or "public_port" (the public JFSSL port that the Semantic Sharing baselines used: heat-kernel
+weights exp(-d / `heat_t`) over the `knn` nearest neighbours within a modality, the cross block
+Y Y^T / max(Y Y^T), no rescaling). Both use L = D - W with D the degrees over the whole 2n-item graph.
 """
 from __future__ import annotations
 
@@ -23,17 +28,30 @@ from pipeline.models.baselines.closed_form import ClosedFormMethod
 from pipeline.models.baselines.linalg import knn_graph, l21_weights, label_graph_products, solve_spd
 
 
-def graph_quadratic(x1: np.ndarray, x2: np.ndarray, labels: np.ndarray, knn: int) -> np.ndarray:
+GRAPHS = ("xmr", "public_port")
+
+
+def _block_scale(degrees: np.ndarray, rescale: bool) -> float:
+    if not rescale:
+        return 1.0
+    return 1.0 / degrees.mean() if degrees.mean() > 0 else 0.0
+
+
+def graph_quadratic(x1: np.ndarray, x2: np.ndarray, labels: np.ndarray, knn: int, graph: str = "xmr",
+                    heat_t: float = 0.5) -> np.ndarray:
     """`X^T L X` of the multimodal graph for `X = blockdiag(X1, X2)`: `[d1 + d2, d1 + d2]`."""
+    if graph not in GRAPHS:
+        raise ValueError(f"jfssl: graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
+    port = graph == "public_port"
     d1 = x1.shape[1]
     blocks = []
     for x in (x1, x2):
-        w = knn_graph(x.astype(np.float32), knn)
+        w = knn_graph(x.astype(np.float32), knn, heat_t=heat_t if port else None)
         deg = np.asarray(w.sum(axis=1)).ravel()
-        scale = 1.0 / deg.mean() if deg.mean() > 0 else 0.0
+        scale = _block_scale(deg, not port)
         blocks.append((w * scale, deg * scale))
-    cross, rows = label_graph_products(x1, x2, labels)
-    scale = 1.0 / rows.mean() if rows.mean() > 0 else 0.0
+    cross, rows = label_graph_products(x1, x2, labels, counts_over_max=port)
+    scale = _block_scale(rows, not port)
     out = np.zeros((d1 + x2.shape[1],) * 2)
     for (w, deg), x, extra, sl in ((blocks[0], x1, rows * scale, slice(0, d1)),
                                    (blocks[1], x2, rows * scale, slice(d1, None))):
@@ -45,10 +63,11 @@ def graph_quadratic(x1: np.ndarray, x2: np.ndarray, labels: np.ndarray, knn: int
 
 
 def fit_jfssl(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, labels: np.ndarray, *, lambda_l21: float,
-              lambda_graph: float, knn: int, iterations: int, hq_eps: float):
+              lambda_graph: float, knn: int, iterations: int, hq_eps: float, graph: str = "xmr",
+              heat_t: float = 0.5):
     """`(U1, U2, objective per iteration)` for standardised inputs and centred targets `y`."""
     n, d1 = x1.shape
-    a = graph_quadratic(x1, x2, labels, knn) if lambda_graph > 0 else 0.0
+    a = graph_quadratic(x1, x2, labels, knn, graph, heat_t) if lambda_graph > 0 else 0.0
     gram = np.zeros((d1 + x2.shape[1],) * 2)
     gram[:d1, :d1], gram[d1:, d1:] = x1.T @ x1, x2.T @ x2
     target = np.vstack([x1.T @ y, x2.T @ y])
@@ -78,5 +97,6 @@ class JFSSL(ClosedFormMethod):
         y = labels - labels.mean(axis=0)
         u1, u2, history = fit_jfssl(image_x, text_x, y, labels, lambda_l21=float(s["lambda_l21"]),
                                     lambda_graph=float(s["lambda_graph"]), knn=int(s["knn"]),
-                                    iterations=int(s["iterations"]), hq_eps=float(s["hq_eps"]))
+                                    iterations=int(s["iterations"]), hq_eps=float(s["hq_eps"]),
+                                    graph=s.get("graph") or "xmr", heat_t=float(s.get("heat_t", 0.5)))
         return u1, u2, {"objective": history[-1], "objective_start": history[0]}

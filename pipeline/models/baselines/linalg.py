@@ -107,27 +107,34 @@ def solve_spd(a: np.ndarray, b: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
-def knn_graph(x: np.ndarray, k: int, chunk: int = 2048) -> scipy.sparse.csr_matrix:
-    """Symmetric 0/1 k-nearest-neighbour graph (Euclidean, self excluded): `i~j` if either is among
-    the other's k nearest. Distances are computed in row chunks; memory is `chunk x n`."""
+def knn_graph(x: np.ndarray, k: int, chunk: int = 2048, heat_t: float | None = None) -> scipy.sparse.csr_matrix:
+    """Symmetric k-nearest-neighbour graph (Euclidean, self excluded): `i~j` if either is among the
+    other's k nearest, weight 1, or the heat kernel `exp(-d_ij / heat_t)` of the Euclidean distance when
+    `heat_t` is given (JFSSL's public port). Distances are computed in row chunks; memory is `chunk x n`."""
     n = x.shape[0]
     k = min(k, n - 1)
     if k < 1:
         return scipy.sparse.csr_matrix((n, n))
     sq = (x * x).sum(axis=1)
     cols = np.empty((n, k), dtype=np.int64)
+    dist = np.empty((n, k), dtype=np.float64)
     for start in range(0, n, chunk):
         rows = np.arange(start, min(start + chunk, n))
         d = sq[rows, None] - 2.0 * x[rows] @ x.T + sq[None, :]
         d[np.arange(len(rows)), rows] = np.inf
         cols[rows] = np.argpartition(d, k - 1, axis=1)[:, :k]
-    g = scipy.sparse.csr_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), cols.ravel())), shape=(n, n))
+        dist[rows] = np.sqrt(np.maximum(np.take_along_axis(d, cols[rows], axis=1), 0.0))
+    weights = np.ones(n * k) if heat_t is None else np.exp(-dist.ravel() / heat_t)
+    g = scipy.sparse.csr_matrix((weights, (np.repeat(np.arange(n), k), cols.ravel())), shape=(n, n))
     g = g.maximum(g.T)
     return g.tocsr()
 
 
-def label_graph_products(x1: np.ndarray, x2: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def label_graph_products(x1: np.ndarray, x2: np.ndarray, labels: np.ndarray,
+                         counts_over_max: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """For `W[i, j] = 1` when items i and j share a label: `(X1^T W X2 [d1, d2], rowsum W [n])`.
+    `counts_over_max`: `W = Y Y^T / max(Y Y^T)` instead (Y the 0/1 label matrix: shared-label counts over
+    their maximum, JFSSL's public port).
 
     W depends on the label sets only: with the distinct label sets as groups (E: item -> group, S: the
     group x group "share a label" matrix), `W = E S E^T`, so `X1^T W X2 = (E^T X1)^T S (E^T X2)` costs
@@ -135,7 +142,11 @@ def label_graph_products(x1: np.ndarray, x2: np.ndarray, labels: np.ndarray) -> 
     """
     groups, group_of = np.unique(labels > 0, axis=0, return_inverse=True)
     group_of = group_of.ravel()
-    share = (groups.astype(np.float64) @ groups.T.astype(np.float64)) > 0
+    share = groups.astype(np.float64) @ groups.T.astype(np.float64)
+    if counts_over_max:
+        share = share / share.max() if share.max() > 0 else share
+    else:
+        share = (share > 0).astype(np.float64)
     n = len(group_of)
     members = scipy.sparse.csr_matrix((np.ones(n), (group_of, np.arange(n))), shape=(len(groups), n))  # E^T
     counts = np.asarray(members.sum(axis=1)).ravel()

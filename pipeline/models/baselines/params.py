@@ -59,6 +59,11 @@ BASELINE_SCHEMAS: dict[str, dict[str, Any]] = {
         "lambda_graph": 1e-3,
         # Neighbours of the intra-modality kNN graph.
         "knn": 10,
+        # Graph weights (null = the recipe's): xmr (0/1 kNN and shares-a-label edges, blocks rescaled to
+        # mean degree 1) | public_port (heat kernel exp(-d / heat_t) over the knn neighbours, cross block
+        # Y Y^T / max, no rescaling; the port's own heat_t is 0.5).
+        "graph": Optional_(str),
+        "heat_t": 0.5,
         "iterations": 20,
         "hq_eps": 1e-4,
     },
@@ -159,7 +164,7 @@ def check_baseline_section(name: str, s: dict, fail) -> None:
     for k in _NON_NEGATIVE:
         if k in s and not s[k] >= 0:
             fail(key + k, ">= 0", s[k])
-    for k in ("tol", "hq_eps", "inner_lr"):
+    for k in ("tol", "hq_eps", "inner_lr", "heat_t"):
         if k in s and not s[k] > 0:
             fail(key + k, "> 0", s[k])
     if "stats_momentum" in s and not 0 < s["stats_momentum"] <= 1:
