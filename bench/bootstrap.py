@@ -32,6 +32,7 @@ from pipeline.metrics.per_query import write_per_query
 from pipeline.params import load_params
 from pipeline.reporting.collect import collect_metrics
 from pipeline.reporting.intervals import DIFFERENCE_KEYS, interval_keys, dataset_intervals, differences_table
+from record import emit  # bench/record.py: print and append to reports/benchmarks.md
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER = ("ss", "ss_con", "ss_wo_t", "ss_wo_r", "ss_wo_c", "st", "imc")
@@ -124,10 +125,7 @@ def main() -> None:
              f"| naive loop over resamples (timed on {args.naive_resamples}, scaled to {args.resamples}) | "
              f"{slow:.1f} | {slow / fast:.0f}x |", ""]
     text = "\n".join(lines)
-    print(text)
-    if args.record:
-        with open(args.record, "a") as f:
-            f.write("\n" + text)
+    emit(text, args.record)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pipeline.detection.train import TrainSettings, load_shapes_detector, train_
 from pipeline.training.checkpoint import load_state  # noqa: E402
 from pipeline.training.data import RetrievalData  # noqa: E402
 from pipeline.training.loop import train_method  # noqa: E402
+from record import emit  # bench/record.py: print and append to reports/benchmarks.md
 
 DETECTOR = TrainSettings(iterations=30, batch_size=2, lr=0.004, warmup=0.0, width=8, representation=32,
                          proposals=50, checkpoint_every=10)
@@ -104,10 +105,7 @@ def main() -> None:
              "diff (tensors differing) | `ss` val NDCG diff |", "|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
     text = "\n".join(lines)
-    print(text)
-    if args.record:
-        with open(args.record, "a") as f:
-            f.write("\n" + text)
+    emit(text, args.record)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 from PIL import Image
+from record import emit  # bench/record.py: print and append to reports/benchmarks.md
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO_MINI = ROOT.parent / "shared" / "coco-mini" / "val2017"
@@ -343,10 +344,7 @@ def main() -> None:
             lines.append(f"| {r['case']} | {r['pairs']} | {r['shared_s']:.3f} | {r['reference_s']:.3f} | "
                          f"{r['reference_s'] / r['shared_s']:.1f}x | {r['equal']} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.record:
-        with args.record.open("a") as f:
-            f.write("\n" + text)
+    emit(text, args.record)
 
 
 def batching_main(args) -> None:
@@ -381,10 +379,7 @@ def batching_main(args) -> None:
                 " (random weights give near-flat objectness, so bf16's small changes reorder the proposals). "),
              "Random weights: the deviation on the real checkpoint may differ."]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.record:
-        with args.record.open("a") as f:
-            f.write("\n" + text)
+    emit(text, args.record)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import torch
 from pipeline.contract.batches import DataInfo, ImageBatch, PairBatch, TextBatch
 from pipeline.params import load_params
 from pipeline.training.registry import build_method
+from record import emit  # bench/record.py: print and append to reports/benchmarks.md
 
 METHODS = ("ss", "scan_i2t", "scan_t2i", "scan_consistency", "dual_path", "dscmr")
 
@@ -72,10 +73,7 @@ def main() -> None:
         lines.append(f"| {name} | {times['paper']:.4f} | {times['official']:.4f} | "
                      f"{times['official'] / times['paper']:.2f} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.record:
-        with open(args.record, "a") as f:
-            f.write("\n" + text)
+    emit(text, args.record)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.models.scan import chunked_cross_attention, l2_normalise
+from record import emit  # bench/record.py: print and append to reports/benchmarks.md
 
 LAMBDA = 9.0
 
@@ -130,10 +131,7 @@ def main() -> None:
         "",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.record:
-        with open(args.record, "a") as fh:
-            fh.write("\n" + text)
+    emit(text, args.record)
 
 
 if __name__ == "__main__":
