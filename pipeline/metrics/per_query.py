@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import atomic_output
+from pipeline.metrics.npz_files import read_npz, write_npz
 
 VALUE_KEYS = ("ndcg", "ap", "apk", "rank")
 DIRECTIONS = ("i2t", "t2i")
@@ -55,21 +55,12 @@ def write_per_query(path: str | Path, arrays: dict) -> None:
     """Validate and write a per-query file atomically."""
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     _validate(arrays, str(path))
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    write_npz(path, arrays)
 
 
 def read_per_query(path: str | Path) -> dict[str, np.ndarray]:
     """Read and validate a per-query file."""
-    path = Path(path)
-    if not path.is_file():
-        raise PerQueryError(f"{path}: per-query file not found (written by `xmr evaluate`)")
-    try:
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise PerQueryError(f"{path}: not a readable .npz file ({exc})") from exc
+    arrays = read_npz(path, PerQueryError, "per-query")
     _validate(arrays, str(path))
     return arrays
 

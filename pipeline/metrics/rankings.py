@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.io import atomic_output
 from pipeline.metrics.errors import MetricInputError
+from pipeline.metrics.npz_files import read_npz, write_npz
 from pipeline.metrics.evaluate import auto_chunk
 from pipeline.metrics.protocols import unique_texts
 from pipeline.metrics.ranking import ordered_topk
@@ -60,21 +60,12 @@ def write_rankings(path: str | Path, image_rows, caption_rows, caption_index, i2
               "i2t_top": i2t_top, "t2i_top": t2i_top}
     arrays = {k: np.asarray(v, dtype=np.int64) for k, v in arrays.items()}
     _validate(arrays, str(path))
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    write_npz(path, arrays)
 
 
 def read_rankings(path: str | Path) -> dict[str, np.ndarray]:
     """Read and validate a rankings file."""
-    path = Path(path)
-    if not path.is_file():
-        raise RankingsError(f"{path}: rankings file not found (written by `xmr evaluate`)")
-    try:
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise RankingsError(f"{path}: not a readable .npz file ({exc})") from exc
+    arrays = read_npz(path, RankingsError, "rankings")
     _validate(arrays, str(path))
     return arrays
 
