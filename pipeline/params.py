@@ -189,9 +189,10 @@ SCHEMA: dict[str, Any] = {
     "metrics": METRICS_SCHEMA,
     # `xmr report`: queries per direction on each qualitative page, thumbnail size (px), methods drawn
     # in the lambda-sensitivity plot (papers/001 Figure 3 shows the full model); the bootstrap over test
-    # queries behind every interval (resamples, seed) and the method every other is compared with.
+    # queries behind every interval (resamples, seed) and the method every other is compared with;
+    # the seeds of a seed sweep in the experiments file to aggregate (mean ± std, claims): [] for none.
     "report": {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"],
-               "bootstrap_resamples": 1000, "bootstrap_seed": 0, "reference_method": "ss"},
+               "bootstrap_resamples": 1000, "bootstrap_seed": 0, "reference_method": "ss", "seeds": []},
 }
 
 
@@ -276,6 +277,11 @@ def _check_data_values(params: dict, source: str) -> None:
     for name in report["lambda_methods"]:
         if name not in METHOD_SCHEMAS:
             fail("report.lambda_methods", f"a list of known methods ({', '.join(sorted(METHOD_SCHEMAS))})", name)
+    seeds = report["seeds"]
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        fail("report.seeds", "a list of distinct non-negative integers (the seeds of a seed sweep)", seeds)
+    if len(seeds) == 1:
+        fail("report.seeds", "[] (no seed sweep) or at least two seeds (a spread needs two runs)", seeds)
 
 
 def check_text_params(text: dict, source: str = "params.yaml") -> None:

@@ -21,8 +21,9 @@ def main(
                                     "whose directory there is unfinished (no complete.json) is refused."),
     experiments: Optional[Path] = typer.Option(
         None, "--experiments",
-        help="`dvc exp show --json` output for the lambda sweep (default <reports-dir>/experiments.json; "
-        "skipped when absent)."),
+        help="`dvc exp show --json` output holding the lambda and seed sweeps (default "
+        "<reports-dir>/experiments.json; skipped when absent). Experiments that differ from the baseline in "
+        "anything but one of lambda / seed are refused, naming the params."),
     dvc_exp_show: bool = typer.Option(
         False, "--dvc-exp-show",
         help="Run `dvc exp show --json` first and save it as the experiments file. Not inside `dvc repro` "
@@ -34,7 +35,10 @@ def main(
     training curves and links to the qualitative pages.
 
     Every number of ours carries a 95% bootstrap interval over the test images, and each method's
-    difference to report.reference_method its own paired interval.
+    difference to report.reference_method its own paired interval. With a seed sweep in the experiments
+    file (report.seeds), every headline metric also gets mean ± std over seeds. reports/claims.md checks
+    the papers' claims (papers/000 Table 1, papers/001 lambda and consistency, papers/002, papers/003)
+    with a verdict each: holds, does not hold, inconclusive.
 
     Inputs: reports/metrics/<ds>/<method>.json (required), reports/per_query/<ds>/<method>.npz (the
     intervals), reports/training/<ds>/<method>.json,
@@ -60,9 +64,15 @@ def main(
         if model_dir.is_dir():  # its metrics must come from a finished model
             require_complete(model_dir, rerun=f"finish `xmr train {model_dir.parent.name} {model_dir.name}` "
                                               f"and `xmr evaluate` it")
+    import yaml
+
     summary = build_report(reports_dir, data_dir, experiments=experiments, current_lambda=p["lambda"],
                            report_params=p["report"], metrics_params=p["metrics"],
+                           current_params=yaml.safe_load(params.read_text()),
                            recipes={m: s["recipe"] for m, s in p["methods"].items() if "recipe" in s})
+    verdicts = list(summary["claims"].values())
     typer.echo(f"report: {summary['metrics_files']} metrics files, {len(summary['training_plots'])} training "
                f"plots, {summary['lambda_curves']} lambda curves, {len(summary['qualitative_pages'])} qualitative "
-               f"pages -> {reports_dir / 'results.md'}")
+               f"pages, {len(summary['seed_runs'])} seeds, claims: "
+               f"{', '.join(f'{verdicts.count(v)} {v}' for v in dict.fromkeys(verdicts)) or 'none'} "
+               f"-> {reports_dir / 'results.md'}, {reports_dir / 'claims.md'}")

@@ -15,7 +15,7 @@ from pipeline.data.table import write_table
 from pipeline.metrics import top_retrievals, write_rankings
 from pipeline.reporting.collect import ReportInputError, collect_metrics, column_views
 from pipeline.reporting.report import build_report
-from pipeline.reporting.sweep import merge_points, sweep_points
+from pipeline.reporting.sweep import merge_points, read_states, split_sweeps, sweep_points
 from stages.cli import app
 
 SAMPLE = Path(__file__).parent / "data" / "dvc_exp_show_sample.json"
@@ -104,7 +104,7 @@ def test_results_tables(reports, tmp_path):
 
 def test_sweep_points_from_real_dvc_output():
     exp_show = json.loads(SAMPLE.read_text())
-    points = sweep_points(exp_show)
+    points = sweep_points(split_sweeps(read_states(exp_show)))
     by_key = {(p["method"], p["lambda"]): p for p in points}
     assert sorted(by_key) == [("dscmr", 0.01), ("dscmr", 0.1), ("dscmr", 1.0), ("ss", 0.01), ("ss", 0.1), ("ss", 1.0)]
     assert by_key[("ss", 1.0)]["experiment"] == "workspace"  # the workspace comes first in dvc's output
@@ -125,18 +125,16 @@ def test_sweep_points_from_real_dvc_output():
 ])
 def test_sweep_points_bad_input(bad, message):
     with pytest.raises(ReportInputError, match=message):
-        sweep_points(bad)
+        read_states(bad)
 
 
-def test_sweep_skips_failed_and_unrelated_entries():
-    exp_show = [{"rev": "a", "error": {"msg": "failed"}, "data": {"params": {"params.yaml": {"data": {"lambda": 1}}},
-                                                                     "metrics": {"reports/metrics/d/m.json": {
-                                                                         "data": {"ndcg_i2t": 1, "ndcg_t2i": 1,
-                                                                                  "ndcg_ave": 1}}}}},
-                {"rev": "b", "data": {"params": {"params.yaml": {"data": {"seed": 0}}}}},
-                {"rev": "c", "data": {"params": {"params.yaml": {"data": {"lambda": 0.5}}},
+def test_sweep_skips_states_without_ndcg_metrics():
+    exp_show = [{"rev": "workspace", "data": {"params": {"params.yaml": {"data": {"lambda": 1, "seed": 0}}},
+                                              "metrics": {"data/x/prepare_stats.json": {"data": {"images": 3}}}}},
+                {"rev": "c", "data": {"params": {"params.yaml": {"data": {"lambda": 0.5, "seed": 0}}},
                                       "metrics": {"data/x/prepare_stats.json": {"data": {"images": 3}}}}}]
-    assert sweep_points(exp_show) == []
+    assert sweep_points(split_sweeps(read_states(exp_show))) == []
+    assert split_sweeps(read_states([{"rev": "workspace", "data": {}}])) is None  # no params: no sweep
 
 
 def test_lambda_plot_and_training_curves(reports, tmp_path):

@@ -7,8 +7,10 @@ Inputs (under `reports_dir` unless noted):
                                  -> qualitative/<ds>/<method>.html
   per_query/<ds>/<method>.npz    per-query values (optional) -> a 95% bootstrap interval on each of
                                  our numbers, and each method's difference to the reference method
-  experiments file               `dvc exp show --json` output (optional) -> the lambda sweep
-Outputs: results.md, plots/ (PNG), lambda_sensitivity.json (DVC plot data), qualitative/.
+  experiments file               `dvc exp show --json` output (optional) -> the lambda sweep and the
+                                 seed sweep (`report.seeds`), split and checked by `sweep.py`
+Outputs: results.md, claims.md + claims.json (the papers' claims with verdicts), plots/ (PNG),
+lambda_sensitivity.json (DVC plot data), qualitative/.
 Each output is written under a temporary name and renamed when complete.
 """
 from __future__ import annotations
@@ -21,35 +23,71 @@ from pipeline.io import atomic_output
 from pipeline.metrics.rankings import read_rankings
 from pipeline.reporting import tables
 from pipeline.reporting.collect import collect_metrics, column_views, read_json
+from pipeline.reporting.claims import check_claims, claims_json, claims_markdown
 from pipeline.reporting.intervals import dataset_intervals, differences_table
 from pipeline.reporting.plots import closed_form_rows, plot_lambda_sensitivity, plot_training_curves, read_history
 from pipeline.reporting.published import NOTES
 from pipeline.reporting.qualitative import render_page
-from pipeline.reporting.sweep import merge_points, sweep_points, workspace_points
+from pipeline.reporting.seeds import seed_table
+from pipeline.reporting.sweep import (SWEPT, Sweeps, differing_params, flatten_params, merge_points, read_states,
+                                      seed_runs, split_sweeps, sweep_points, workspace_points)
 
 PARAM = "lambda"
 
 
-def _sweep(records, experiments: Path | None, current_lambda: float, methods: list[str]) -> tuple[list[dict], str]:
-    """Sweep points (filtered to `methods`) and a sentence on where they came from."""
+def _read_sweeps(experiments: Path | None) -> Sweeps | None:
+    """The experiments file split into its lambda and seed sweeps (None when there is no file)."""
+    if experiments is None or not experiments.is_file():
+        return None
+    exp_show = read_json(experiments, "`dvc exp show --json` output")
+    return split_sweeps(read_states(exp_show), experiments.as_posix())
+
+
+def _sweep(records, sweeps: Sweeps | None, current_lambda: float) -> tuple[list[dict], str]:
+    """Lambda sweep points (the current results fill in) and a sentence on where they came from."""
     points = workspace_points(records, current_lambda, PARAM)
     source = f"the current results only (lambda = {current_lambda:g})"
-    if experiments is not None and experiments.is_file():
-        points = merge_points(sweep_points(read_json(experiments, "`dvc exp show --json` output"), PARAM), points, PARAM)
-        source = f"`{experiments.as_posix()}` (`dvc exp show --json`) and the current results"
-    return [p for p in points if p["method"] in methods], source
+    if sweeps is not None:
+        points = merge_points(sweep_points(sweeps, PARAM), points, PARAM)
+        source = f"`{sweeps.source}` (`dvc exp show --json`) and the current results"
+    return points, source
+
+
+def _sweep_notes(sweeps: Sweeps | None, current_params: dict | None, records) -> list[str]:
+    """Where the experiments file was exported from other params or other results than the workspace's."""
+    if sweeps is None or not current_params:
+        return []
+
+    notes = []
+    diffs = {k: v for k, v in differing_params(flatten_params(current_params), sweeps.baseline.params).items()
+             if k not in SWEPT}
+    if diffs:
+        shown = ", ".join(f"{k} ({a!r} there, {b!r} here)" for k, (a, b) in list(diffs.items())[:6])
+        notes.append(f"The sweeps in `{sweeps.source}` were run from other params than the current ones: {shown}"
+                     f"{' and more' if len(diffs) > 6 else ''}. Rerun them and export the file again.")
+    current = {(r.dataset, r.method): r.values for r in records}
+    if not diffs and sweeps.baseline.params.get("seed") == (current_params or {}).get("seed"):
+        stale = sorted(f"{d}/{m}" for (d, m), v in sweeps.baseline.metrics.items()
+                       if (d, m) in current and any(current[(d, m)].get(k) != x for k, x in v.items()))
+        if stale:
+            notes.append(f"The baseline of `{sweeps.source}` holds other numbers than the current metrics files for "
+                         f"{', '.join(stale[:5])}{' and more' if len(stale) > 5 else ''}: the file was exported from "
+                         "other results (other code); export it again after the sweep.")
+    return notes
 
 
 def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "data", *,
                  experiments: str | Path | None = None, current_lambda: float = 0.1,
                  report_params: dict | None = None, metrics_params: dict | None = None,
-                 recipes: dict[str, str] | None = None, root: str | Path = ".") -> dict:
+                 recipes: dict[str, str] | None = None, root: str | Path = ".",
+                 current_params: dict | None = None) -> dict:
     """Write the report; returns a summary (counts and written paths). `metrics_params` (the `metrics`
     section) gives the NDCG / mAP cut-offs, which metrics files no longer repeat; `recipes` (method ->
-    paper / official, from `methods.<m>.recipe`) names each row's recipe."""
+    paper / official, from `methods.<m>.recipe`) names each row's recipe; `current_params` (params.yaml
+    as written) lets the report say when the experiments file was run from other params."""
     reports_dir, data_dir, root = Path(reports_dir), Path(data_dir), Path(root)
     opts = {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"], "bootstrap_resamples": 1000,
-            "bootstrap_seed": 0, "reference_method": "ss", **(report_params or {})}
+            "bootstrap_seed": 0, "reference_method": "ss", "seeds": [], **(report_params or {})}
     records = collect_metrics(reports_dir / "metrics")
     for record in records:
         record.recipe = (recipes or {}).get(record.method, "")
@@ -68,9 +106,22 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
     summary["differences"] = {ds: differences_table(iv, opts["reference_method"], records)
                               for ds, iv in sorted(intervals.items())}
 
+    # the sweeps of the experiments file: lambda (plot, lambda claim) and seeds (mean ± std, claims)
+    sweeps = _read_sweeps(Path(experiments) if experiments else None)
+    all_points, sweep_source = _sweep(records, sweeps, current_lambda)
+    points = [p for p in all_points if p["method"] in opts["lambda_methods"]]
+    runs = seed_runs(sweeps, opts["seeds"])
+    summary["seed_runs"] = {seed: state.name for seed, state in runs.items()}
+    summary["seed_tables"] = {ds: seed_table(runs, ds) for ds in sorted({r.dataset for r in records})} if runs else {}
+    summary["sweep_notes"] = _sweep_notes(sweeps, current_params, records)
+    claims = check_claims(records, intervals, runs, all_points)
+    summary["claims"] = {f"{c.claim.id}@{c.dataset}": c.verdict for c in claims}
+    with atomic_output(reports_dir / "claims.md") as tmp:
+        tmp.write_text(claims_markdown(claims, list(runs), summary["sweep_notes"]), encoding="utf-8")
+    with atomic_output(reports_dir / "claims.json") as tmp:
+        tmp.write_text(json.dumps(claims_json(claims), indent=2) + "\n")
+
     # plots/: training curves and the lambda sweep
-    points, sweep_source = _sweep(records, Path(experiments) if experiments else None, current_lambda,
-                                  opts["lambda_methods"])
     training = {}
     for path in sorted((reports_dir / "training").glob("*/*.json")):
         training.setdefault(path.parent.name, {})[path.stem] = read_history(path)
@@ -126,7 +177,7 @@ def _intervals_markdown(records, summary: dict, opts: dict) -> list[str]:
            f"({opts['bootstrap_resamples']} resamples, seed {opts['bootstrap_seed']}; an image is resampled with "
            "its caption queries). It measures how much the number would move on another test set of the same "
            "size; it does not include training noise (another seed gives another model: see README, "
-           "\"How to read the intervals\").", ""]
+           "\"How to read the intervals and the verdicts\").", ""]
     missing = [f"{r.dataset}/{r.method}" for r in records if not r.intervals]
     if missing:
         out += [f"No interval (no `per_query/<ds>/<method>.npz`: re-run `xmr evaluate`): {', '.join(missing)}.", ""]
@@ -144,6 +195,30 @@ def _differences_markdown(summary: dict, reference: str) -> list[str]:
     if not tables_found:
         out += [f"No dataset has per-query values for `{reference}` and another method "
                 "(`report.reference_method` names the method to compare with).", ""]
+    return out
+
+
+def _seeds_markdown(summary: dict) -> list[str]:
+    """The seed sweep (mean ± std over seeds) and the pointer to the claims."""
+    out = ["## Over training seeds", ""]
+    runs = summary.get("seed_runs") or {}
+    if runs:
+        out += [f"Mean ± sample std over {len(runs)} seeds ({', '.join(f'{s}: `{n}`' for s, n in runs.items())}; "
+                "each seed trains every model again, detector and word vectors included). The intervals above "
+                "are over test queries for the seed of the current results; this spread is the training noise.", ""]
+        for dataset, table in summary.get("seed_tables", {}).items():
+            if table:
+                out += [f"#### {dataset}", "", table, ""]
+    else:
+        out += ["No seed sweep (`report.seeds` is empty). To make one: `dvc exp run --queue -S seed=<n>` for each "
+                "seed, `dvc queue start`, `dvc exp show --json > reports/experiments.json`, set `report.seeds`, "
+                "then `dvc repro report` (README, \"Seeds\").", ""]
+    out += [f"- {note}" for note in summary.get("sweep_notes", [])] + ([""] if summary.get("sweep_notes") else [])
+    verdicts = summary.get("claims", {})
+    if verdicts:
+        counts = {v: list(verdicts.values()).count(v) for v in dict.fromkeys(verdicts.values())}
+        out += ["The papers' claims, each with its evidence and a verdict, are in [claims.md](claims.md) "
+                f"({', '.join(f'{n} {v}' for v, n in counts.items())}).", ""]
     return out
 
 
@@ -171,6 +246,7 @@ def results_markdown(records, summary: dict, sweep_source: str, lambda_methods: 
                 "T2I).", "",
                 tables.label_metrics_table(records), ""]
     out += _differences_markdown(summary, opts["reference_method"])
+    out += _seeds_markdown(summary)
     out += ["## Instance-level retrieval: Recall@K", ""]
     if has["r1_i2t"]:
         out += ["R@K in %, MedR 1-based. Published rows follow ours (papers/002 Tables 1-3, papers/003 Tables 1 "

@@ -1,66 +1,176 @@
-"""The lambda sweep: NDCG against `lambda` from `dvc exp show --json` (papers/001 Figure 3).
+"""Sweeps from `dvc exp show --json`: the lambda sweep (papers/001 Figure 3) and the seed sweep.
 
 `dvc exp show --json` prints a list of experiment states: `{rev, name, data, error, experiments}`,
 where `data` holds `params` (`{"params.yaml": {"data": {...}}}`) and `metrics`
 (`{"reports/metrics/<ds>/<method>.json": {"data": {...}}}`) and `experiments` lists ranges whose
-`revs` are further states. Every state with the parameter and NDCG metrics gives one point per
-metrics file; the first point seen for a (dataset, method, lambda) is kept (the workspace comes
-first in dvc's output).
+`revs` are further states. The first state (the workspace) is the baseline. Every other state is
+placed by the params in which it differs from the baseline: none (a commit of the same params), only
+`lambda` (the lambda sweep) or only `seed` (the seed sweep). A state that differs in anything else,
+or in both, mixes two sweeps: it is refused, naming the params, since its numbers would not measure
+what the sweep varies. The `report` section is ignored in that comparison (only the report reads it).
+A state that dvc marks with an error, or that lacks a metrics file the baseline has, is a partly
+failed sweep and is refused too.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from pipeline.reporting.collect import MetricsRecord, ReportInputError
 
 METRICS_PATH = re.compile(r"(?:^|/)reports/metrics/([^/]+)/([^/]+)\.json$")
 NDCG_KEYS = ("ndcg_i2t", "ndcg_t2i", "ndcg_ave")
+SWEPT = ("lambda", "seed")
+IGNORED_SECTIONS = ("report",)
 
 
-def _param(params: dict, name: str):
-    """A possibly dotted parameter (`lambda`, `train.lr`) from a params mapping, or None."""
-    value = params
-    for part in name.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
+class SweepError(ReportInputError):
+    """The experiments file mixes sweeps, or a sweep is empty or partly failed."""
 
 
-def sweep_points(exp_show, param: str = "lambda", params_file: str = "params.yaml") -> list[dict]:
-    """Points `{experiment, rev, <param>, dataset, method, ndcg_i2t, ndcg_t2i, ndcg_ave}`."""
+@dataclass
+class ExperimentState:
+    """One state of `dvc exp show --json`: its flattened params and its metrics files."""
+
+    name: str
+    rev: str
+    params: dict  # dotted key -> value
+    metrics: dict = field(default_factory=dict)  # (dataset, method) -> metrics dict
+    error: str = ""
+
+
+@dataclass
+class Sweeps:
+    """The states of an experiments file placed by what they vary."""
+
+    baseline: ExperimentState
+    by_param: dict[str, list[ExperimentState]]  # "lambda" / "seed" -> states (baseline excluded)
+    source: str = "experiments file"
+
+
+def flatten_params(value, prefix: str = "") -> dict:
+    if not isinstance(value, dict):
+        return {prefix[:-1]: value}
+    out = {}
+    for key, item in value.items():
+        out.update(flatten_params(item, f"{prefix}{key}."))
+    return out
+
+
+def read_states(exp_show, params_file: str = "params.yaml") -> list[ExperimentState]:
+    """Every state of a `dvc exp show --json` list, depth first (the workspace first)."""
     if not isinstance(exp_show, list):
         raise ReportInputError("experiments: expected the list printed by `dvc exp show --json`, "
                                f"got {type(exp_show).__name__}")
-    points, seen = [], set()
+    states = []
 
     def visit(state, where: str) -> None:
         if not isinstance(state, dict) or "rev" not in state:
             raise ReportInputError(f"experiments: {where} is not an experiment state (no 'rev')")
         data = state.get("data") or {}
-        value = _param((data.get("params") or {}).get(params_file, {}).get("data") or {}, param)
-        if not state.get("error") and isinstance(value, (int, float)) and not isinstance(value, bool):
-            for path, result in sorted((data.get("metrics") or {}).items()):
-                match = METRICS_PATH.search(str(PurePosixPath(path)))
-                metrics = (result or {}).get("data")
-                if not match or not isinstance(metrics, dict) or not all(k in metrics for k in NDCG_KEYS):
-                    continue
-                key = (match.group(1), match.group(2), float(value))
-                if key in seen:
-                    continue
-                seen.add(key)
-                rev = str(state["rev"])
-                points.append({"experiment": state.get("name") or (rev if rev == "workspace" else rev[:7]), "rev": rev,
-                               param: float(value), "dataset": key[0], "method": key[1],
-                               **{k: float(metrics[k]) for k in NDCG_KEYS}})
+        params = (data.get("params") or {}).get(params_file, {}).get("data") or {}
+        metrics = {}
+        for path, result in sorted((data.get("metrics") or {}).items()):
+            match = METRICS_PATH.search(str(PurePosixPath(path)))
+            values = (result or {}).get("data")
+            if match and isinstance(values, dict):
+                metrics[(match.group(1), match.group(2))] = values
+        rev = str(state["rev"])
+        error = state.get("error") or data.get("error") or ""
+        states.append(ExperimentState(state.get("name") or data.get("name") or (rev if rev == "workspace" else rev[:7]),
+                                      rev, flatten_params(params) if params else {}, metrics,
+                                      (error.get("msg") or str(error)) if isinstance(error, dict) else str(error)))
         for i, exp_range in enumerate(state.get("experiments") or []):
             for j, child in enumerate((exp_range or {}).get("revs") or []):
                 visit(child, f"{where}.experiments[{i}].revs[{j}]")
 
     for i, state in enumerate(exp_show):
         visit(state, f"entry {i}")
+    return states
+
+
+def differing_params(params: dict, baseline: dict) -> dict[str, tuple]:
+    """Dotted keys whose values differ (`report.*` ignored) -> (baseline value, this value)."""
+    keys = {k for k in set(params) | set(baseline) if k.split(".", 1)[0] not in IGNORED_SECTIONS}
+    return {k: (baseline.get(k), params.get(k)) for k in sorted(keys) if baseline.get(k) != params.get(k)}
+
+
+def _describe(diffs: dict[str, tuple]) -> str:
+    return ", ".join(f"{k} ({a!r} in the baseline, {b!r} here)" for k, (a, b) in diffs.items())
+
+
+def split_sweeps(states: list[ExperimentState], source: str = "experiments file") -> Sweeps | None:
+    """Place each state by the one swept param it changes; refuse mixed or failed states."""
+    usable = [s for s in states if s.params]
+    if not usable:
+        return None
+    baseline, by_param = usable[0], {p: [] for p in SWEPT}
+    for state in usable[1:]:
+        diffs = differing_params(state.params, baseline.params)
+        if not diffs:
+            continue  # the same params as the baseline (its commit): nothing new
+        if len(diffs) > 1 or next(iter(diffs)) not in SWEPT:
+            raise SweepError(f"{source}: experiment '{state.name}' ({state.rev[:7]}) differs from the baseline "
+                             f"'{baseline.name}' in {_describe(diffs)}; a sweep may vary one of {', '.join(SWEPT)} "
+                             "and nothing else. Remove it (`dvc exp remove <name>`) or rerun it from the baseline's "
+                             "params, then export again (`dvc exp show --json`)")
+        param = next(iter(diffs))
+        if state.error:
+            raise SweepError(f"{source}: experiment '{state.name}' of the {param} sweep failed ({state.error}); "
+                             f"rerun it (`dvc exp run --queue -S {param}={state.params.get(param)}`) or remove it")
+        missing = sorted(set(baseline.metrics) - set(state.metrics))
+        if missing:
+            raise SweepError(f"{source}: experiment '{state.name}' of the {param} sweep has no metrics for "
+                             f"{', '.join(f'{d}/{m}' for d, m in missing)} (a partly failed run); rerun it or "
+                             "remove it")
+        by_param[param].append(state)
+    return Sweeps(baseline, by_param, source)
+
+
+def sweep_points(sweeps: Sweeps | None, param: str = "lambda") -> list[dict]:
+    """Points `{experiment, rev, <param>, dataset, method, ndcg_i2t, ndcg_t2i, ndcg_ave}` of a sweep.
+
+    The baseline comes first; the first point seen for a (dataset, method, value) is kept.
+    """
+    if sweeps is None:
+        return []
+    points, seen = [], set()
+    for state in [sweeps.baseline] + sweeps.by_param[param]:
+        value = state.params.get(param)
+        if state.error or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        for (dataset, method), metrics in sorted(state.metrics.items()):
+            key = (dataset, method, float(value))
+            if key in seen or not all(k in metrics for k in NDCG_KEYS):
+                continue
+            seen.add(key)
+            points.append({"experiment": state.name, "rev": state.rev, param: float(value), "dataset": dataset,
+                           "method": method, **{k: float(metrics[k]) for k in NDCG_KEYS}})
     return points
+
+
+def seed_runs(sweeps: Sweeps | None, seeds: list[int]) -> dict[int, ExperimentState]:
+    """The state of each seed in `seeds` (the baseline's seed included); refuses an empty or partial sweep."""
+    if not seeds:
+        return {}
+    source = sweeps.source if sweeps else "experiments file"
+    runs: dict[int, ExperimentState] = {}
+    for state in ([sweeps.baseline] + sweeps.by_param["seed"]) if sweeps else []:
+        seed = state.params.get("seed")
+        if isinstance(seed, int) and seed in seeds and seed not in runs:
+            runs[seed] = state
+    if sweeps is None or not sweeps.by_param["seed"]:
+        raise SweepError(f"{source}: report.seeds asks for a sweep over seeds {', '.join(map(str, seeds))}, but the "
+                         "file holds no experiment that differs from the baseline in `seed` only (an empty sweep). "
+                         "Queue them (`dvc exp run --queue -S seed=<n>`, `dvc queue start`), export "
+                         "`dvc exp show --json` to it, or set report.seeds to []")
+    missing = [s for s in seeds if s not in runs]
+    if missing:
+        raise SweepError(f"{source}: the seed sweep lacks seeds {', '.join(map(str, missing))} of report.seeds "
+                         f"(found {', '.join(map(str, sorted(runs)))}); queue them (`dvc exp run --queue -S "
+                         f"seed={missing[0]}`) or drop them from report.seeds")
+    return {s: runs[s] for s in seeds}
 
 
 def workspace_points(records: list[MetricsRecord], value: float, param: str = "lambda") -> list[dict]:
