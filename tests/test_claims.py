@@ -71,6 +71,10 @@ def test_failed_and_partly_failed_experiments_are_refused():
     failed = read_states(exp_show(state("f", {}, error={"msg": "stage train failed"}, seed=1)))
     with pytest.raises(SweepError, match=r"'exp-f' of the seed sweep failed \(stage train failed\)"):
         split_sweeps(failed)
+    queued = exp_show(state("q", {"ss": ndcg(80.0), "cca": ndcg(60.0)}, seed=1))  # metrics still the baseline's
+    queued[1]["experiments"][0]["executor"] = {"state": "queued", "name": "exp-q", "local": None}
+    with pytest.raises(SweepError, match="'exp-q' of the seed sweep is still queued"):
+        split_sweeps(read_states(queued))
     partial = read_states(exp_show(state("p", {"ss": ndcg(80.0)}, seed=1)))
     with pytest.raises(SweepError, match="'exp-p' of the seed sweep has no metrics for shapes/cca"):
         split_sweeps(partial)

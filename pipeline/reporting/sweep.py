@@ -38,6 +38,7 @@ class ExperimentState:
     params: dict  # dotted key -> value
     metrics: dict = field(default_factory=dict)  # (dataset, method) -> metrics dict
     error: str = ""
+    status: str = ""  # the queue's executor state of its range: success, queued, running, failed ("" unknown)
 
 
 @dataclass
@@ -65,7 +66,7 @@ def read_states(exp_show, params_file: str = "params.yaml") -> list[ExperimentSt
                                f"got {type(exp_show).__name__}")
     states = []
 
-    def visit(state, where: str) -> None:
+    def visit(state, where: str, status: str = "") -> None:
         if not isinstance(state, dict) or "rev" not in state:
             raise ReportInputError(f"experiments: {where} is not an experiment state (no 'rev')")
         data = state.get("data") or {}
@@ -80,10 +81,12 @@ def read_states(exp_show, params_file: str = "params.yaml") -> list[ExperimentSt
         error = state.get("error") or data.get("error") or ""
         states.append(ExperimentState(state.get("name") or data.get("name") or (rev if rev == "workspace" else rev[:7]),
                                       rev, flatten_params(params) if params else {}, metrics,
-                                      (error.get("msg") or str(error)) if isinstance(error, dict) else str(error)))
+                                      (error.get("msg") or str(error)) if isinstance(error, dict) else str(error),
+                                      status))
         for i, exp_range in enumerate(state.get("experiments") or []):
+            executor = (exp_range or {}).get("executor") or {}
             for j, child in enumerate((exp_range or {}).get("revs") or []):
-                visit(child, f"{where}.experiments[{i}].revs[{j}]")
+                visit(child, f"{where}.experiments[{i}].revs[{j}]", str(executor.get("state") or ""))
 
     for i, state in enumerate(exp_show):
         visit(state, f"entry {i}")
@@ -116,8 +119,12 @@ def split_sweeps(states: list[ExperimentState], source: str = "experiments file"
                              "and nothing else. Remove it (`dvc exp remove <name>`) or rerun it from the baseline's "
                              "params, then export again (`dvc exp show --json`)")
         param = next(iter(diffs))
-        if state.error:
-            raise SweepError(f"{source}: experiment '{state.name}' of the {param} sweep failed ({state.error}); "
+        if state.status in ("queued", "running"):
+            raise SweepError(f"{source}: experiment '{state.name}' of the {param} sweep is still {state.status} (its "
+                             "numbers are not its own yet); wait until `dvc queue status` says Success, then export "
+                             "`dvc exp show --json` again")
+        if state.error or state.status == "failed":
+            raise SweepError(f"{source}: experiment '{state.name}' of the {param} sweep failed ({state.error or 'failed'}); "
                              f"rerun it (`dvc exp run --queue -S {param}={state.params.get(param)}`) or remove it")
         missing = sorted(set(baseline.metrics) - set(state.metrics))
         if missing:
