@@ -13,6 +13,8 @@ from pipeline.reporting.published import (F1_ROW, F1_TABLE, NDCG_TABLE1, RECALL_
                                           TABLE1_DATASETS, TABLE1_ROW)
 
 DASH = "–"
+# The training stage a dual-path row reached (papers/003 reports both): stage I only, or stage II after it.
+STAGE_NAMES = {"dual_path": "Stage II", "dual_path_stage1": "Stage I"}
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,8 @@ def recall_tables(records: list[MetricsRecord]) -> str:
             if col == column:
                 counterpart = RECALL_ROW.get(method)
                 note = f" (cf. {counterpart[0]} '{counterpart[1]}')" if counterpart else ""
-                rows.append([f"{method_label(method, _recipes(records))}{note}"] + [fmt(v) for v in values])
+                stage = f" {STAGE_NAMES[method]}" if method in STAGE_NAMES else ""
+                rows.append([f"{method_label(method, _recipes(records))}{stage}{note}"] + [fmt(v) for v in values])
         for row in RECALL_ROWS:
             if row["dataset"] == column:
                 values = row["i2t"] + row["t2i"]
