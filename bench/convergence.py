@@ -17,6 +17,7 @@ times the thread ratio; ss at 2,000 images is about 20 s an epoch on one core.
 from __future__ import annotations
 
 import argparse
+import datetime
 import platform
 import sys
 import tempfile
@@ -75,7 +76,8 @@ def main() -> None:
     rows = [row(m, *curve_of(m, args)) for m in args.methods]
     emit("\n".join([
         f"### Epochs to converge on shapes-shaped synthetic data (`bench/convergence.py`)", "",
-        f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s); {args.images} synthetic "
+        f"2-core CPU sandbox ({platform.machine()}), {datetime.date.today()}, {args.threads} torch thread(s); "
+        f"{args.images} synthetic "
         f"images x 5 captions (80% train), params.yaml settings with `--epochs {args.epochs}`. Peak: the epoch "
         f"with the best validation value; flat from: the first epoch within the report's tolerance "
         f"({TOLERANCE:.1%} of the metric's range) of the peak.", "",
