@@ -1,6 +1,7 @@
 """How many epochs does a method need before its validation metric stops rising? (issue 14 item 5)
 
-    python bench/convergence.py ss dual_path [--epochs 12] [--images 2000] [--threads 1] [--record reports/benchmarks.md]
+    python bench/convergence.py ss dual_path [--epochs 12] [--images 2000] [--threads 1]
+                                [--record reports/benchmarks.md]
 
 Trains each named method with its params.yaml settings (the `train` section and `methods.<m>`; only
 `train.epochs` is replaced by `--epochs`, and patience is off) on synthetic data shaped like the embedded
@@ -75,7 +76,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = [row(m, *curve_of(m, args)) for m in args.methods]
     emit("\n".join([
-        f"### Epochs to converge on shapes-shaped synthetic data (`bench/convergence.py`)", "",
+        "### Epochs to converge on shapes-shaped synthetic data (`bench/convergence.py`)", "",
         f"2-core CPU sandbox ({platform.machine()}), {datetime.date.today()}, {args.threads} torch thread(s); "
         f"{args.images} synthetic "
         f"images x 5 captions (80% train), params.yaml settings with `--epochs {args.epochs}`. Peak: the epoch "

@@ -20,7 +20,6 @@ from pipeline.data.table import read_table, table_path
 from pipeline.io import atomic_output
 from pipeline.metrics.rankings import read_rankings
 from pipeline.reporting import tables
-from pipeline.reporting.tables import RISING_MARK
 from pipeline.reporting.collect import collect_metrics, column_views, read_json
 from pipeline.reporting.convergence import convergence_markdown, dataset_convergence, rising_methods
 from pipeline.reporting.intervals import dataset_intervals, differences_table
@@ -28,6 +27,7 @@ from pipeline.reporting.plots import closed_form_rows, plot_lambda_sensitivity, 
 from pipeline.reporting.published import NOTES
 from pipeline.reporting.qualitative import render_page
 from pipeline.reporting.sweep import merge_points, sweep_points, workspace_points
+from pipeline.reporting.tables import RISING_MARK
 
 PARAM = "lambda"
 
