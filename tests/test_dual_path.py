@@ -219,3 +219,32 @@ def test_trains_both_stages_through_the_training_loop(tmp_path):
     assert set(history[0]) == set(history[1])  # one key set per file, as `dvc plots show` needs
     method, _ = load_model(tmp_path / "m", "dual_path", data.info)
     assert method.num_classes == 60
+
+
+def test_stage1_method_never_enters_stage_ii_through_the_training_loop(tmp_path):
+    """`dual_path_stage1` (papers/003's "Stage I" row) trains as many epochs as `dual_path` with the instance
+    losses only: no ranking loss in any epoch of its history, while `dual_path` (above) adds it from epoch 2."""
+    import json
+
+    from retrieval_fixtures import make_dataset
+
+    from pipeline.training.data import RetrievalData
+    from pipeline.training.loop import train_method
+
+    data = RetrievalData(*make_dataset(n_images=40, n_val=10, n_test=10), cache_splits=("train", "val"))
+    params = validate({"train": {"batch_size": 16, "lr": 2e-3, "epochs": 2, "device": "cpu", "threads": 1,
+                                 "select_metric": "rsum"}, "methods": {"dual_path_stage1": SMALL}})
+    train_method("dual_path_stage1", params, data, tmp_path / "m", tmp_path / "h.json", dataset="synthetic",
+                 progress=False, log=lambda m: None)
+    history = json.loads((tmp_path / "h.json").read_text())
+    assert len(history) == 2 and all(e.get("ranking") is None for e in history)  # no ranking part at all
+    assert all(e["instance_visual"] > 0 and e["instance_textual"] > 0 for e in history)
+
+
+def test_stage1_method_stays_in_stage_i_and_weights_no_ranking():
+    data = concept_data(n_images=12, seed=2)
+    params = validate({"methods": {"dual_path_stage1": {**SMALL, "stage1_epochs": 1}}})
+    method = build_method("dual_path_stage1", params, data.info, word_vectors=data.word_vectors)
+    method.start_epoch(7)
+    assert method.stage == 1 and method.loss_weights()[0] == 0.0
+    assert rebuild_method(method.config()).stage == 1    # the saved config rebuilds the stage-I class

@@ -94,3 +94,12 @@ def test_name_and_model_errors_come_before_torch_is_imported(args, message):
     out = _in_process(CLI.format(args=args)).stdout.splitlines()
     assert out[:2] == ["2", "False"], out
     assert message in "\n".join(out[2:])
+
+
+def test_dual_path_stage1_reads_dual_paths_section():
+    """One source of truth: params.yaml writes `dual_path_stage1` as a YAML merge of `dual_path`'s section."""
+    from pipeline.params import load_params
+
+    params = load_params(REPO / "params.yaml")["methods"]
+    assert params["dual_path_stage1"] == params["dual_path"]
+    assert "<<: *dual_path" in (REPO / "params.yaml").read_text()

@@ -209,3 +209,13 @@ class DualPath(RetrievalMethod):
             total = total + w_rank * ranking
             parts["ranking"] = ranking.detach()
         return total, parts
+
+
+class DualPathStage1(DualPath):
+    """Method `dual_path_stage1`: the dual-path model held in stage I for all its epochs (instance losses
+    only, `stage1_freeze` applied throughout; `stage1_epochs` is not read), so that papers/003's claim
+    "stage II beats stage I" can be checked against `dual_path` trained for the same epochs."""
+
+    @property
+    def stage(self) -> int:
+        return 1

@@ -195,9 +195,13 @@ def _interval(low: float, high: float, digits: int) -> str:
     return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
-def claims_markdown(results: list[ClaimResult], seeds: list[int], notes: list[str] | None = None) -> str:
-    """`reports/claims.md`: a summary table, then each claim's evidence."""
-    from pipeline.reporting.tables import markdown_table
+def claims_markdown(results: list[ClaimResult], seeds: list[int], notes: list[str] | None = None,
+                    rising: set[str] = frozenset()) -> str:
+    """`reports/claims.md`: a summary table, then each claim's evidence; `rising` methods get the ↗ mark."""
+    from pipeline.reporting.tables import RISING_MARK, markdown_table
+
+    def name(method: str) -> str:
+        return f"`{method}`" + (f" {RISING_MARK}" if method in rising else "")
 
     seed_text = (f"over seeds {', '.join(map(str, seeds))} (t interval of the mean paired difference)" if seeds
                  else "none (no seed sweep in `report.seeds`)")
@@ -208,6 +212,9 @@ def claims_markdown(results: list[ClaimResult], seeds: list[int], notes: list[st
            "**holds**: every interval lies on the claimed side of 0; **does not hold**: an interval lies entirely "
            "on the other side; **inconclusive**: an interval contains 0. A claim holds only when each of its "
            "comparisons holds. See README, \"How to read the intervals and the verdicts\".", ""]
+    if rising:
+        notes = [f"{RISING_MARK}: the method's validation curve was still rising at its last epoch (results.md, "
+                 "\"Convergence\"): its number measures how far it got in its epochs, not what it reaches."] + (notes or [])
     out += [f"- {n}" for n in notes or []] + ([""] if notes else [])
     out += [markdown_table(["Claim", "Source", "Dataset", "Verdict"],
                            [[r.claim.statement, r.claim.paper, r.dataset, f"**{r.verdict}**"] for r in results]), ""]
@@ -222,7 +229,7 @@ def claims_markdown(results: list[ClaimResult], seeds: list[int], notes: list[st
         for e in result.evidence:
             c = e.comparison
             digits = 3 if c.key.startswith("f1") else 2
-            rows.append([f"`{c.method}` − `{c.other}`", KEY_NAMES.get(c.key, c.key),
+            rows.append([f"{name(c.method)} − {name(c.other)}", KEY_NAMES.get(c.key, c.key),
                          "higher" if c.direction > 0 else "lower",
                          "–" if e.value is None else f"{e.value:+.{digits}f}",
                          _interval(e.queries.low, e.queries.high, digits) if e.queries else "–",

@@ -27,6 +27,7 @@ class MetricsRecord:
     values: dict
     intervals: dict = field(default_factory=dict)  # metric key -> bootstrap Estimate (pipeline.reporting.intervals)
     recipe: str = ""  # the method's `methods.<m>.recipe` (paper / official) when it has one
+    still_rising: bool = False  # its validation curve rose at its last epoch (pipeline.reporting.convergence)
 
 
 def read_json(path: Path, what: str):

@@ -125,6 +125,7 @@ RECALL_ROWS = _parse_recall(_RECALL)
 RECALL_ROW = {
     "scan_consistency": ("002", "Ours"), "scan_t2i": ("002", "SCAN"), "scan_i2t": ("002", "SCAN"),
     "dual_path": ("003", "Ours (ResNet-50) Stage II"),
+    "dual_path_stage1": ("003", "Ours (ResNet-50) Stage I"),
 }
 
 # Our dataset names -> the papers' column names. COCO maps by evaluation protocol.

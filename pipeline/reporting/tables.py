@@ -13,6 +13,9 @@ from pipeline.reporting.published import (F1_ROW, F1_TABLE, NDCG_TABLE1, RECALL_
                                           TABLE1_DATASETS, TABLE1_ROW)
 
 DASH = "–"
+RISING_MARK = "↗"  # after a method's name: still rising at its last epoch (pipeline.reporting.convergence)
+# The training stage a dual-path row reached (papers/003 reports both): stage I only, or stage II after it.
+STAGE_NAMES = {"dual_path": "Stage II", "dual_path_stage1": "Stage I"}
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,16 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _recipes(records: list[MetricsRecord]) -> dict[str, str]:
-    return {record.method: record.recipe for record in records if record.recipe}
+    """Method -> the suffix of its label (`method_label`): ", <recipe>" when it has one, then " ↗" when its
+    validation curve was still rising at its last epoch."""
+    recipes = {record.method: f", {record.recipe}" for record in records if record.recipe}
+    rising = {record.method for record in records if record.still_rising}
+    return {m: recipes.get(m, "") + (f" {RISING_MARK}" if m in rising else "") for m in recipes.keys() | rising}
 
 
-def method_label(method: str, recipes: dict[str, str]) -> str:
-    """"`ss`" or, for a method trained with a recipe, "`ss`, official"."""
-    return f"`{method}`, {recipes[method]}" if method in recipes else f"`{method}`"
+def method_label(method: str, suffixes: dict[str, str]) -> str:
+    """"`ss`", "`ss`, official" (trained with a recipe), "`ss`, official ↗" (still rising; `_recipes`)."""
+    return f"`{method}`{suffixes.get(method, '')}"
 
 
 def _by_method_column(records: list[MetricsRecord], keys: tuple[str, ...]) -> dict[tuple[str, str], tuple]:
@@ -137,7 +144,8 @@ def recall_tables(records: list[MetricsRecord]) -> str:
             if col == column:
                 counterpart = RECALL_ROW.get(method)
                 note = f" (cf. {counterpart[0]} '{counterpart[1]}')" if counterpart else ""
-                rows.append([f"{method_label(method, _recipes(records))}{note}"] + [fmt(v) for v in values])
+                stage = f" {STAGE_NAMES[method]}" if method in STAGE_NAMES else ""
+                rows.append([f"{method_label(method, _recipes(records))}{stage}{note}"] + [fmt(v) for v in values])
         for row in RECALL_ROWS:
             if row["dataset"] == column:
                 values = row["i2t"] + row["t2i"]

@@ -83,6 +83,8 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # (heat-kernel kNN and label-product weights, no rescaling); "paper" xmr's reading of the paper's graph.
     "jfssl": {"paper": {"graph": "xmr"}, "official": {"graph": "public_port"}},
 }
+# dual_path_stage1 is dual_path held in stage I: the same recipes.
+RECIPES["dual_path_stage1"] = RECIPES["dual_path"]
 
 # The recipe each method trains with unless `methods.<m>.recipe` says otherwise: the official code
 # (what produced the published numbers) for every method that has one.

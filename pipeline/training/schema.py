@@ -136,6 +136,9 @@ METHOD_SCHEMAS: dict[str, dict[str, Any]] = {
     "scan_t2i": {**_SCAN, "lambda2": Optional_(float)},
     "scan_consistency": {**_SCAN, "lambda1": Optional_(float), "lambda2": Optional_(float), "lambda_con": 0.3},
     "dual_path": dict(_DUAL_PATH),
+    # Stage I throughout (papers/003's "Stage I" rows): the same section as dual_path (params.yaml writes it
+    # as a YAML merge of dual_path's, so one source of truth); `stage1_epochs` is not read.
+    "dual_path_stage1": dict(_DUAL_PATH),
     **BASELINE_SCHEMAS,  # Table-1 baselines: cca lcfs jfssl dcca dscmr scml vilbert (pipeline/models/baselines/params.py)
 }
 
@@ -211,7 +214,7 @@ def _check_method_section(name: str, s: dict, fail) -> None:
     check_baseline_section(name, s, fail)
     if name.startswith("scan_"):
         _check_scan_section(key, s, fail)
-    if name == "dual_path":
+    if name in DUAL_PATH_METHODS:
         _check_dual_path_section(key, s, fail)
     if "con_weight" in s:
         if not s["con_weight"] >= 0:
@@ -230,6 +233,7 @@ def _check_scan_section(key: str, s: dict, fail) -> None:
 
 
 # Choices of the dual-path section (papers/003; `pipeline/models/dual_path.py`).
+DUAL_PATH_METHODS = ("dual_path", "dual_path_stage1")
 DUAL_PATH_NEGATIVES = ("sampled", "hardest", "hardest_of_pool")
 DUAL_PATH_FREEZE = ("pretrained", "image_path")
 DUAL_PATH_BACKBONES = ("roi", "resnet50")
