@@ -39,7 +39,8 @@ from pipeline.training.data import RetrievalData
 from pipeline.training.registry import build_method
 from pipeline.training.schedule import make_optimizer, set_epoch_lr
 from pipeline.training.schema import method_train_settings
-from pipeline.training.scoring import TRAIN_LOSS, autocast, score_split, selection_key, split_metrics
+from pipeline.training.scoring import (TRAIN_LOSS, autocast, describe_selection, score_split, selection_key,
+                                      split_metrics)
 
 CHECK_EVERY = 20  # steps between loss read-outs (a read-out synchronises the GPU)
 NOT_IDENTITY = ("epochs", "patience", "device", "eval_batch_size", "cache_features_gb", "threads")
@@ -453,11 +454,12 @@ def _aligned(history: list[dict]) -> list[dict]:
 
 def _log_epoch(run: _Run, state: dict, record: dict, value: float, epoch: int) -> None:
     if run.closed_form:
-        run.log(f"{run.name}: fitted on {record['fit_pairs']} pairs, val {run.key} {value:.2f}, "
+        run.log(f"{run.name}: fitted on {record['fit_pairs']} pairs, {describe_selection(run.key, value)}, "
                 f"{record['seconds']:.1f}s")
     else:
-        run.log(f"{run.name} epoch {epoch + 1}: loss {record['loss']:.4f}, val {run.key} {value:.2f} "
-                f"(best {state['best_value']:.2f} at epoch {state['best_epoch']}), {record['seconds']:.1f}s")
+        run.log(f"{run.name} epoch {epoch + 1}: loss {record['loss']:.4f}, {describe_selection(run.key, value)} "
+                f"(best at epoch {state['best_epoch']}: {describe_selection(run.key, state['best_value'])}), "
+                f"{record['seconds']:.1f}s")
 
 
 # --- loss checks -----------------------------------------------------------------------------------

@@ -186,6 +186,12 @@ def split_rankings(scores: SplitScores, n: int = 10, device: torch.device | None
 TRAIN_LOSS = "train_loss"
 
 
+def describe_selection(key: str, value: float) -> str:
+    """How a log names a selection value: "training loss 0.4018" (the loss, not its negation) or
+    "validation ndcg_ave 71.20"."""
+    return f"training loss {-value:.4f}" if key == TRAIN_LOSS else f"validation {key} {value:.2f}"
+
+
 def selection_key(select_metric: str, has_labels: bool, method_default: str | None = None) -> str:
     """The validation metric used for model selection: `select_metric`, or for "auto" the method's
     preference, else label-wise NDCG (rsum on a dataset without labels)."""
