@@ -326,7 +326,7 @@ def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module
     method.start_epoch(epoch)
     method.train()
     trainable = [p for group in run.optimizer.param_groups for p in group["params"]]
-    clipped = trainable if settings["grad_clip_scope"] == "all" else _text_only(run, trainable)
+    clipped = clipped_parameters(method, trainable, settings["grad_clip_scope"])
     set_epoch_lr(run.optimizer, settings, epoch)
     sums: dict[str, torch.Tensor] = {}
     window, window_steps = torch.zeros((), device=device), 0
@@ -357,12 +357,16 @@ def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module
     return record
 
 
-def _text_only(run: _Run, trainable: list) -> list:
-    """The trainable parameters of the method's text-only group (`train.grad_clip_scope: text`)."""
-    text = run.method.text_parameters()
+def clipped_parameters(method: torch.nn.Module, trainable: list, scope: str) -> list:
+    """The parameters whose gradient norm `train.grad_clip` bounds: every trainable one (`scope` "all"), or
+    those of the method's text-only group ("text": the Semantic Sharing official code clips its text
+    encoder only)."""
+    if scope == "all":
+        return trainable
+    text = method.text_parameters()
     if text is None:
-        raise ValueError(f"parameter 'train.grad_clip_scope' is 'text', but method {run.name} has no text-only "
-                         f"parameter group")
+        raise ValueError(f"parameter 'train.grad_clip_scope' is {scope!r}, but method {method.method_name} has "
+                         f"no text-only parameter group")
     ids = {id(p) for p in text}
     return [p for p in trainable if id(p) in ids]
 
