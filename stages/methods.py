@@ -24,8 +24,8 @@ def catalogue(params: dict | None) -> list[dict[str, str]]:
         train = method_train_settings(params, name) if params else TRAIN_SCHEMA
         training = ("closed form, one fit" if entry.closed_form
                     else f"{train['epochs']} epochs, lr {train['lr']:g}, batch {train['batch_size']}")
-        if train.get("lr_decay_epoch") and not entry.closed_form:
-            training += f", x{train['lr_decay_factor']:g} from epoch {train['lr_decay_epoch'] + 1}"
+        if not entry.closed_form:
+            training += _loop_behaviours(train)
         recipe = "-"
         if has_recipes(name):
             recipe = params["methods"][name]["recipe"] if params else DEFAULT_RECIPE
@@ -33,6 +33,23 @@ def catalogue(params: dict | None) -> list[dict[str, str]]:
                      "labels": "yes" if entry.needs_labels else "no", "lambda": "yes" if uses_lambda(name) else "no",
                      "recipe": recipe, "training": training, "description": entry.description})
     return rows
+
+
+def _loop_behaviours(train: dict) -> str:
+    """The loop settings a recipe may change on every dataset, where they differ from the defaults."""
+    text = ""
+    if train.get("lr_decay_epoch"):
+        text += f", x{train['lr_decay_factor']:g} from epoch {train['lr_decay_epoch'] + 1}"
+    betas = list(train.get("adam_betas", [0.9, 0.999]))
+    if train.get("optimizer", "adam") == "adam" and betas != [0.9, 0.999]:
+        text += f", Adam betas ({betas[0]:g}, {betas[1]:g})"
+    if train.get("grad_clip_scope") == "text" and train.get("grad_clip"):
+        text += ", clips text only"
+    if train.get("select_metric") == "train_loss":
+        text += ", selects on train loss"
+    if train.get("val_limit_images"):
+        text += f", validates on {train['val_limit_images']} images"
+    return text
 
 
 def markdown(rows: list[dict[str, str]]) -> str:

@@ -30,7 +30,8 @@ def main(
 
     Inputs: data/<dataset>/table.parquet, data/<dataset>/features.zarr, data/<dataset>/text/.
     Outputs: models/<dataset>/<method>/model.pt + config.json (the epoch with the best validation
-    metric: label-wise NDCG, or rsum for a dataset without labels), last.pt (resumable state),
+    metric: label-wise NDCG, or rsum for a dataset without labels; or the lowest training loss with
+    `select_metric: train_loss`, the Semantic Sharing official recipe), last.pt (resumable state),
     reports/training/<dataset>/<method>.json (per-epoch loss and validation metrics, a DVC plot).
     Params: train.* (batch_size, lr, epochs, patience, grad_clip, device, amp, select_metric, ...),
     methods.<method>.*, seed, metrics.*, and lambda for the methods with a context loss
@@ -45,6 +46,7 @@ def main(
     check_method(method)
     from pipeline.training.data import RetrievalData
     from pipeline.training.loop import train_method
+    from pipeline.training.scoring import describe_selection
 
     data = RetrievalData.open(data_dir, dataset, cache_splits=("train", "val"),
                               cache_gb=p["train"]["cache_features_gb"], progress=progress)
@@ -53,4 +55,4 @@ def main(
                               reports_dir / "training" / dataset / f"{method}.json", dataset=dataset, progress=progress)
     how = "stopped early" if result.stopped_early else "done"
     typer.echo(f"{dataset}/{method}: {result.epochs_done} epochs ({how}; resumed after {result.resumed_at}); "
-               f"best validation {result.select_key} {result.best_value:.2f} at epoch {result.best_epoch}")
+               f"best {describe_selection(result.select_key, result.best_value)} at epoch {result.best_epoch}")

@@ -33,6 +33,7 @@ def quiet(_msg):
 
 def test_a_tiny_run_learns_beyond_an_untrained_model(data, tmp_path):
     params = small_params(epochs=6)
+    params["methods"]["ss"]["train"]["select_metric"] = "ndcg_ave"  # the official recipe selects on train_loss
     torch.manual_seed(0)
     untrained = build_method("ss", params, data.info, np.asarray(data.text.embeddings))
     baseline = val_ndcg(untrained, data, params)

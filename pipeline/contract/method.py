@@ -11,7 +11,9 @@ Word vectors for initialisation are passed once as `word_vectors` and are not pa
 The loop calls `training_loss(PairBatch) -> (loss, parts)`; scoring calls `encode_images`,
 `encode_texts` on batches and `similarity(image_repr, text_repr)` on blocks of the results;
 `classify_images` / `classify_texts` (optional) give label probabilities for Micro-F1;
-`lr_groups()` (optional) splits the parameters into groups with learning-rate multipliers. The
+`lr_groups()` (optional) splits the parameters into groups with learning-rate multipliers;
+`text_parameters()` (optional) names the parameters only the text path uses (`train.grad_clip_scope:
+text` clips those alone; the methods that have one are `schema.TEXT_CLIP_METHODS`). The
 default similarity is the cosine of embeddings; methods that score pairs jointly (cross attention)
 return richer representations from the encoders and override `similarity`.
 """
@@ -58,6 +60,11 @@ class RetrievalMethod(nn.Module):
         """`(learning-rate multiplier, parameters)` groups for the optimiser: the loop trains group g at
         `lr * multiplier_g` (and decays every group together). Default: one group at multiplier 1."""
         return [(1.0, list(self.parameters()))]
+
+    def text_parameters(self) -> list[nn.Parameter] | None:
+        """The parameters only the text path uses, for gradient clipping of the text side alone; None:
+        the method has no such group (`train.grad_clip_scope: text` is refused at params load)."""
+        return None
 
     def training_loss(self, batch: PairBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Scalar loss of one mini-batch and its named parts (detached values for logging)."""

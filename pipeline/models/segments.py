@@ -5,6 +5,10 @@ by a Bi-GRU, papers/000 Sec. 3.2) with sinusoidal positions. Masked segments (Eq
 by a learned [MASK] before psi1: a learned vector in RoI-feature space for images, the `<mask>`
 word (whose vector is trained) for text. `pooled=True` (the w/o R ablation) averages the contents
 into a single global segment. After phi a LayerNorm and dropout follow, as in BERT's embeddings.
+
+`form` "official" is the Semantic Sharing official code's input (`methods.<m>.input_embedding`):
+e = psi1(x) + psi2(position) with box positions scaled by `OFFICIAL_BOX_POSITION_SCALE` and every word
+at position 0 (a constant position signal), no phi and no LayerNorm; dropout stays.
 """
 from __future__ import annotations
 
@@ -17,6 +21,18 @@ from pipeline.models.encoder import sinusoidal_positions
 
 _PHI = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh}
 _WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0, 1.0)
+INPUT_FORMS = ("paper", "official")
+# The official code scales its position inputs by 1e-4 (one configuration 1e-5): no position signal in practice.
+OFFICIAL_BOX_POSITION_SCALE = 1e-4
+
+
+def _phi_and_norm(form: str, phi: str, d_model: int) -> tuple:
+    """phi and the LayerNorm of the segment input: both identities in the official form."""
+    if form not in INPUT_FORMS:
+        raise ValueError(f"segment input form {form!r}: expected one of {', '.join(INPUT_FORMS)}")
+    if form == "official":
+        return (lambda x: x), nn.Identity()
+    return _PHI[phi], nn.LayerNorm(d_model)
 
 
 def random_segment_mask(valid: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -34,13 +50,13 @@ def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 class ImageSegments(nn.Module):
     """RoI features `[B, R, D]` and positions `[B, R, 5]` -> segment inputs `[B, R, d]`."""
 
-    def __init__(self, feature_dim: int, d_model: int, phi: str, dropout: float):
+    def __init__(self, feature_dim: int, d_model: int, phi: str, dropout: float, form: str = "paper"):
         super().__init__()
         self.psi1 = nn.Linear(feature_dim, d_model)
         self.psi2 = nn.Linear(5, d_model)
         self.mask_vector = nn.Parameter(torch.zeros(feature_dim).normal_(0.0, 0.02))
-        self.phi = _PHI[phi]
-        self.norm = nn.LayerNorm(d_model)
+        self.phi, self.norm = _phi_and_norm(form, phi, d_model)
+        self.position_scale = OFFICIAL_BOX_POSITION_SCALE if form == "official" else 1.0
         self.drop = nn.Dropout(dropout)
 
     def forward(self, features: torch.Tensor, positions: torch.Tensor, masked: torch.Tensor | None = None,
@@ -50,14 +66,15 @@ class ImageSegments(nn.Module):
         if pooled:
             features = features.mean(dim=1, keepdim=True)
             positions = positions.new_tensor(_WHOLE_IMAGE).expand(features.shape[0], 1, 5)
-        return self.drop(self.norm(self.phi(self.psi1(features) + self.psi2(positions))))
+        return self.drop(self.norm(self.phi(self.psi1(features) + self.psi2(positions * self.position_scale))))
 
 
 class TextSegments(nn.Module):
     """Word ids `[B, L]` -> segment inputs `[B, L, d]` (or `[B, 1, d]` pooled)."""
 
     def __init__(self, vocab_size: int, word_dim: int, d_model: int, phi: str, dropout: float,
-                 gru: bool, word_vectors: torch.Tensor | None = None, finetune_words: bool = True):
+                 gru: bool, word_vectors: torch.Tensor | None = None, finetune_words: bool = True,
+                 form: str = "paper"):
         super().__init__()
         self.words = nn.Embedding(vocab_size, word_dim, padding_idx=0)
         if word_vectors is not None:
@@ -70,8 +87,8 @@ class TextSegments(nn.Module):
         self.psi1 = nn.Linear(d_model if gru else word_dim, d_model)
         self.psi2 = nn.Linear(d_model, d_model)
         self.d_model = d_model
-        self.phi = _PHI[phi]
-        self.norm = nn.LayerNorm(d_model)
+        self.phi, self.norm = _phi_and_norm(form, phi, d_model)
+        self.positions_at_zero = form == "official"
         self.drop = nn.Dropout(dropout)
 
     def _contents(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -93,4 +110,6 @@ class TextSegments(nn.Module):
             valid = torch.arange(ids.shape[1], device=ids.device) < lengths.unsqueeze(1)
             x = masked_mean(x, valid).unsqueeze(1)
         pos = sinusoidal_positions(x.shape[1], self.d_model, device=x.device).to(x.dtype)
+        if self.positions_at_zero:  # every word at position 0
+            pos = pos[:1].expand_as(pos)
         return self.drop(self.norm(self.phi(self.psi1(x) + self.psi2(pos))))

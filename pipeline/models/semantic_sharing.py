@@ -73,10 +73,11 @@ class SemanticSharing(RetrievalMethod):
         if sw.context and lam is None:
             raise ValueError(f"method '{name}' weighs its context loss by the top-level 'lambda', which is missing")
         d = settings["d_model"]
-        self.image_in = ImageSegments(info.feature_dim, d, settings["phi"], settings["dropout"])
+        form = settings.get("input_embedding") or "paper"  # null (an ablation without a recipe): the paper's
+        self.image_in = ImageSegments(info.feature_dim, d, settings["phi"], settings["dropout"], form)
         self.text_in = TextSegments(info.vocab_size, info.word_dim, d, settings["phi"], settings["dropout"],
                                     settings["text_gru"], build_kwargs_word_vectors(word_vectors, info),
-                                    settings["finetune_words"])
+                                    settings["finetune_words"], form)
         copies = 1 if sw.shared else 2
         self.encoders = nn.ModuleList(self._make_encoder() for _ in range(copies))
         self.classifiers = nn.ModuleList(nn.Linear(d, info.num_labels) for _ in range(copies))  # g
@@ -93,6 +94,15 @@ class SemanticSharing(RetrievalMethod):
             return FCEncoder(s["d_model"], s["dropout"])
         return TransformerEncoder(s["d_model"], s["layers"], s["heads"], s["d_ff"], s["dropout"],
                                   s["activation"], s["norm_first"])
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        """The parameters only the text path uses (`train.grad_clip_scope: text`; the official code clips its
+        text encoder only): the word inputs, and with separate encoders (`st`) the text encoder and
+        classifier."""
+        params = list(self.text_in.parameters())
+        if not self.switches.shared:
+            params += [*self.encoders[TEXT].parameters(), *self.classifiers[TEXT].parameters()]
+        return params
 
     def _part(self, modality: int) -> int:
         return 0 if self.switches.shared else modality

@@ -98,11 +98,14 @@ class RetrievalData:
         return cls(table, store, text, names=names, **kwargs)
 
     # --- items -------------------------------------------------------------------------------
-    def split_items(self, split: str) -> SplitItems:
-        """Images of `split` that have features, and their captions."""
+    def split_items(self, split: str, max_images: int = 0) -> SplitItems:
+        """Images of `split` that have features, and their captions; `max_images` > 0 keeps the first
+        that many images in table order (SCAN's official COCO validation on the first 1,000 dev images)."""
         if split not in SPLITS:
             raise ValueError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
         rows = np.flatnonzero((self.split == split) & self.valid)
+        if max_images > 0:
+            rows = rows[:max_images]
         return SplitItems(rows, np.flatnonzero(np.isin(self.caption_rows, rows)))
 
     def fingerprint(self) -> str:

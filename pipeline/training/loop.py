@@ -1,8 +1,10 @@
 """The one training loop of every method.
 
 Per epoch: every training caption once, in a seeded random order, with its image (a `PairBatch`:
-both modalities in each mini-batch); Adam; optional gradient clipping; bfloat16 autocast on CUDA.
-After each epoch: the validation metric (pipeline.metrics) selects the model (`model.pt`), the
+both modalities in each mini-batch); Adam; optional gradient clipping (of every parameter, or of the
+text-only group: `train.grad_clip_scope`); bfloat16 autocast on CUDA. After each epoch: the validation
+metric (pipeline.metrics; or the mean training loss, `train.select_metric: train_loss`) selects the
+model (`model.pt`), the
 resumable state is saved (`last.pt`) and the history is written for `dvc plots`.
 
 Determinism and resume: the model is initialised after `torch.manual_seed(seed)`, and each epoch
@@ -37,7 +39,8 @@ from pipeline.training.data import RetrievalData
 from pipeline.training.registry import build_method
 from pipeline.training.schedule import make_optimizer, set_epoch_lr
 from pipeline.training.schema import method_train_settings
-from pipeline.training.scoring import autocast, score_split, selection_key, split_metrics
+from pipeline.training.scoring import (TRAIN_LOSS, autocast, describe_selection, score_split, selection_key,
+                                      split_metrics)
 
 CHECK_EVERY = 20  # steps between loss read-outs (a read-out synchronises the GPU)
 NOT_IDENTITY = ("epochs", "patience", "device", "eval_batch_size", "cache_features_gb", "threads")
@@ -323,6 +326,7 @@ def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module
     method.start_epoch(epoch)
     method.train()
     trainable = [p for group in run.optimizer.param_groups for p in group["params"]]
+    clipped = clipped_parameters(method, trainable, settings["grad_clip_scope"])
     set_epoch_lr(run.optimizer, settings, epoch)
     sums: dict[str, torch.Tensor] = {}
     window, window_steps = torch.zeros((), device=device), 0
@@ -335,7 +339,7 @@ def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if settings["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, settings["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(clipped, settings["grad_clip"])
         run.optimizer.step()
         for k, v in {"loss": loss.detach(), **parts}.items():
             sums[k] = sums.get(k, 0.0) + v.float()
@@ -351,6 +355,20 @@ def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module
     record = {"epoch": epoch + 1, **{k: float(v) / n_steps for k, v in sums.items()}}
     _check_epoch(record["loss"], state, settings, run.name, epoch)
     return record
+
+
+def clipped_parameters(method: torch.nn.Module, trainable: list, scope: str) -> list:
+    """The parameters whose gradient norm `train.grad_clip` bounds: every trainable one (`scope` "all"), or
+    those of the method's text-only group ("text": the Semantic Sharing official code clips its text
+    encoder only)."""
+    if scope == "all":
+        return trainable
+    text = method.text_parameters()
+    if text is None:
+        raise ValueError(f"parameter 'train.grad_clip_scope' is {scope!r}, but method {method.method_name} has "
+                         f"no text-only parameter group")
+    ids = {id(p) for p in text}
+    return [p for p in trainable if id(p) in ids]
 
 
 def _after_epoch(run: _Run, batch_size: int) -> None:
@@ -385,17 +403,22 @@ def _fit_closed_form(run: _Run) -> dict:
 # --- validation and selection ----------------------------------------------------------------------
 
 def _validate(run: _Run, record: dict) -> float:
-    """Score the validation split into `record` (`val_*`); returns the selection metric."""
+    """Score the validation split (its first `train.val_limit_images` images when > 0) into `record`
+    (`val_*`); returns the selection value: the validation metric, or with `train.select_metric:
+    train_loss` the epoch's negated mean training loss (higher is better)."""
     metrics_params = run.params["metrics"]
     scores = score_split(run.method, run.data, "val", metrics_params=metrics_params, dataset=run.dataset,
-                         batch_size=run.settings["eval_batch_size"], device=run.device, amp=run.amp)
+                         batch_size=run.settings["eval_batch_size"], device=run.device, amp=run.amp,
+                         max_images=run.settings["val_limit_images"])
     metrics = split_metrics(scores, run.data, metrics_params=metrics_params, dataset=run.dataset, protocol="all",
                             device=run.device)
+    record.update({f"val_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+    if run.key == TRAIN_LOSS:
+        return -float(record["loss"])
     if run.key not in metrics:
         numeric = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
         raise ValueError(f"parameter 'train.select_metric' is {run.key!r}, which the validation metrics do not "
-                         f"contain (available: {', '.join(numeric)})")
-    record.update({f"val_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+                         f"contain (available: {', '.join(numeric)}, or {TRAIN_LOSS})")
     return float(metrics[run.key])
 
 
@@ -435,11 +458,12 @@ def _aligned(history: list[dict]) -> list[dict]:
 
 def _log_epoch(run: _Run, state: dict, record: dict, value: float, epoch: int) -> None:
     if run.closed_form:
-        run.log(f"{run.name}: fitted on {record['fit_pairs']} pairs, val {run.key} {value:.2f}, "
+        run.log(f"{run.name}: fitted on {record['fit_pairs']} pairs, {describe_selection(run.key, value)}, "
                 f"{record['seconds']:.1f}s")
     else:
-        run.log(f"{run.name} epoch {epoch + 1}: loss {record['loss']:.4f}, val {run.key} {value:.2f} "
-                f"(best {state['best_value']:.2f} at epoch {state['best_epoch']}), {record['seconds']:.1f}s")
+        run.log(f"{run.name} epoch {epoch + 1}: loss {record['loss']:.4f}, {describe_selection(run.key, value)} "
+                f"(best at epoch {state['best_epoch']}: {describe_selection(run.key, state['best_value'])}), "
+                f"{record['seconds']:.1f}s")
 
 
 # --- loss checks -----------------------------------------------------------------------------------

@@ -12,9 +12,12 @@ value for every other kind. How the values combine (highest first):
 1. a value written in `methods.<m>` (an option key that is not null) or `methods.<m>.train`;
 2. the recipe's value for the dataset's kind;
 3. the shared `train` section (loop keys) / the schema default.
-Recipe `train` values are given only for the datasets the official scripts name (COCO, Flickr30k,
-Flickr8k, ...): on the embedded `shapes` dataset and any other kind the loop keeps the `train` section's
-sizes (epochs, batch, lr), so the official recipe changes behaviours there, not training time.
+Recipe `train` values are keyed by dataset kind. Loop *sizes* (epochs, batch, lr, decay epoch) are
+given only for the datasets the official scripts name (COCO, Flickr30k, Flickr8k, ...): on the embedded
+`shapes` dataset and any other kind the loop keeps the `train` section's sizes, so the official recipe
+changes behaviours there, not training time. Loop *behaviours* (Adam betas, the clipping scope, the
+selection metric) sit under `"*"` and apply on every kind (a named kind's value wins over `"*"`).
+Kind `coco2014` (the Karpathy COCO download) reads the `coco` values.
 
 The top-level `lambda` stays the sweep knob (`dvc exp run -S lambda=...`): a method reading it weighs
 its context loss by `lambda * lambda_scale`, where `lambda_scale` is the recipe's per-dataset factor
@@ -28,14 +31,18 @@ from typing import Any
 
 RECIPE_NAMES = ("paper", "official")
 
-_SS_PAPER = {"context_loss": "logits", "mask_rois": True, "lambda_scale": {"coco": 0.1, "*": 1.0}}
-_SS_OFFICIAL = {"context_loss": "sigmoid", "mask_rois": False, "lambda_scale": 0.005}
+_SS_PAPER = {"context_loss": "logits", "mask_rois": True, "lambda_scale": {"coco": 0.1, "*": 1.0},
+             "input_embedding": "paper"}
+# Official loop behaviours on every kind: clipping of the text path only, and the model kept is the
+# epoch of the lowest training loss (xmr: the epoch's mean loss; the official code a mini-batch's).
+_SS_OFFICIAL = {"context_loss": "sigmoid", "mask_rois": False, "lambda_scale": 0.005, "input_embedding": "official",
+                "train": {"*": {"grad_clip_scope": "text", "select_metric": "train_loss"}}}
 
 # SCAN's official scripts (README of kuanghuei/SCAN; the consistency code for Flickr8k): lr, epochs,
-# decay epoch and batch per dataset.
+# decay epoch and batch per dataset; COCO validates on the first 1,000 dev images.
 _SCAN_TRAIN = {
     "flickr30k": {"lr": 2e-4, "epochs": 30, "lr_decay_epoch": 15, "batch_size": 128},
-    "coco": {"lr": 5e-4, "epochs": 20, "lr_decay_epoch": 10, "batch_size": 128},
+    "coco": {"lr": 5e-4, "epochs": 20, "lr_decay_epoch": 10, "batch_size": 128, "val_limit_images": 1000},
     "flickr8k": {"lr": 2e-4, "epochs": 20, "lr_decay_epoch": 10, "batch_size": 128},
 }
 _SCAN_PAPER = {"attention_activation": "relu", "aggregation": "mean", "negatives": "distinct_images",
@@ -48,6 +55,10 @@ _SCAN_OFFICIAL = {"attention_activation": "leaky_relu", "negatives": "diagonal",
 # stage1_freeze) and 1e-3 in stage II (the code alternates 1e-3 / 2e-2 over the backbone's parameter
 # list, 1e-4 for conv1: xmr uses one factor); every new layer 1.
 _DUAL_PATH_MULTIPLIERS = {"backbone": 1e-3, "words": 1e-3, "new": 1.0}
+
+# Dataset kinds of real data (every kind but the embedded `shapes`): DSCMR's official scripts train on
+# other datasets (Wikipedia, Pascal Sentence, NUS-WIDE-10k, XMediaNet), all at batch 100.
+_REAL_KINDS = ("coco", "flickr30k", "flickr8k", "mirflickr", "nuswide")
 
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     **{name: {"paper": _SS_PAPER, "official": _SS_OFFICIAL} for name in ("ss", "ss_con", "ss_wo_t", "ss_wo_l", "st")},
@@ -78,7 +89,9 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # DSCMR: the paper's single-label S (same class) read as "shares a label"; the official code's
     # label product y_i . y_j (counts). Official optimiser settings: Adam betas (0.5, 0.999), batch 100.
     "dscmr": {"paper": {"label_similarity": "shares_label"},
-              "official": {"label_similarity": "label_count"}},
+              "official": {"label_similarity": "label_count",
+                           "train": {"*": {"adam_betas": [0.5, 0.999]},
+                                     **{kind: {"batch_size": 100} for kind in _REAL_KINDS}}}},
     # JFSSL has no authors' code: "official" is the public port the Semantic Sharing baselines ran
     # (heat-kernel kNN and label-product weights, no rescaling); "paper" xmr's reading of the paper's graph.
     "jfssl": {"paper": {"graph": "xmr"}, "official": {"graph": "public_port"}},
@@ -105,7 +118,11 @@ OPTION_CHOICES: dict[str, tuple[str, ...] | None] = {
     "test_flip": None,
     "lr_multipliers": None,
     "graph": ("xmr", "public_port"),
+    "input_embedding": ("paper", "official"),
 }
+
+# Kinds that read another kind's recipe values (the same dataset in another layout).
+_KIND_ALIASES = {"coco2014": "coco"}
 
 
 def has_recipes(name: str) -> bool:
@@ -114,6 +131,7 @@ def has_recipes(name: str) -> bool:
 
 def for_kind(value: Any, kind: str | None) -> Any:
     """A recipe value for dataset kind `kind` (None: the `"*"` value)."""
+    kind = _KIND_ALIASES.get(kind, kind)
     if isinstance(value, dict) and "*" in value:
         return value.get(kind, value["*"]) if kind is not None else value["*"]
     return value
@@ -123,7 +141,9 @@ def recipe_values(name: str, recipe: str, kind: str | None) -> tuple[dict[str, A
     """`(method options, train values)` of method `name`'s `recipe` for dataset kind `kind`."""
     table = RECIPES.get(name, {}).get(recipe, {})
     options = {k: for_kind(v, kind) for k, v in table.items() if k != "train"}
-    train = dict(table.get("train", {}).get(kind, {})) if kind is not None else {}
+    loops = table.get("train", {})
+    kind = _KIND_ALIASES.get(kind, kind)
+    train = {**loops.get("*", {}), **(loops.get(kind, {}) if kind is not None else {})}
     return options, train
 
 

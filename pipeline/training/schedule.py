@@ -1,8 +1,9 @@
 """Optimiser and learning-rate schedule of the training loop (generic: every gradient method).
 
-`train.optimizer`: "adam" (papers/000, SCAN) or "sgd_nesterov" (the dual-path official code: SGD with
-Nesterov momentum). A method's `lr_groups()` gives each parameter group a multiplier `lr_mult` on the
-learning rate (the dual-path official per-layer rates). `train.lr_decay_epoch` N > 0: epochs 1..N train at `lr`, later ones at
+`train.optimizer`: "adam" (papers/000, SCAN; betas `train.adam_betas`, (0.5, 0.999) in DSCMR's official
+code) or "sgd_nesterov" (the dual-path official code: SGD with Nesterov momentum). A method's
+`lr_groups()` gives each parameter group a multiplier `lr_mult` on the learning rate (the dual-path
+official per-layer rates). `train.lr_decay_epoch` N > 0: epochs 1..N train at `lr`, later ones at
 `lr * lr_decay_factor` (SCAN's official `lr_update`: 15 of 30 on Flickr30k, 10 of 20 on COCO).
 """
 from __future__ import annotations
@@ -28,7 +29,8 @@ def make_optimizer(trainable: list, settings: dict) -> torch.optim.Optimizer:
     if settings.get("optimizer", "adam") == "sgd_nesterov":
         return torch.optim.SGD(groups, lr=settings["lr"], momentum=settings.get("momentum", 0.9), nesterov=True,
                                weight_decay=settings["weight_decay"])
-    return torch.optim.Adam(groups, lr=settings["lr"], weight_decay=settings["weight_decay"])
+    betas = tuple(float(b) for b in settings.get("adam_betas", (0.9, 0.999)))
+    return torch.optim.Adam(groups, lr=settings["lr"], betas=betas, weight_decay=settings["weight_decay"])
 
 
 def set_epoch_lr(optimizer: torch.optim.Optimizer, settings: dict, epoch: int) -> float:

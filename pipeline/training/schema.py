@@ -33,8 +33,13 @@ TRAIN_SCHEMA: dict[str, Any] = {
     # "adam" or "sgd_nesterov" (SGD with Nesterov momentum `momentum`, the dual-path official code).
     "optimizer": "adam",
     "momentum": 0.9,
-    # Gradient-norm clipping (0 = off).
+    # Adam's (beta1, beta2): torch's default; DSCMR's official code (0.5, 0.999).
+    "adam_betas": [0.9, 0.999],
+    # Gradient-norm clipping (0 = off) over `grad_clip_scope`: "all" parameters, or "text" (the
+    # parameters only the text path uses, a method's `text_parameters()`: the Semantic Sharing official
+    # code clips its text encoder only; an error at load for a method without such a group).
     "grad_clip": 2.0,
+    "grad_clip_scope": "all",
     # "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:<index>".
     "device": "auto",
     # bfloat16 autocast on CUDA (ignored on CPU).
@@ -42,8 +47,12 @@ TRAIN_SCHEMA: dict[str, Any] = {
     # Items per forward pass when encoding validation/test items.
     "eval_batch_size": 256,
     # Validation metric for model selection: "auto" = label-wise NDCG when the dataset has labels,
-    # rsum otherwise; or any key of pipeline.metrics' result.
+    # rsum otherwise; or any key of pipeline.metrics' result; or "train_loss": the epoch with the lowest
+    # mean training loss (the Semantic Sharing official code keeps the lowest mini-batch loss).
     "select_metric": "auto",
+    # Validate on the first N images of the val split (in table order) and their captions; 0 = all
+    # (SCAN's official COCO validation: the first 1,000 dev images).
+    "val_limit_images": 0,
     # Region features are held in memory (float16) when they need at most this many GiB.
     "cache_features_gb": 8.0,
     # Stop with an error when an epoch's mean loss exceeds this multiple of the first steps' loss.
@@ -63,6 +72,10 @@ _SS_INPUT: dict[str, Any] = {
     "text_gru": True,
     # Fine-tune the word-vector table (initialised from text/embeddings.npy).
     "finetune_words": True,
+    # Segment input form (null = the recipe's; paper for the ablations without a recipe): paper
+    # (phi(psi1(x) + psi2(position)), then LayerNorm) | official (psi1(x) + psi2(position) with box
+    # positions scaled by 1e-4 and every word at position 0; no phi, no LayerNorm).
+    "input_embedding": Optional_(str),
 }
 # The shared transformer encoder (supplementary: 6 layers, 8 heads; official code d_ff 2048).
 _SS_TRANSFORMER: dict[str, Any] = {
@@ -146,7 +159,8 @@ METHOD_SCHEMAS: dict[str, dict[str, Any]] = {
 # Shared `train` keys a method section may override (`methods.<m>.train`), so slow methods can run fewer
 # epochs or another learning rate than the rest.
 METHOD_TRAIN_OVERRIDES = ("epochs", "lr", "batch_size", "lr_decay_epoch", "lr_decay_factor", "optimizer",
-                          "momentum", "weight_decay")
+                          "momentum", "weight_decay", "adam_betas", "grad_clip", "grad_clip_scope",
+                          "select_metric", "val_limit_images")
 
 # Every method with recipes gets `recipe: paper | official` (pipeline/training/recipes.py).
 for _name in RECIPES:
@@ -160,6 +174,11 @@ def method_train_settings(params: dict, name: str, dataset: str | None = None) -
 
 
 USES_LAMBDA = frozenset(name for name, schema in METHOD_SCHEMAS.items() if "mask_prob" in schema)
+
+# Methods with a text-only parameter group (`text_parameters()`), hence `train.grad_clip_scope: text`:
+# the Semantic Sharing family (`pipeline/models/semantic_sharing.py`; a test keeps both lists equal).
+TEXT_CLIP_METHODS = frozenset(name for name, schema in METHOD_SCHEMAS.items() if "text_gru" in schema)
+GRAD_CLIP_SCOPES = ("all", "text")
 
 _DEVICES = ("auto", "cpu", "cuda")
 
@@ -201,6 +220,8 @@ def _check_method_section(name: str, s: dict, fail) -> None:
         fail(key + "dropout", "in [0, 1)", s["dropout"])
     if "phi" in s and s["phi"] not in ("relu", "gelu", "tanh"):
         fail(key + "phi", "relu, gelu or tanh", s["phi"])
+    if s.get("input_embedding") is not None and s["input_embedding"] not in OPTION_CHOICES["input_embedding"]:
+        fail(key + "input_embedding", " or ".join(OPTION_CHOICES["input_embedding"]), s["input_embedding"])
     if "mask_prob" in s and not 0 < s["mask_prob"] < 1:
         fail(key + "mask_prob", "in (0, 1)", s["mask_prob"])
     if "layers" in s:
@@ -337,3 +358,17 @@ def _check_loop(params: dict, name: str, kind: str | None, fail) -> None:
         fail(where("lr_decay_factor"), "in (0, 1]", train["lr_decay_factor"])
     if not 0 <= train["momentum"] < 1:
         fail(where("momentum"), "in [0, 1)", train["momentum"])
+    betas = train["adam_betas"]
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                  for b in betas):
+        fail(where("adam_betas"), "two numbers in [0, 1) (beta1, beta2)", betas)
+    scope = train["grad_clip_scope"]
+    if scope not in GRAD_CLIP_SCOPES:
+        fail(where("grad_clip_scope"), " or ".join(GRAD_CLIP_SCOPES), scope)
+    if scope == "text" and name not in TEXT_CLIP_METHODS:
+        fail(where("grad_clip_scope"), f"all (method {name} has no text-only parameter group; text is for "
+                                       f"{', '.join(sorted(TEXT_CLIP_METHODS))})", scope)
+    if not train["grad_clip"] >= 0:
+        fail(where("grad_clip"), ">= 0", train["grad_clip"])
+    if train["val_limit_images"] < 0:
+        fail(where("val_limit_images"), "an integer >= 0 (0 = every val image)", train["val_limit_images"])

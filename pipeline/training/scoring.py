@@ -118,8 +118,9 @@ class SplitScores:
 
 
 def score_split(method: RetrievalMethod, data: RetrievalData, split: str, *, metrics_params: dict, dataset: str,
-                batch_size: int, device: torch.device, amp: bool = False, progress: bool = False) -> SplitScores:
-    items = data.split_items(split)
+                batch_size: int, device: torch.device, amp: bool = False, progress: bool = False,
+                max_images: int = 0) -> SplitScores:
+    items = data.split_items(split, max_images)
     if len(items.image_rows) == 0 or len(items.captions) == 0:
         raise ValueError(f"split '{split}' of {data.names['table']} has {len(items.image_rows)} images and "
                          f"{len(items.captions)} captions; both must be non-empty to score it")
@@ -179,6 +180,16 @@ def split_rankings(scores: SplitScores, n: int = 10, device: torch.device | None
     """Top-n retrievals of the split (indices into its images / captions)."""
     return top_retrievals(scores.source, n, text_keys=scores.text_keys, n_images=len(scores.items.image_rows),
                           n_texts=len(scores.items.captions), device=device)
+
+
+# `train.select_metric` value selecting the epoch of the lowest mean training loss (no validation metric).
+TRAIN_LOSS = "train_loss"
+
+
+def describe_selection(key: str, value: float) -> str:
+    """How a log names a selection value: "training loss 0.4018" (the loss, not its negation) or
+    "validation ndcg_ave 71.20"."""
+    return f"training loss {-value:.4f}" if key == TRAIN_LOSS else f"validation {key} {value:.2f}"
 
 
 def selection_key(select_metric: str, has_labels: bool, method_default: str | None = None) -> str:
