@@ -137,7 +137,9 @@ def test_each_method_family_trains_and_scores_on_the_device(name, device, data, 
     assert metrics[device.type, False]["rsum"] == pytest.approx(metrics["cpu", False]["rsum"], abs=8.4)
     # bf16 autocast (what training validates with on CUDA): finite, in range
     bf16 = metrics[device.type, True]
-    assert 0 <= bf16["rsum"] <= 600 and np.isfinite(bf16[result.select_key])
+    assert 0 <= bf16["rsum"] <= 600
+    if result.select_key != "train_loss":  # ss's official recipe selects on the training loss, not a split metric
+        assert np.isfinite(bf16[result.select_key])
 
 
 # --- metrics ------------------------------------------------------------------------------------------
