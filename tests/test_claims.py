@@ -190,7 +190,7 @@ def test_report_writes_claims_and_the_seed_sweep(tmp_path):
     wo_c = next(c for r in claims if r["claim"] == "000-ablations" for c in r["comparisons"] if c["other"] == "ss_wo_c")
     assert wo_c["queries"]["low"] <= 0 <= wo_c["queries"]["high"] and wo_c["verdict"] == INCONCLUSIVE
     text = (reports / "claims.md").read_text()
-    assert "## 000-baselines on shapes: inconclusive" in text and "over seeds 0, 1, 2" in text
+    assert "## 000-baselines on shapes: inconclusive" in text and "seed sweep exists: seeds 0, 1, 2" in text
     results = (reports / "results.md").read_text()
     assert "## Over training seeds" in results and "(n=3)" in results and "[claims.md](claims.md)" in results
     # an experiments file run from other params is named in the report
