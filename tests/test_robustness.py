@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -287,7 +288,8 @@ def test_4_disk_full_during_extract_and_tokenize_is_one_line(tmp_path, monkeypat
         line = one_error_line(xmr("extract", "tiny", "--no-progress"))
         assert "error: data/tiny/.features.zarr.partial: No space left on device; free space" in line
         line = one_error_line(xmr("tokenize", "tiny"))
-        assert line.startswith("error: data/tiny/text: No space left on device; free space"), line
+        # the failed extraction leaves a few KB or none: the lock file or the output is what cannot be written
+        assert re.match(r"error: data/tiny/(text|\.text\.lock): No space left on device; free space", line), line
         assert not [p for p in (fs / "data" / "tiny").iterdir() if ".tmp-" in p.name]
 
 

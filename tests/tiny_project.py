@@ -81,9 +81,14 @@ def create_project(dest: Path, edit=None, remote: Path | None = None) -> Path:
             shutil.copy(src, dest / name)
     shutil.copy(REPO / "params.yaml", dest / "params.yaml")
     (dest / "reports").mkdir()
-    (dest / "reports" / "experiments.json").write_text("[]\n")  # no lambda sweep yet
-    if edit is not None:
-        edit_params(dest, edit)
+    (dest / "reports" / "experiments.json").write_text("[]\n")  # no lambda or seed sweep yet
+
+    def no_seed_sweep(params: dict) -> None:  # the repository's report.seeds name its committed sweep
+        params["report"]["seeds"] = []
+        if edit is not None:
+            edit(params)
+
+    edit_params(dest, no_seed_sweep)
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["git", "config", "user.email", "ci@example.invalid"], dest)
     run(["git", "config", "user.name", "ci"], dest)
