@@ -197,3 +197,10 @@ def test_report_writes_claims_and_the_seed_sweep(tmp_path):
     build_report(reports, tmp_path / "data", experiments=experiments, report_params={"bootstrap_resamples": 50},
                  current_params={**BASE, "train": {"lr": 0.01, "epochs": 3}})
     assert "train.lr (0.001 there, 0.01 here)" in (reports / "claims.md").read_text()
+    # a file whose baseline holds other numbers than the metrics files (other code or machine) is named too
+    stale = json.loads(experiments.read_text())
+    stale[0]["data"]["metrics"]["reports/metrics/shapes/cca.json"]["data"]["ndcg_ave"] += 1.0
+    experiments.write_text(json.dumps(stale))
+    build_report(reports, tmp_path / "data", experiments=experiments, report_params={"bootstrap_resamples": 50},
+                 current_params=BASE)
+    assert "holds other numbers than the current metrics files for shapes/cca" in (reports / "claims.md").read_text()

@@ -68,13 +68,13 @@ def _sweep_notes(sweeps: Sweeps | None, current_params: dict | None, records) ->
         notes.append(f"The sweeps in `{sweeps.source}` were run from other params than the current ones: {shown}"
                      f"{' and more' if len(diffs) > 6 else ''}. Rerun them and export the file again.")
     current = {(r.dataset, r.method): r.values for r in records}
-    if not diffs and sweeps.baseline.params.get("seed") == (current_params or {}).get("seed"):
+    if not diffs and all(sweeps.baseline.params.get(k) == current_params.get(k) for k in SWEPT):
         stale = sorted(f"{d}/{m}" for (d, m), v in sweeps.baseline.metrics.items()
                        if (d, m) in current and any(current[(d, m)].get(k) != x for k, x in v.items()))
         if stale:
             notes.append(f"The baseline of `{sweeps.source}` holds other numbers than the current metrics files for "
                          f"{', '.join(stale[:5])}{' and more' if len(stale) > 5 else ''}: the file was exported from "
-                         "other results (other code); export it again after the sweep.")
+                         "other results (other code, or another machine class: README \"Determinism\"); rerun the sweep here.")
     return notes
 
 
