@@ -5,8 +5,8 @@ split (200 images, 5 captions each, 24 labels, recall_ks 1..100), one file per m
 (19), with classifier counts for the Semantic Sharing family, then:
   vectorised  `pipeline.reporting.intervals.dataset_intervals` + `differences_table`: what `xmr report` runs
   naive       the same intervals and differences by a loop over resamples: expand the drawn images into
-              their queries, then each metric with the library's per-sample code (`recall_summary`,
-              means, `f1_from_counts`), as tests/test_metrics_bootstrap.py's reference does
+              their queries, then each metric with the library's per-sample code
+              (`pipeline.metrics.bootstrap.reference_statistic`, which the tests check against too)
 Both use the same drawn indices; the naive loop can be timed on the first `--naive-resamples`
 resamples and scaled linearly (each resample costs the same). Prints a Markdown section;
 `--record FILE` appends it.
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.metrics import evaluate_similarity, recall_summary, rsum
-from pipeline.metrics.classification import f1_from_counts
+from pipeline.metrics import evaluate_similarity
+from pipeline.metrics.bootstrap import reference_statistic
 from pipeline.metrics.per_query import write_per_query
 from pipeline.params import load_params
 from pipeline.reporting.collect import collect_metrics
@@ -57,19 +57,7 @@ def make_reports(root: Path, methods: list[str], n_img: int = 200, per_image: in
 
 def naive_statistic(arrays: dict, drawn: np.ndarray, key: str, queries_of: dict) -> float:
     rows = {d: np.concatenate([queries_of[d][u] for u in drawn]) for d in ("i2t", "t2i")}
-    if key.startswith(("r", "medr", "meanr")) and not key.startswith("rank"):
-        recall = {**recall_summary(arrays["rank_i2t"][rows["i2t"]], (1, 5, 10, 20, 50, 100), "i2t"),
-                  **recall_summary(arrays["rank_t2i"][rows["t2i"]], (1, 5, 10, 20, 50, 100), "t2i")}
-        recall["rsum"] = rsum(recall)
-        return recall[key]
-    if key.startswith("f1_"):
-        counts = arrays[key][rows["i2t" if key == "f1_image" else "t2i"]].sum(0)
-        return f1_from_counts(*(int(v) for v in counts))
-    name, d = key.rsplit("_", 1)
-    name = {"ndcg": "ndcg", "map": "ap", "mapk": "apk"}[name]
-    if d == "ave":
-        return (100 * arrays[f"{name}_i2t"][rows["i2t"]].mean() + 100 * arrays[f"{name}_t2i"][rows["t2i"]].mean()) / 2
-    return 100 * arrays[f"{name}_{d}"][rows[d]].mean()
+    return reference_statistic(arrays, rows, key)
 
 
 def naive(records, intervals, n_resamples: int, reference: str) -> None:

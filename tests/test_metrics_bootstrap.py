@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.metrics import evaluate_similarity, recall_summary, rsum
-from pipeline.metrics.bootstrap import PairedBootstrap, percentile_interval, resample_indices, unit_counts
-from pipeline.metrics.classification import f1_from_counts
+from pipeline.metrics import evaluate_similarity
+from pipeline.metrics.bootstrap import (PairedBootstrap, percentile_interval, reference_statistic,
+                                       resample_indices, unit_counts)
 from pipeline.metrics.per_query import PerQueryError, read_per_query, write_per_query
 from test_metrics_evaluate import make_data
 
@@ -33,22 +33,8 @@ def synthetic(rng, n_images=12, shift=0.0) -> dict:
 
 def reference(arrays: dict, drawn: np.ndarray, key: str) -> float:
     """One resample the slow way: expand the drawn images into their queries, then the metric's own code."""
-    i2t = np.concatenate([np.flatnonzero(arrays["unit_i2t"] == u) for u in drawn])
-    t2i = np.concatenate([np.flatnonzero(arrays["unit_t2i"] == u) for u in drawn])
-    rows = {"i2t": i2t, "t2i": t2i}
-    recall = {**recall_summary(arrays["rank_i2t"][i2t], (1, 5, 10), "i2t"),
-              **recall_summary(arrays["rank_t2i"][t2i], (1, 5, 10), "t2i")}
-    recall["rsum"] = rsum(recall)
-    if key in recall:
-        return recall[key]
-    if key.startswith("f1_"):
-        counts = arrays[key][rows["i2t" if key == "f1_image" else "t2i"]].sum(0)
-        return f1_from_counts(*(int(v) for v in counts))
-    name, d = key.rsplit("_", 1)
-    name = {"ndcg": "ndcg", "map": "ap", "mapk": "apk"}[name]
-    if d == "ave":
-        return (100 * arrays[f"{name}_i2t"][i2t].mean() + 100 * arrays[f"{name}_t2i"][t2i].mean()) / 2
-    return 100 * arrays[f"{name}_{d}"][rows[d]].mean()
+    rows = {d: np.concatenate([np.flatnonzero(arrays[f"unit_{d}"] == u) for u in drawn]) for d in ("i2t", "t2i")}
+    return reference_statistic(arrays, rows, key)
 
 
 def test_vectorised_statistics_equal_a_per_resample_reference():

@@ -269,3 +269,25 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     lower = np.minimum((cumulative <= ((n - 1) // 2)[:, None]).sum(1), last)
     upper = np.minimum((cumulative <= (n // 2)[:, None]).sum(1), last)
     return (distinct[lower] + distinct[upper]) / 2.0
+
+
+def reference_statistic(arrays: dict, rows: dict[str, np.ndarray], key: str) -> float:
+    """One resample the slow way, the definition the vectorised path is checked against (tests, bench):
+    `rows` holds the query indices of the drawn images per direction (with repeats); each metric is
+    computed from those queries by the library's per-sample code."""
+    from pipeline.metrics.classification import f1_from_counts
+    from pipeline.metrics.recall import recall_summary, rsum
+
+    recall = {**recall_summary(arrays["rank_i2t"][rows["i2t"]], (1, 5, 10, 20, 50, 100), "i2t"),
+              **recall_summary(arrays["rank_t2i"][rows["t2i"]], (1, 5, 10, 20, 50, 100), "t2i")}
+    recall["rsum"] = rsum(recall)
+    if key in recall:
+        return recall[key]
+    if key.startswith("f1_"):
+        counts = arrays[key][rows["i2t" if key == "f1_image" else "t2i"]].sum(0)
+        return f1_from_counts(*(int(v) for v in counts))
+    name, d = key.rsplit("_", 1)
+    name = _MEAN[name]
+    if d == "ave":
+        return (100 * arrays[f"{name}_i2t"][rows["i2t"]].mean() + 100 * arrays[f"{name}_t2i"][rows["t2i"]].mean()) / 2
+    return 100 * arrays[f"{name}_{d}"][rows[d]].mean()
