@@ -1,14 +1,13 @@
 """Dual-path instance loss: text CNN, position shift, shared classifier, stages, a tiny run."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.contract.batches import PAD_ID, DataInfo
+from pipeline.contract.batches import PAD_ID
 from pipeline.models.dual_path import DualPath
 from pipeline.models.text_cnn import TextCNN, fixed_length_ids
 from pipeline.params import validate
@@ -184,9 +183,6 @@ def test_tiny_run_learns():
     assert after > before + 60, (before, after)
 
 
-@pytest.mark.xfail("num_images" not in {f.name for f in dataclasses.fields(DataInfo)}, strict=True,
-                   reason="the number of instance classes travels in DataInfo.num_images, which the checkpoint "
-                          "config does not carry yet (pipeline/contract/batches.py)")
 def test_rebuilt_from_config_scores_the_same():
     data = concept_data(n_images=20, seed=5)
     method = _dual(data)
@@ -196,25 +192,28 @@ def test_rebuilt_from_config_scores_the_same():
     assert rsum_on(rebuilt, data, np.arange(15, 20)) == pytest.approx(rsum_on(method, data, np.arange(15, 20)))
 
 
-@pytest.mark.xfail("num_images" not in {f.name for f in dataclasses.fields(DataInfo)}, strict=True,
-                   reason="needs DataInfo.num_images (instance classes, pipeline/contract/batches.py); "
-                          "stage II also needs the loop to call method.start_epoch(epoch)")
-def test_trains_both_stages_through_the_training_loop(tmp_path):
-    """Loop integration: stage I then stage II (the loop calls `start_epoch`), checkpoint reload."""
+def train_tiny(name: str, tmp_path, n_images: int):
+    """Two epochs of `name` through the training loop on synthetic data; returns (data, history)."""
     import json
 
     from retrieval_fixtures import make_dataset
 
-    from pipeline.training.checkpoint import load_model
     from pipeline.training.data import RetrievalData
     from pipeline.training.loop import train_method
 
-    data = RetrievalData(*make_dataset(n_images=60, n_val=12, n_test=12), cache_splits=("train", "val"))
+    data = RetrievalData(*make_dataset(n_images=n_images, n_val=12, n_test=12), cache_splits=("train", "val"))
     params = validate({"train": {"batch_size": 16, "lr": 2e-3, "epochs": 2, "device": "cpu", "threads": 1,
-                                 "select_metric": "rsum"}, "methods": {"dual_path": SMALL}})
-    train_method("dual_path", params, data, tmp_path / "m", tmp_path / "h.json", dataset="synthetic",
+                                 "select_metric": "rsum"}, "methods": {name: SMALL}})
+    train_method(name, params, data, tmp_path / "m", tmp_path / "h.json", dataset="synthetic",
                  progress=False, log=lambda m: None)
-    history = json.loads((tmp_path / "h.json").read_text())
+    return data, json.loads((tmp_path / "h.json").read_text())
+
+
+def test_trains_both_stages_through_the_training_loop(tmp_path):
+    """Loop integration: stage I then stage II (the loop calls `start_epoch`), checkpoint reload."""
+    from pipeline.training.checkpoint import load_model
+
+    data, history = train_tiny("dual_path", tmp_path, n_images=60)
     assert history[0]["ranking"] is None and history[1]["ranking"] > 0  # stage I, then stage II
     assert set(history[0]) == set(history[1])  # one key set per file, as `dvc plots show` needs
     method, _ = load_model(tmp_path / "m", "dual_path", data.info)
@@ -224,19 +223,7 @@ def test_trains_both_stages_through_the_training_loop(tmp_path):
 def test_stage1_method_never_enters_stage_ii_through_the_training_loop(tmp_path):
     """`dual_path_stage1` (papers/003's "Stage I" row) trains as many epochs as `dual_path` with the instance
     losses only: no ranking loss in any epoch of its history, while `dual_path` (above) adds it from epoch 2."""
-    import json
-
-    from retrieval_fixtures import make_dataset
-
-    from pipeline.training.data import RetrievalData
-    from pipeline.training.loop import train_method
-
-    data = RetrievalData(*make_dataset(n_images=40, n_val=10, n_test=10), cache_splits=("train", "val"))
-    params = validate({"train": {"batch_size": 16, "lr": 2e-3, "epochs": 2, "device": "cpu", "threads": 1,
-                                 "select_metric": "rsum"}, "methods": {"dual_path_stage1": SMALL}})
-    train_method("dual_path_stage1", params, data, tmp_path / "m", tmp_path / "h.json", dataset="synthetic",
-                 progress=False, log=lambda m: None)
-    history = json.loads((tmp_path / "h.json").read_text())
+    _, history = train_tiny("dual_path_stage1", tmp_path, n_images=40)
     assert len(history) == 2 and all(e.get("ranking") is None for e in history)  # no ranking part at all
     assert all(e["instance_visual"] > 0 and e["instance_textual"] > 0 for e in history)
 
