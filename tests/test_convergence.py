@@ -22,7 +22,7 @@ def curve(values, key="val_ndcg_ave"):
 ])
 def test_status_of_curves(values, status, selected, gain):
     c = convergence("ss", curve(values))
-    assert (c.status, c.selected_epoch, c.epochs, c.metric) == (status, selected, len(values), "val_ndcg_ave")
+    assert (c.status, c.best_epoch, c.epochs, c.metric) == (status, selected, len(values), "val_ndcg_ave")
     assert c.last_gain == pytest.approx(gain) and c.best == max(values)
 
 
@@ -30,7 +30,7 @@ def test_one_epoch_and_closed_form():
     assert convergence("scan_i2t", curve([120.0], "val_rsum")).status == ONE_EPOCH
     fit = [{"epoch": 1, "loss": 0.2, "fit_pairs": 800, "val_ndcg_ave": 61.5, "seconds": 0.3}]
     c = convergence("cca", fit)
-    assert c.status == CLOSED_FORM and c.selected_epoch is None and c.last_gain is None
+    assert c.status == CLOSED_FORM and c.best_epoch is None and c.last_gain is None
 
 
 def test_instance_level_methods_are_judged_on_rsum_with_its_range():
