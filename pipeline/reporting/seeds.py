@@ -29,9 +29,6 @@ class SeedSummary:
     low: float
     high: float
 
-    def excludes(self, x: float = 0.0) -> bool:
-        return self.n >= 2 and not self.low <= x <= self.high
-
 
 def summarise(values: list[float]) -> SeedSummary:
     n = len(values)
