@@ -152,6 +152,10 @@ SCHEMA: dict[str, Any] = {
     "methods": {name: {**schema, "train": AnyMapping()} for name, schema in METHOD_SCHEMAS.items()},
     # Dataset name -> its settings; `kind` selects the schema (DATASET_SCHEMAS).
     "data": AnyMapping({"shapes": {"kind": "shapes"}}),
+    # Dataset name -> settings sized for it: `train` loop keys and `methods.<m>` options (with their own
+    # `train`), over the shared values; precedence in pipeline/training/recipes.py. A dataset without an
+    # entry trains with its recipe's values and the shared sections.
+    "per_dataset": AnyMapping({}),
     "download": DOWNLOAD_SCHEMA,
     "prepare": {
         # Images listed in the annotations but carrying no object label: keep (with an
@@ -218,11 +222,9 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
                              f"under 'data' (known: {', '.join(sorted(datasets)) or 'none'})")
     _check_run_lists(params["run"], source)
     for name, section in params["methods"].items():
-        for key, value in section["train"].items():
-            if key not in METHOD_TRAIN_OVERRIDES:
-                raise ParamError(f"{source}: unknown parameter 'methods.{name}.train.{key}' "
-                                 f"(expected one of: {', '.join(METHOD_TRAIN_OVERRIDES)})")
-            section["train"][key] = check_value(value, SCHEMA["train"][key], f"methods.{name}.train.{key}", source)
+        section["train"] = _train_overrides(section["train"], f"methods.{name}.train.", source)
+    params["per_dataset"] = {name: _dataset_layer(entry, name, datasets, source)
+                             for name, entry in params["per_dataset"].items()}
     if params["prepare"]["images_without_labels"] not in ("keep", "drop"):
         raise ParamError(f"{source}: parameter 'prepare.images_without_labels' must be 'keep' or "
                          f"'drop', got {params['prepare']['images_without_labels']!r}")
@@ -233,6 +235,51 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
     check_metrics_params(params["metrics"], source)
     _check_seeds(params, source)
     return params
+
+
+def _train_overrides(given: dict, prefix: str, source: str) -> dict:
+    """Loop keys a method or a dataset may override (METHOD_TRAIN_OVERRIDES), each checked against `train`."""
+    for key in given:
+        if key not in METHOD_TRAIN_OVERRIDES:
+            raise ParamError(f"{source}: unknown parameter '{prefix}{key}' "
+                             f"(expected one of: {', '.join(METHOD_TRAIN_OVERRIDES)})")
+    return {key: check_value(value, SCHEMA["train"][key], prefix + key, source) for key, value in given.items()}
+
+
+def _dataset_layer(entry: Any, name: str, datasets: dict, source: str) -> dict:
+    """`per_dataset.<name>` checked key by key; only the keys written are kept (they override, see
+    pipeline/training/recipes.py), so a missing key keeps the shared value rather than a default."""
+    where = f"per_dataset.{name}"
+    if name not in datasets:
+        raise ParamError(f"{source}: parameter '{where}' names no dataset under 'data' "
+                         f"(known: {', '.join(sorted(datasets)) or 'none'})")
+    if entry is None:
+        return {}
+    if not isinstance(entry, dict) or set(entry) - {"train", "methods"}:
+        raise ParamError(f"{source}: parameter '{where}' must be a mapping with keys among train, methods, "
+                         f"got {entry!r}")
+    layer = {}
+    if "train" in entry:
+        layer["train"] = _train_overrides(check_value(entry["train"], AnyMapping(), f"{where}.train", source),
+                                          f"{where}.train.", source)
+    methods = check_value(entry.get("methods") or {}, AnyMapping(), f"{where}.methods", source)
+    for method, own in methods.items():
+        if method not in METHOD_SCHEMAS:
+            raise ParamError(f"{source}: parameter '{where}.methods' names unknown method '{method}' "
+                             f"(known: {', '.join(sorted(METHOD_SCHEMAS))})")
+        own = check_value(own or {}, AnyMapping(), f"{where}.methods.{method}", source)
+        schema = {**METHOD_SCHEMAS[method], "train": AnyMapping()}
+        unknown = sorted(set(own) - set(schema))
+        if unknown:
+            raise ParamError(f"{source}: unknown parameter '{where}.methods.{method}.{unknown[0]}' "
+                             f"(expected one of: {', '.join(sorted(schema))})")
+        checked = {k: check_value(v, schema[k], f"{where}.methods.{method}.{k}", source)
+                   for k, v in own.items() if k != "train"}
+        if "train" in own:
+            checked["train"] = _train_overrides(own["train"], f"{where}.methods.{method}.train.", source)
+        if checked:
+            layer.setdefault("methods", {})[method] = checked
+    return layer
 
 
 # Choices of the dataset kinds' string params (the readers in pipeline/data/ rely on them).

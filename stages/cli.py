@@ -16,7 +16,8 @@ from stages.common import DEBUG_ENV
 # Command name -> the module whose `main` implements it (in the order `xmr --help` lists them).
 COMMANDS = {
     "check-params": "stages.check_params", "download": "stages.download", "prepare": "stages.prepare", "train-detector": "stages.train_detector",
-    "extract": "stages.extract", "tokenize": "stages.tokenize", "train": "stages.train",
+    "extract": "stages.extract", "tokenize": "stages.tokenize", "dataset-settings": "stages.dataset_settings",
+    "train": "stages.train",
     "evaluate": "stages.evaluate", "report": "stages.report", "methods": "stages.methods",
 }
 

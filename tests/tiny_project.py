@@ -57,10 +57,13 @@ def tiny_params(params: dict, datasets: list[str], lambda_methods: list[str] | N
     """Shrink `params` in place: `datasets` become 40-image shapes sets with distinct seeds; the
     method lists are replaced where given (default: keep the repository's)."""
     base = params["data"]["shapes"]
+    layer = params.get("per_dataset", {}).get("shapes") or {}  # the shapes-sized settings, tiny loops
     params["datasets"] = list(datasets)
+    params["per_dataset"] = {}
     for i, name in enumerate(datasets):
         params["data"][name] = dict(base, **TINY_DATASET, seed=base["seed"] + i)
         params["extract"]["detectors"][name] = "auto"
+        params["per_dataset"][name] = {**layer, "train": {**layer.get("train", {}), **TINY["train"]}}
     for section, values in TINY.items():
         params[section].update(values)
     if lambda_methods is not None:

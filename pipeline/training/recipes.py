@@ -8,15 +8,22 @@ Torch-free (read by `pipeline.params` at load and by `xmr methods`).
   and selection on the test set are never copied (`docs/fidelity.md` lists them).
 
 A recipe value is either a plain value or a mapping `{dataset kind: value, "*": value}`; `"*"` is the
-value for every other kind. How the values combine (highest first):
-1. a value written in `methods.<m>` (an option key that is not null) or `methods.<m>.train`;
-2. the recipe's value for the dataset's kind;
-3. the shared `train` section (loop keys) / the schema default.
+value for every other kind.
+
+Settings sized for one dataset live in `per_dataset.<dataset name>` (`train` loop keys and
+`methods.<m>` options with their own `train`), so that the embedded `shapes` set keeps its short loops
+and small models while a real dataset gets its recipe's values. This is the one place that says how
+the values combine (highest first):
+1. `per_dataset.<ds>.methods.<m>` (an option, or a loop key under its `train`): this method on this dataset;
+2. `methods.<m>` (an option key that is not null) or `methods.<m>.train`: this method on every dataset;
+3. `per_dataset.<ds>.train`: every method on this dataset;
+4. the recipe's value for the dataset's kind;
+5. the shared `train` section (loop keys; the papers' sizes) / the schema default.
 Recipe `train` values are keyed by dataset kind. Loop *sizes* (epochs, batch, lr, decay epoch) are
-given only for the datasets the official scripts name (COCO, Flickr30k, Flickr8k, ...): on the embedded
-`shapes` dataset and any other kind the loop keeps the `train` section's sizes, so the official recipe
-changes behaviours there, not training time. Loop *behaviours* (Adam betas, the clipping scope, the
-selection metric) sit under `"*"` and apply on every kind (a named kind's value wins over `"*"`).
+given only for the datasets the official scripts name (COCO, Flickr30k, Flickr8k, ...): on any other kind
+the loop keeps the `train` section's sizes, so the official recipe changes behaviours there, not
+training time. Loop *behaviours* (Adam betas, the clipping scope, the selection metric) sit under `"*"`
+and apply on every kind (a named kind's value wins over `"*"`).
 Kind `coco2014` (the Karpathy COCO download) reads the `coco` values.
 
 The top-level `lambda` stays the sweep knob (`dvc exp run -S lambda=...`): a method reading it weighs
@@ -147,9 +154,22 @@ def recipe_values(name: str, recipe: str, kind: str | None) -> tuple[dict[str, A
     return options, train
 
 
-def resolve_settings(params: dict, name: str, kind: str | None = None) -> dict:
-    """`methods.<name>` with every null option filled from its recipe for dataset kind `kind`."""
-    section = {k: v for k, v in params["methods"][name].items() if k != "train"}
+def dataset_layer(params: dict, dataset: str | None) -> dict:
+    """`per_dataset.<dataset>`: the settings sized for that dataset ({} when it has none)."""
+    if dataset is None:
+        return {}
+    return (params.get("per_dataset") or {}).get(dataset) or {}
+
+
+def _layer_method(params: dict, name: str, dataset: str | None) -> dict:
+    return (dataset_layer(params, dataset).get("methods") or {}).get(name) or {}
+
+
+def resolve_settings(params: dict, name: str, kind: str | None = None, dataset: str | None = None) -> dict:
+    """`methods.<name>` with `per_dataset.<dataset>.methods.<name>` over it and every null option filled
+    from its recipe for dataset kind `kind`."""
+    layer = _layer_method(params, name, dataset)
+    section = {k: v for k, v in {**params["methods"][name], **layer}.items() if k != "train"}
     options, _ = recipe_values(name, section.get("recipe", ""), kind)
     for key, value in options.items():
         if key in section and section[key] is None:
@@ -157,12 +177,15 @@ def resolve_settings(params: dict, name: str, kind: str | None = None) -> dict:
     return section
 
 
-def recipe_train(params: dict, name: str, kind: str | None = None) -> dict:
-    """The loop settings method `name` trains with: `train`, then the recipe's values for `kind`, then
-    the method's own `methods.<m>.train` overrides."""
+def recipe_train(params: dict, name: str, kind: str | None = None, dataset: str | None = None) -> dict:
+    """The loop settings method `name` trains with on `dataset` (of kind `kind`), in the order of the
+    module docstring: `train`, the recipe's values for `kind`, `per_dataset.<dataset>.train`, the method's
+    own `methods.<m>.train`, then `per_dataset.<dataset>.methods.<m>.train`."""
     section = params["methods"].get(name, {})
-    _, train = recipe_values(name, section.get("recipe", ""), kind)
-    return {**params["train"], **train, **section.get("train", {})}
+    recipe = _layer_method(params, name, dataset).get("recipe", section.get("recipe", ""))
+    _, train = recipe_values(name, recipe, kind)
+    return {**params["train"], **train, **dataset_layer(params, dataset).get("train", {}),
+            **section.get("train", {}), **_layer_method(params, name, dataset).get("train", {})}
 
 
 def dataset_kind(params: dict, dataset: str | None) -> str | None:

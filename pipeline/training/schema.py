@@ -168,9 +168,8 @@ for _name in RECIPES:
 
 
 def method_train_settings(params: dict, name: str, dataset: str | None = None) -> dict:
-    """The `train` section as method `name` sees it on `dataset`: shared values, then its recipe's
-    values for the dataset's kind, then its own `methods.<name>.train` overrides."""
-    return recipe_train(params, name, dataset_kind(params, dataset))
+    """The `train` section as method `name` sees it on `dataset` (precedence: pipeline/training/recipes.py)."""
+    return recipe_train(params, name, dataset_kind(params, dataset), dataset)
 
 
 USES_LAMBDA = frozenset(name for name, schema in METHOD_SCHEMAS.items() if "mask_prob" in schema)
@@ -209,11 +208,16 @@ def check_training_params(params: dict, source: str = "params.yaml") -> None:
         fail("train.device", "auto, cpu, cuda or cuda:<index>", device)
     for name, section in params["methods"].items():
         _check_method_section(name, section, fail)
+        for dataset, layer in (params.get("per_dataset") or {}).items():
+            own = (layer.get("methods") or {}).get(name)
+            if own:
+                _check_method_section(name, {**section, **own}, fail, f"per_dataset.{dataset}.methods.{name}.")
         _check_recipe(params, name, section, fail)
 
 
-def _check_method_section(name: str, s: dict, fail) -> None:
-    key = f"methods.{name}."
+def _check_method_section(name: str, s: dict, fail, key: str = "") -> None:
+    """Value rules of one method's section `s`; `key` prefixes the names in errors (default `methods.<name>.`)."""
+    key = key or f"methods.{name}."
     if "d_model" in s and s["d_model"] < 1:
         fail(key + "d_model", "an integer >= 1", s["d_model"])
     if "dropout" in s and not 0 <= s["dropout"] < 1:
@@ -289,15 +293,18 @@ def _check_dual_path_section(key: str, s: dict, fail) -> None:
 
 def _check_recipe(params: dict, name: str, section: dict, fail) -> None:
     """The recipe name, the option values (written or from the recipe) and the loop values each dataset
-    gives this method."""
+    of the run gives this method (with its `per_dataset` settings)."""
     key = f"methods.{name}."
+    from pipeline.training.recipes import dataset_layer, resolve_settings
+
     if "recipe" in section and section["recipe"] not in RECIPE_NAMES:
         fail(key + "recipe", " or ".join(RECIPE_NAMES), section["recipe"])
-    from pipeline.training.recipes import resolve_settings
-
-    kinds = {dataset_kind(params, d) for d in params.get("datasets", [])} or {None}
-    for kind in sorted(kinds, key=str):
-        resolved = resolve_settings(params, name, kind)
+    for dataset in params.get("datasets", []) or [None]:
+        own = (dataset_layer(params, dataset).get("methods") or {}).get(name, {})
+        if "recipe" in own and own["recipe"] not in RECIPE_NAMES:
+            fail(f"per_dataset.{dataset}.methods.{name}.recipe", " or ".join(RECIPE_NAMES), own["recipe"])
+        kind = dataset_kind(params, dataset)
+        resolved = resolve_settings(params, name, kind, dataset)
         for opt, choices in OPTION_CHOICES.items():
             value = resolved.get(opt) if name in RECIPES else None
             if value is None:
@@ -316,7 +323,7 @@ def _check_recipe(params: dict, name: str, section: dict, fail) -> None:
         if weights is not None and (len(weights) != 3 or not all(
                 isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)):
             fail(key + "loss_weights", "three numbers >= 0 (ranking, visual, textual)", weights)
-        _check_loop(params, name, kind, fail)
+        _check_loop(params, name, dataset, fail)
 
 
 def _check_lr_multipliers(key: str, mult, fail) -> None:
@@ -329,21 +336,29 @@ def _check_lr_multipliers(key: str, mult, fail) -> None:
             fail(f"{key}lr_multipliers.{group}", "a number >= 0", value)
 
 
-def _check_loop(params: dict, name: str, kind: str | None, fail) -> None:
+def _check_loop(params: dict, name: str, dataset: str | None, fail) -> None:
     """A decay epoch within the run and a known optimiser, for the loop values method `name` trains with on
-    a dataset of kind `kind`; the error names where the value came from (the method's `train` override,
-    its recipe, or the shared `train` section)."""
-    from pipeline.training.recipes import recipe_values
+    `dataset`; the error names where the value came from (a `per_dataset` setting, the method's `train`
+    override, its recipe, or the shared `train` section)."""
+    from pipeline.training.recipes import dataset_layer, recipe_values
 
-    train = recipe_train(params, name, kind)
+    kind = dataset_kind(params, dataset)
+    train = recipe_train(params, name, kind, dataset)
+    layer = dataset_layer(params, dataset)
+    own_layer = ((layer.get("methods") or {}).get(name) or {})
     own = params["methods"][name].get("train", {})
-    _, from_recipe = recipe_values(name, params["methods"][name].get("recipe", ""), kind)
+    recipe = own_layer.get("recipe", params["methods"][name].get("recipe", ""))
+    _, from_recipe = recipe_values(name, recipe, kind)
 
     def where(key: str) -> str:
+        if key in own_layer.get("train", {}):
+            return f"per_dataset.{dataset}.methods.{name}.train.{key}"
         if key in own:
             return f"methods.{name}.train.{key}"
+        if key in layer.get("train", {}):
+            return f"per_dataset.{dataset}.train.{key}"
         if key in from_recipe:
-            return f"methods.{name}.recipe ({params['methods'][name]['recipe']}, {kind}: {key})"
+            return f"methods.{name}.recipe ({recipe}, {kind}: {key})"
         return f"train.{key}"
 
     if train["optimizer"] not in ("adam", "sgd_nesterov"):
