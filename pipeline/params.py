@@ -223,7 +223,7 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
     _check_run_lists(params["run"], source)
     for name, section in params["methods"].items():
         section["train"] = _train_overrides(section["train"], f"methods.{name}.train.", source)
-    params["per_dataset"] = {name: _dataset_layer(entry, name, datasets, source)
+    params["per_dataset"] = {name: _dataset_layer(entry, name, source)
                              for name, entry in params["per_dataset"].items()}
     if params["prepare"]["images_without_labels"] not in ("keep", "drop"):
         raise ParamError(f"{source}: parameter 'prepare.images_without_labels' must be 'keep' or "
@@ -246,13 +246,11 @@ def _train_overrides(given: dict, prefix: str, source: str) -> dict:
     return {key: check_value(value, SCHEMA["train"][key], prefix + key, source) for key, value in given.items()}
 
 
-def _dataset_layer(entry: Any, name: str, datasets: dict, source: str) -> dict:
+def _dataset_layer(entry: Any, name: str, source: str) -> dict:
     """`per_dataset.<name>` checked key by key; only the keys written are kept (they override, see
-    pipeline/training/recipes.py), so a missing key keeps the shared value rather than a default."""
+    pipeline/training/recipes.py), so a missing key keeps the shared value rather than a default. As
+    `extract.detectors`, an entry may name a dataset that `data` does not define now (it is then unused)."""
     where = f"per_dataset.{name}"
-    if name not in datasets:
-        raise ParamError(f"{source}: parameter '{where}' names no dataset under 'data' "
-                         f"(known: {', '.join(sorted(datasets)) or 'none'})")
     if entry is None:
         return {}
     if not isinstance(entry, dict) or set(entry) - {"train", "methods"}:
