@@ -4,15 +4,15 @@ Kept free of torch imports because `pipeline.params` (read by every stage) inclu
 nothing from `pipeline.params` (the shared checks are in `pipeline.param_checks`).
 Each method has its own section so that DVC re-runs only the methods whose parameters changed;
 `lambda` stays a top-level key and is read only by the methods whose objective has a context term
-(`USES_LAMBDA`). Defaults are the paper's (papers/000 + supplementary) or, where the paper is
-silent, the official code's; `params.yaml` holds the small values used on the embedded dataset.
+(`USES_LAMBDA`). Each method's section, defaults and value rules are declared with the method
+(`pipeline/methods/`); `params.yaml` holds overrides (the small values used on the embedded dataset).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from pipeline.models.baselines.params import BASELINE_SCHEMAS, check_baseline_section
-from pipeline.param_checks import AnyMapping, Optional_, failer
+from pipeline.methods import declarations
+from pipeline.param_checks import failer
 from pipeline.training.recipes import (DEFAULT_RECIPE, OPTION_CHOICES, RECIPE_NAMES, RECIPES, dataset_kind,
                                        recipe_train)
 
@@ -61,99 +61,10 @@ TRAIN_SCHEMA: dict[str, Any] = {
     "threads": 0,
 }
 
-# Inputs of the Semantic Sharing family: phi(psi1(x) + psi2(position)) per segment.
-_SS_INPUT: dict[str, Any] = {
-    # Width d of segments, encoder and heads (official code 1024).
-    "d_model": 1024,
-    "dropout": 0.1,
-    # Non-linearity phi of the segment input: relu | gelu | tanh.
-    "phi": "relu",
-    # Bi-GRU over the word vectors before psi1 (papers/000 Sec. 3.2); false feeds word vectors directly.
-    "text_gru": True,
-    # Fine-tune the word-vector table (initialised from text/embeddings.npy).
-    "finetune_words": True,
-    # Segment input form (null = the recipe's; paper for the ablations without a recipe): paper
-    # (phi(psi1(x) + psi2(position)), then LayerNorm) | official (psi1(x) + psi2(position) with box
-    # positions scaled by 1e-4 and every word at position 0; no phi, no LayerNorm).
-    "input_embedding": Optional_(str),
-}
-# The shared transformer encoder (supplementary: 6 layers, 8 heads; official code d_ff 2048).
-_SS_TRANSFORMER: dict[str, Any] = {
-    "layers": 6,
-    "heads": 8,
-    "d_ff": 2048,
-    # Pre-norm blocks with a final LayerNorm as the official code; false = post-norm (BERT layout).
-    "norm_first": True,
-    # Feed-forward activation: relu (official code) | gelu (BERT).
-    "activation": "relu",
-    # Optional BERT-base checkpoint (HF BertModel state dict, .bin/.pt) to initialise the encoder
-    # ("" = random init). Needs d_model 768, d_ff 3072, layers <= 12, norm_first false, gelu.
-    "bert_checkpoint": "",
-}
-# Masked-segment context prediction (Eq. 5). Null options take the recipe's value
-# (pipeline/training/recipes.py): context_loss "logits" (paper: cross-entropy on logits) or "sigmoid"
-# (official: cross-entropy applied to sigmoid outputs); mask_rois true (paper: masked RoIs are replaced
-# by [MASK]) or false (official: the detector class of sampled RoIs is predicted from unmasked inputs);
-# lambda_scale: factor on the top-level lambda (the context weight is lambda * lambda_scale).
-_SS_MASK: dict[str, Any] = {"mask_prob": 0.15, "context_loss": Optional_(str), "mask_rois": Optional_(bool),
-                            "lambda_scale": Optional_(float)}
-# Triplet consistency loss of the "Ours+Con" ablation.
-_SS_CON: dict[str, Any] = {"con_weight": 0.1, "con_margin": 0.2}
-
-# SCAN (papers/002): region FC + Bi-GRU width d, triplet margin 0.2 (hardest negatives), inverse
-# softmax temperatures lambda1 (regions attend words, F^V) / lambda2 (words attend regions, F^S) 9,
-# lambda_con 0.3 (best on COCO and Flickr8k; 1.0 on Flickr30k). attention_memory_mb bounds the
-# working tensors of one scoring block at evaluation (raise it on a GPU).
-# Null options take the recipe's value: attention_activation relu (papers) | leaky_relu (official, slope
-# 0.1); aggregation of the region/word relevances mean (Eq. 6/8) | lse (LogSumExp with inverse
-# temperature lse_temperature, SCAN's best i-t rows); negatives distinct_images (captions of the same
-# image are not negatives) | diagonal (official: only the positive pair is excluded); word_init word2vec
-# (text/embeddings.npy) | random (official: U(-0.1, 0.1)). lambda1/lambda2 null = the recipe's.
-_SCAN: dict[str, Any] = {"d_model": 1024, "finetune_words": True, "margin": 0.2, "attention_memory_mb": 512.0,
-                         "attention_activation": Optional_(str), "aggregation": Optional_(str),
-                         "lse_temperature": Optional_(float), "negatives": Optional_(str),
-                         "word_init": Optional_(str)}
-# Dual-path instance loss (papers/003): 2048-d embedding (fc-bn-relu-fc heads), dropout 0.75,
-# text CNN over 32 tokens with ResNet-50 stage depths/widths, ranking margin 1 with one sampled
-# negative per anchor ("hardest" for VSE++ mining), stage II weights (rank, visual, textual) 1/1/1
-# (stage I: 0/1/1 for `stage1_epochs` epochs; the paper stops stage I at convergence).
-# stage1_freeze: "pretrained" freezes the ImageNet backbone in stage I (paper; nothing on RoI
-# features), "image_path" the whole image path. image_backbone "resnet50" trains end to end from
-# pixels and needs resnet_weights (torchvision state dict) and image_table (table.parquet).
-_DUAL_PATH: dict[str, Any] = {
-    "embed_dim": 2048, "dropout": 0.75, "text_length": 32, "position_shift": True,
-    "text_blocks": [3, 4, 6, 3], "text_widths": [256, 512, 1024, 2048], "finetune_words": True,
-    # ranking_negatives (null = the recipe's): sampled | hardest | hardest_of_pool (official: an image
-    # anchor takes the hardest of `negative_pool` random texts of other images, a text anchor a random
-    # in-batch image); loss_weights null = the recipe's (official COCO 2 : 1 : 0.1).
-    "margin": 1.0, "ranking_negatives": Optional_(str), "negative_pool": 256, "loss_weights": Optional_(list),
-    # head (null = the recipe's): paper (fc-bn-relu-fc) | official (image fc-bn-relu-fc-bn-relu; text CNN
-    # with wide first blocks, max pool, fc-bn-relu). lr_multipliers (null = the recipe's; {} = all 1):
-    # {backbone, words, new} factors on the learning rate. test_flip (null = the recipe's): mirror averaging
-    # of evaluated images, image_backbone resnet50 only.
-    "head": Optional_(str), "lr_multipliers": Optional_(AnyMapping), "test_flip": Optional_(bool),
-    "stage1_epochs": 20, "stage1_freeze": "pretrained",
-    "image_backbone": "roi", "resnet_weights": "", "image_table": "", "image_size": 224,
-}
-
-METHOD_SCHEMAS: dict[str, dict[str, Any]] = {
-    "ss": {**_SS_INPUT, **_SS_TRANSFORMER, **_SS_MASK},
-    "ss_con": {**_SS_INPUT, **_SS_TRANSFORMER, **_SS_MASK, **_SS_CON},
-    "ss_wo_r": {**_SS_INPUT},
-    "ss_wo_t": {**_SS_INPUT, **_SS_MASK},
-    "ss_wo_c": {**_SS_INPUT, **_SS_TRANSFORMER},
-    "ss_wo_l": {**_SS_INPUT, **_SS_TRANSFORMER, **_SS_MASK},
-    "st": {**_SS_INPUT, **_SS_TRANSFORMER, **_SS_MASK},
-    "imc": {**_SS_INPUT, **_SS_TRANSFORMER},
-    "scan_i2t": {**_SCAN, "lambda1": Optional_(float)},
-    "scan_t2i": {**_SCAN, "lambda2": Optional_(float)},
-    "scan_consistency": {**_SCAN, "lambda1": Optional_(float), "lambda2": Optional_(float), "lambda_con": 0.3},
-    "dual_path": dict(_DUAL_PATH),
-    # Stage I throughout (papers/003's "Stage I" rows): the same section as dual_path (params.yaml writes it
-    # as a YAML merge of dual_path's, so one source of truth); `stage1_epochs` is not read.
-    "dual_path_stage1": dict(_DUAL_PATH),
-    **BASELINE_SCHEMAS,  # Table-1 baselines: cca lcfs jfssl dcca dscmr scml vilbert (pipeline/models/baselines/params.py)
-}
+# Every declared method's section (pipeline/methods/): a method without a section in params.yaml runs on
+# these defaults.
+DECLARATIONS = declarations()
+METHOD_SCHEMAS: dict[str, dict[str, Any]] = {name: dict(d.schema) for name, d in DECLARATIONS.items()}
 
 # Methods whose objective reads the top-level `lambda` (those with the context loss L2).
 # Shared `train` keys a method section may override (`methods.<m>.train`), so slow methods can run fewer
@@ -172,7 +83,7 @@ def method_train_settings(params: dict, name: str, dataset: str | None = None) -
     return recipe_train(params, name, dataset_kind(params, dataset), dataset)
 
 
-USES_LAMBDA = frozenset(name for name, schema in METHOD_SCHEMAS.items() if "mask_prob" in schema)
+USES_LAMBDA = frozenset(name for name, d in DECLARATIONS.items() if d.reads_lambda)
 
 # Methods with a text-only parameter group (`text_parameters()`), hence `train.grad_clip_scope: text`:
 # the Semantic Sharing family (`pipeline/models/semantic_sharing.py`; a test keeps both lists equal).
@@ -216,79 +127,15 @@ def check_training_params(params: dict, source: str = "params.yaml") -> None:
 
 
 def _check_method_section(name: str, s: dict, fail, key: str = "") -> None:
-    """Value rules of one method's section `s`; `key` prefixes the names in errors (default `methods.<name>.`)."""
+    """The value rules method `name` declares (pipeline/methods/), on its section `s`; `key` prefixes the
+    names in errors (default `methods.<name>.`)."""
     key = key or f"methods.{name}."
-    if "d_model" in s and s["d_model"] < 1:
-        fail(key + "d_model", "an integer >= 1", s["d_model"])
-    if "dropout" in s and not 0 <= s["dropout"] < 1:
-        fail(key + "dropout", "in [0, 1)", s["dropout"])
-    if "phi" in s and s["phi"] not in ("relu", "gelu", "tanh"):
-        fail(key + "phi", "relu, gelu or tanh", s["phi"])
-    if s.get("input_embedding") is not None and s["input_embedding"] not in OPTION_CHOICES["input_embedding"]:
-        fail(key + "input_embedding", " or ".join(OPTION_CHOICES["input_embedding"]), s["input_embedding"])
-    if "mask_prob" in s and not 0 < s["mask_prob"] < 1:
-        fail(key + "mask_prob", "in (0, 1)", s["mask_prob"])
-    if "layers" in s:
-        for sub in ("layers", "heads", "d_ff"):
-            if s[sub] < 1:
-                fail(key + sub, "an integer >= 1", s[sub])
-        if s["d_model"] % s["heads"]:
-            fail(key + "heads", f"a divisor of d_model ({s['d_model']})", s["heads"])
-        if s["activation"] not in ("relu", "gelu"):
-            fail(key + "activation", "relu or gelu", s["activation"])
-    check_baseline_section(name, s, fail)
-    if name.startswith("scan_"):
-        _check_scan_section(key, s, fail)
-    if name in DUAL_PATH_METHODS:
-        _check_dual_path_section(key, s, fail)
-    if "con_weight" in s:
-        if not s["con_weight"] >= 0:
-            fail(key + "con_weight", ">= 0", s["con_weight"])
-        if not s["con_margin"] >= 0:
-            fail(key + "con_margin", ">= 0", s["con_margin"])
+    for rule in DECLARATIONS[name].rules:
+        rule(key, s, fail)
 
 
-def _check_scan_section(key: str, s: dict, fail) -> None:
-    for k in ("lambda1", "lambda2", "attention_memory_mb"):
-        if s.get(k) is not None and not s[k] > 0:
-            fail(key + k, "> 0", s[k])
-    for k in ("margin", "lambda_con"):
-        if k in s and not s[k] >= 0:
-            fail(key + k, ">= 0", s[k])
-
-
-# Choices of the dual-path section (papers/003; `pipeline/models/dual_path.py`).
-DUAL_PATH_METHODS = ("dual_path", "dual_path_stage1")
-DUAL_PATH_NEGATIVES = ("sampled", "hardest", "hardest_of_pool")
-DUAL_PATH_FREEZE = ("pretrained", "image_path")
-DUAL_PATH_BACKBONES = ("roi", "resnet50")
-DUAL_PATH_LR_GROUPS = ("backbone", "words", "new")
-
-
-def _check_dual_path_section(key: str, s: dict, fail) -> None:
-    for k in ("embed_dim", "text_length", "image_size"):
-        if s[k] < 1:
-            fail(key + k, "an integer >= 1", s[k])
-    if not s["text_blocks"] or len(s["text_blocks"]) != len(s["text_widths"]):
-        fail(key + "text_widths", f"a non-empty list as long as text_blocks ({s['text_blocks']})", s["text_widths"])
-    if any(b < 1 for b in s["text_blocks"]) or any(w < 1 for w in s["text_widths"]):
-        fail(key + "text_blocks", "positive block counts with positive text_widths", s["text_blocks"])
-    if not s["margin"] >= 0:
-        fail(key + "margin", ">= 0", s["margin"])
-    if s["stage1_epochs"] < 0:
-        fail(key + "stage1_epochs", "an integer >= 0", s["stage1_epochs"])
-    if s["stage1_freeze"] not in DUAL_PATH_FREEZE:
-        fail(key + "stage1_freeze", " or ".join(DUAL_PATH_FREEZE), s["stage1_freeze"])
-    if s["image_backbone"] not in DUAL_PATH_BACKBONES:
-        fail(key + "image_backbone", " or ".join(DUAL_PATH_BACKBONES), s["image_backbone"])
-    if s.get("test_flip") and s["image_backbone"] != "resnet50":
-        fail(key + "test_flip", "false or null when image_backbone is roi (RoI features have no mirror image)",
-             s["test_flip"])
-    if s["image_backbone"] == "resnet50":
-        for k in ("resnet_weights", "image_table"):
-            if not s[k]:
-                fail(key + k, "a file path when image_backbone is resnet50 (ImageNet weights / the prepared table)",
-                     s[k])
+# Choices of the dual-path section, declared with it (pipeline/methods/dual_path.py).
+from pipeline.methods.dual_path import DUAL_PATH_LR_GROUPS, DUAL_PATH_NEGATIVES  # noqa: E402
 
 
 def _check_recipe(params: dict, name: str, section: dict, fail) -> None:

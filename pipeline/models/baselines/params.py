@@ -146,11 +146,9 @@ _POSITIVE_INTS = ("n_components", "max_iter", "iterations", "knn", "out_dim", "h
 _NON_NEGATIVE = ("max_pairs", "lambda_trace", "lambda_l21", "lambda_graph", "reg", "top_k", "alpha", "beta")
 
 
-def check_baseline_section(name: str, s: dict, fail) -> None:
-    """Range checks of a baseline's section; `fail(key, expected, value)` raises ParamError."""
-    if name not in BASELINE_SCHEMAS:
-        return
-    key = f"methods.{name}."
+def check_baseline_section(key: str, s: dict, fail) -> None:
+    """Range checks of a baseline's section (a value rule of its declaration, pipeline/methods/baselines.py):
+    `key` prefixes the names in errors (`methods.<name>.`), `fail(key, expected, value)` raises ParamError."""
     for k, options in _CHOICES.items():
         if k in s and s[k] not in options:
             fail(key + k, " or ".join(options), s[k])
