@@ -29,6 +29,7 @@ import numpy as np
 from pipeline.metrics import evaluate_similarity
 from pipeline.metrics.bootstrap import reference_statistic
 from pipeline.metrics.per_query import write_per_query
+from pipeline.dvc_stages import run_methods
 from pipeline.params import load_params
 from pipeline.reporting.collect import collect_metrics
 from pipeline.reporting.intervals import DIFFERENCE_KEYS, interval_keys, dataset_intervals, differences_table
@@ -87,7 +88,7 @@ def main() -> None:
     ap.add_argument("--record", type=Path)
     args = ap.parse_args()
     p = load_params(ROOT / "params.yaml")
-    methods = p["run"]["lambda_methods"] + p["run"]["methods"]
+    methods = run_methods(p)
     reference = p["report"]["reference_method"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

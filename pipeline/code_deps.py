@@ -62,3 +62,35 @@ def import_closure(modules: list[str], root: Path) -> set[Path]:
 def closure_paths(modules: list[str], root: Path) -> list[str]:
     """`import_closure` as sorted POSIX paths relative to `root` (the form dvc.yaml lists)."""
     return sorted(p.relative_to(root).as_posix() for p in import_closure(modules, root))
+
+
+def as_deps(paths: list[str], root: Path) -> list[str]:
+    """`paths` with each folder whose every file is among them written as the folder (shorter dvc.yaml;
+    DVC hashes a folder dependency file by file). A folder with any other file stays listed file by file."""
+    chosen = set(paths)
+    out: set[str] = set()
+    for path in sorted(chosen):
+        parts = Path(path).parts
+        for depth in range(1, len(parts)):
+            folder = Path(*parts[:depth])
+            files = [f.relative_to(root).as_posix() for f in (root / folder).rglob("*")
+                     if f.is_file() and "__pycache__" not in f.parts]
+            if len(parts[:depth]) > 1 and files and all(f in chosen for f in files):
+                out.add(folder.as_posix())
+                break
+        else:
+            out.add(path)
+    return sorted(out)
+
+
+def expand_deps(deps: list[str], root: Path) -> set[str]:
+    """The files a dvc.yaml `deps` list stands for (folders expanded, __pycache__ left out)."""
+    out: set[str] = set()
+    for dep in deps:
+        path = root / dep
+        if path.is_dir():
+            out.update(f.relative_to(root).as_posix() for f in path.rglob("*")
+                       if f.is_file() and "__pycache__" not in f.parts)
+        else:
+            out.add(dep)
+    return out

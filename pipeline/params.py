@@ -144,8 +144,9 @@ SCHEMA: dict[str, Any] = {
     "lambda": 0.1,
     "seed": 0,
     "datasets": ["shapes"],
-    # Methods run by dvc.yaml's train/evaluate stages: those reading `lambda`, and the others.
-    "run": {"lambda_methods": ["ss"], "methods": ["cca"]},
+    # Methods run by dvc.yaml's train/evaluate stages (pipeline/dvc_stages.py): null = every declared
+    # method, less `exclude`.
+    "run": {"methods": Optional_(list), "exclude": []},
     # Shared training settings and one section per method (pipeline/training/schema.py).
     "train": TRAIN_SCHEMA,
     # Each method section may hold `train: {epochs, lr, batch_size}` overriding the shared `train` values.
@@ -349,16 +350,12 @@ def _check_seeds(params: dict, source: str) -> None:
 
 
 def _check_run_lists(run: dict, source: str) -> None:
-    """`run.lambda_methods` must be exactly the methods reading `lambda`, so DVC reruns the right stages."""
-    for key, want_lambda in (("lambda_methods", True), ("methods", False)):
-        for name in run[key]:
-            if name not in METHOD_SCHEMAS:
-                raise ParamError(f"{source}: parameter 'run.{key}' names unknown method '{name}' "
+    """`run.methods` and `run.exclude` name declared methods."""
+    for key in ("methods", "exclude"):
+        for name in run[key] or []:
+            if not isinstance(name, str) or name not in METHOD_SCHEMAS:
+                raise ParamError(f"{source}: parameter 'run.{key}' names unknown method {name!r} "
                                  f"(known: {', '.join(sorted(METHOD_SCHEMAS))})")
-            if (name in USES_LAMBDA) != want_lambda:
-                other = "methods" if want_lambda else "lambda_methods"
-                raise ParamError(f"{source}: method '{name}' belongs in 'run.{other}' "
-                                 f"({'does not read' if want_lambda else 'reads'} the top-level lambda)")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:

@@ -41,9 +41,15 @@ def main(
     """Check every parameter the way each stage would, and write the marker file.
 
     The first DVC stage: a value any stage would refuse stops `dvc repro` / `dvc exp run -S ...` here,
-    before DVC removes the outputs of the stage that reads it.
+    before DVC removes the outputs of the stage that reads it. A dvc.yaml beside the params file whose
+    per-method stages are out of date (a new method, a changed `run`) is refused too: `xmr dvc-yaml`.
     """
     check_all(params)
+    dvc_yaml = Path(params).parent / "dvc.yaml"
+    if dvc_yaml.is_file():  # its per-method stages must match the declarations and these params
+        from pipeline.dvc_stages import write
+
+        write(dvc_yaml, params, check=True)
     with atomic_output(out) as tmp:
         tmp.write_text(CHECKED_TEXT)
     typer.echo(f"{params}: every parameter passed the stages' checks")

@@ -81,10 +81,10 @@ NUMBER_SETTINGS = {
     "train_detector": ["seed", "detector"],  # detector.threads among them
     "extract": ["extract.threads", "extract.device", "extract.dtype", "extract.autocast", "extract.batch_size"],
     "tokenize": ["seed", "text"],
-    "train_lambda": ["seed", "train", "lambda"],  # train.threads, train.device, train.amp
-    "train": ["seed", "train"],
-    "evaluate_lambda": ["train.threads", "train.device", "train.amp", "train.eval_batch_size", "metrics"],
-    "evaluate": ["train.threads", "train.device", "train.amp", "train.eval_batch_size", "metrics"],
+    "train_ss": ["seed", "train", "lambda"],  # train.threads, train.device, train.amp
+    "train_cca": ["seed", "train"],
+    "evaluate_ss": ["train.threads", "train.device", "train.amp", "train.eval_batch_size", "metrics"],
+    "evaluate_cca": ["train.threads", "train.device", "train.amp", "train.eval_batch_size", "metrics"],
     "report": ["report"],  # report.bootstrap_seed, report.bootstrap_resamples
 }
 

@@ -9,6 +9,7 @@ import numpy as np
 import yaml
 
 from conftest import REPO
+from pipeline.training.registry import METHODS, USES_LAMBDA
 from tiny_project import BIN
 
 # Stands in for `xmr evaluate`: the template is a real metrics file's keys (written once by the test), the
@@ -51,10 +52,10 @@ def test_readme_exp_show_fits_in_120_columns(tmp_path):
     (project / "template.json").write_text(json.dumps(template()))
     params = yaml.safe_load((project / "params.yaml").read_text())
     stages = {
-        "evaluate_lambda": {"foreach": params["run"]["lambda_methods"],
+        "evaluate_lambda": {"foreach": sorted(USES_LAMBDA),
                             "do": {"cmd": "python write.py ${item}", "params": ["lambda", "seed", "metrics"],
                                    "metrics": [{"reports/metrics/shapes/${item}.json": {"cache": False}}]}},
-        "evaluate": {"foreach": params["run"]["methods"][:1],
+        "evaluate": {"foreach": [m for m in METHODS if m not in USES_LAMBDA][:1],
                      "do": {"cmd": "python write.py ${item}", "params": ["seed", "metrics"],
                             "metrics": [{"reports/metrics/shapes/${item}.json": {"cache": False}}]}},
     }

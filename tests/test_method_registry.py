@@ -1,4 +1,4 @@
-"""The method registry, the params schemas, params.yaml's run lists and the report's published rows agree;
+"""The method declarations, the classes they name, params.yaml and the report's published rows agree;
 the layers import downwards only; `xmr methods` and the fast errors of `train` / `evaluate`."""
 import ast
 import subprocess
@@ -9,34 +9,58 @@ import yaml
 
 from conftest import REPO
 from pipeline.reporting.published import F1_ROW, RECALL_ROW, TABLE1_ROW
-from pipeline.training.registry import INSTANCE_LEVEL, LABEL_WISE, METHODS, method_class, uses_lambda
-from pipeline.training.schema import METHOD_SCHEMAS, USES_LAMBDA
+from pipeline.training.registry import INSTANCE_LEVEL, LABEL_WISE, METHODS, USES_LAMBDA, method_class, uses_lambda
+from pipeline.training.schema import METHOD_SCHEMAS
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def test_registry_schemas_run_lists_and_published_rows_agree():
+def test_declarations_params_and_published_rows_agree():
+    """params.yaml's sections are optional overrides; `run` names declared methods; a published row is
+    optional, and one that exists is for a method of its family."""
     names = set(METHODS)
-    assert names == set(METHOD_SCHEMAS), "every registered method has a params schema and vice versa"
-    assert names == set(PARAMS["methods"]), "params.yaml has one section per registered method"
+    assert names == set(METHOD_SCHEMAS), "every declared method has a params section schema and vice versa"
+    for name in PARAMS["methods"]:
+        assert name in names, f"params.yaml has a section 'methods.{name}' for no declared method: remove it"
     run = PARAMS["run"]
-    assert not set(run["lambda_methods"]) & set(run["methods"])
-    assert set(run["lambda_methods"]) | set(run["methods"]) == names, "dvc.yaml's run lists cover every method"
-    assert set(run["lambda_methods"]) == set(USES_LAMBDA) == {m for m in names if uses_lambda(m)}
+    for name in (run["methods"] or []) + run["exclude"]:
+        assert name in names, f"params.yaml's run lists name '{name}', which no module of pipeline/methods/ declares"
+    for name in names:
+        assert uses_lambda(name) == (name in USES_LAMBDA) == ("mask_prob" in METHOD_SCHEMAS[name]), name
     label_wise = {m for m, e in METHODS.items() if e.family == LABEL_WISE}
     instance = {m for m, e in METHODS.items() if e.family == INSTANCE_LEVEL}
-    assert label_wise | instance == names
-    assert set(TABLE1_ROW) == label_wise, "each label-wise method has its papers/000 Table 1 row"
-    assert set(RECALL_ROW) == instance, "each instance-level method has its published Recall@K row"
-    assert set(F1_ROW) <= label_wise
+    assert label_wise | instance == names, "each declaration's family is LABEL_WISE or INSTANCE_LEVEL"
+    for rows, family, what in ((TABLE1_ROW, label_wise, "label-wise"), (F1_ROW, label_wise, "label-wise"),
+                               (RECALL_ROW, instance, "instance-level")):
+        for name in rows:
+            assert name in family, (f"pipeline/reporting/published.py has a {what} row for '{name}', which is "
+                                    f"not a declared {what} method: fix the row or the declaration's family")
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_catalogue_facts_match_the_method_class(name):
     entry, cls = METHODS[name], method_class(name)
-    assert entry.needs_labels == cls.needs_labels
-    assert entry.closed_form == getattr(cls, "closed_form", False)
-    assert (entry.family == INSTANCE_LEVEL) == (getattr(cls, "select_metric", None) == "rsum")
+    where = f"method '{name}' ({entry.builder}, declared in pipeline/methods/)"
+    assert entry.needs_labels == cls.needs_labels, \
+        f"{where}: the declaration says needs_labels={entry.needs_labels}, the class {cls.needs_labels}: make them agree"
+    assert entry.closed_form == getattr(cls, "closed_form", False), \
+        f"{where}: the declaration's closed_form differs from the class attribute `closed_form`: make them agree"
+    if entry.family == INSTANCE_LEVEL:
+        assert getattr(cls, "select_metric", None) == "rsum", \
+            f"{where} is instance-level: its class must set `select_metric = \"rsum\"` (R@K model selection)"
+    else:
+        assert getattr(cls, "select_metric", None) != "rsum", \
+            f"{where} is label-wise: its class must not set `select_metric = \"rsum\"` (or declare it instance-level)"
+
+
+def test_a_method_without_a_params_section_trains_on_its_declared_defaults():
+    from pipeline.params import validate
+    from pipeline.training.recipes import resolve_settings
+
+    params = validate({"methods": {}})
+    assert resolve_settings(params, "scan_t2i")["d_model"] == METHODS["scan_t2i"].schema["d_model"] == 1024
+    out = _in_process(CLI.format(args=["methods", "--defaults"])).stdout
+    assert "| scan_t2i |" in out and "45 epochs, lr 0.0001, batch 64" in out
 
 
 def _imports(package: str) -> set[str]:
@@ -53,8 +77,9 @@ def _imports(package: str) -> set[str]:
 def test_layers_import_downwards_only():
     assert not {m for m in _imports("pipeline.models") if m.startswith("pipeline.training")}
     assert not {m for m in _imports("pipeline.contract") if m.startswith(("pipeline.training", "pipeline.models"))}
+    assert not {m for m in _imports("pipeline.methods") if m.startswith(("pipeline.training", "pipeline.params"))}
     for area in ("pipeline.training.schema", "pipeline.detection.schema", "pipeline.metrics.schema",
-                 "pipeline.param_checks"):
+                 "pipeline.param_checks", "pipeline.methods"):
         assert "pipeline.params" not in _imports(area), f"{area} must not import the loader (no import circle)"
 
 

@@ -6,6 +6,8 @@ import subprocess
 import yaml
 
 from conftest import REPO
+from pipeline.dvc_stages import run_methods
+from pipeline.params import load_params
 from tiny_project import BIN
 
 
@@ -40,7 +42,7 @@ def test_every_declared_plot_renders_including_dual_path(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=project, check=True)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    methods = params["run"]["lambda_methods"] + params["run"]["methods"]
+    methods = run_methods(load_params(project / "params.yaml"))
     assert "dual_path" in methods
     for dataset in params["datasets"]:
         for method in methods:

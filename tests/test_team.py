@@ -37,14 +37,14 @@ def project(tmp_path_factory):
 
 
 def per_dataset(*stages: str) -> set[str]:
-    """`extract@{ds}` -> {extract@shapes, extract@shapes_2}; `train@{ds}-cca` -> both datasets'."""
+    """`extract@{ds}` -> {extract@shapes, extract@shapes_2}; `train_cca@{ds}` -> both datasets'."""
     return {stage.format(ds=ds) for stage in stages for ds in DATASETS}
 
 
 def test_first_repro_runs_every_stage(project):
     assert ran(project["first"]) == per_dataset(
         "download@{ds}", "prepare@{ds}", "train_detector@{ds}", "extract@{ds}", "tokenize@{ds}",
-        "train_lambda@{ds}-ss", "train@{ds}-cca", "evaluate_lambda@{ds}-ss", "evaluate@{ds}-cca") | {"report",
+        "dataset_settings@{ds}", "train_ss@{ds}", "train_cca@{ds}", "evaluate_ss@{ds}", "evaluate_cca@{ds}") | {"report",
                                                                                                       "check_params"}
     assert (project["origin"] / "reports" / "metrics" / "shapes_2" / "cca.json").is_file()
 
@@ -87,7 +87,7 @@ def test_lambda_experiment_reruns_only_the_methods_that_read_lambda(project):
     try:
         out = dvc(["exp", "run", "-S", "lambda=0.05"], origin).stdout
         # check_params reruns on any param change (seconds) and leaves the others' inputs unchanged
-        assert ran(out) == per_dataset("train_lambda@{ds}-ss", "evaluate_lambda@{ds}-ss") | {"report", "check_params"}, out
+        assert ran(out) == per_dataset("train_ss@{ds}", "evaluate_ss@{ds}") | {"report", "check_params"}, out
         shown = dvc(["exp", "show", "--json"], origin).stdout
         assert "0.05" in shown and "ndcg_ave" in shown
     finally:
@@ -100,7 +100,7 @@ def test_one_method_param_leaves_the_others_cached(project):
     edit_params(origin, lambda p: p["methods"]["cca"].update(n_components=3))
     try:
         out = dvc(["repro"], origin).stdout
-        assert ran(out) == per_dataset("train@{ds}-cca", "evaluate@{ds}-cca") | {"report", "check_params"}, out
+        assert ran(out) == per_dataset("train_cca@{ds}", "evaluate_cca@{ds}") | {"report", "check_params"}, out
     finally:
         restore(origin)
 
@@ -111,7 +111,7 @@ def test_extract_param_reruns_extraction_and_downstream(project):
     edit_params(origin, lambda p: p["extract"].update(score_threshold=0.4))
     try:
         stages = ran(dvc(["repro"], origin).stdout)
-        assert per_dataset("extract@{ds}", "train_lambda@{ds}-ss", "train@{ds}-cca") | {"report"} <= stages
+        assert per_dataset("extract@{ds}", "train_ss@{ds}", "train_cca@{ds}") | {"report"} <= stages
         assert not stages & per_dataset("download@{ds}", "prepare@{ds}", "train_detector@{ds}", "tokenize@{ds}")
     finally:
         restore(origin)
@@ -142,8 +142,8 @@ def test_a_thread_count_param_reruns_its_stage(project):
     edit_params(origin, more_threads)
     try:
         changed = set(json.loads(dvc(["status", "--json"], origin).stdout))
-        assert changed == per_dataset("train_detector@{ds}", "extract@{ds}", "train_lambda@{ds}-ss", "train@{ds}-cca",
-                                      "evaluate_lambda@{ds}-ss", "evaluate@{ds}-cca") | {"check_params"}, changed
+        assert changed == per_dataset("train_detector@{ds}", "extract@{ds}", "train_ss@{ds}", "train_cca@{ds}",
+                                      "evaluate_ss@{ds}", "evaluate_cca@{ds}") | {"check_params"}, changed
     finally:
         restore(origin)
 
@@ -189,8 +189,8 @@ def test_teammate_pulls_features_and_skips_extraction(project):
     dvc(["pull", "--with-deps", *SHARED], bob)
     assert (bob / "data" / "shapes" / "features.zarr").is_dir()
     assert not (bob / "models" / "shapes" / "ss").exists()
-    out = dvc(["repro", "evaluate_lambda@shapes-ss"], bob).stdout  # one method and its upstream stages
-    assert ran(out) == {"train_lambda@shapes-ss", "evaluate_lambda@shapes-ss"}, out
+    out = dvc(["repro", "evaluate_ss@shapes"], bob).stdout  # one method and its upstream stages
+    assert ran(out) == {"train_ss@shapes", "evaluate_ss@shapes"}, out
     assert "Stage 'extract@shapes' didn't change, skipping" in out
 
 

@@ -54,8 +54,8 @@ def edit_params(project: Path, edit) -> None:
 
 def tiny_params(params: dict, datasets: list[str], lambda_methods: list[str] | None = None,
                 methods: list[str] | None = None) -> None:
-    """Shrink `params` in place: `datasets` become 40-image shapes sets with distinct seeds; the
-    method lists are replaced where given (default: keep the repository's)."""
+    """Shrink `params` in place: `datasets` become 40-image shapes sets with distinct seeds; the methods
+    run become `lambda_methods` + `methods` where either is given (default: keep the repository's)."""
     base = params["data"]["shapes"]
     layer = params.get("per_dataset", {}).get("shapes") or {}  # the shapes-sized settings, tiny loops
     params["datasets"] = list(datasets)
@@ -66,10 +66,8 @@ def tiny_params(params: dict, datasets: list[str], lambda_methods: list[str] | N
         params["per_dataset"][name] = {**layer, "train": {**layer.get("train", {}), **TINY["train"]}}
     for section, values in TINY.items():
         params[section].update(values)
-    if lambda_methods is not None:
-        params["run"]["lambda_methods"] = list(lambda_methods)
-    if methods is not None:
-        params["run"]["methods"] = list(methods)
+    if lambda_methods is not None or methods is not None:
+        params["run"] = {"methods": list(lambda_methods or []) + list(methods or []), "exclude": []}
 
 
 def create_project(dest: Path, edit=None, remote: Path | None = None) -> Path:
@@ -92,6 +90,7 @@ def create_project(dest: Path, edit=None, remote: Path | None = None) -> Path:
             edit(params)
 
     edit_params(dest, no_seed_sweep)
+    run([BIN / "xmr", "dvc-yaml"], dest)  # the per-method stages of the methods the edit runs
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["git", "config", "user.email", "ci@example.invalid"], dest)
     run(["git", "config", "user.name", "ci"], dest)

@@ -71,6 +71,15 @@ def one_of(key: str, *choices: str) -> Rule:
     return rule
 
 
+def transformer_shape(prefix: str, s: dict, fail) -> None:
+    """A rule: positive `layers`, `heads`, `d_ff`, and `heads` dividing `d_model`."""
+    for sub in ("layers", "heads", "d_ff"):
+        if s[sub] < 1:
+            fail(prefix + sub, "an integer >= 1", s[sub])
+    if s["d_model"] % s["heads"]:
+        fail(prefix + "heads", f"a divisor of d_model ({s['d_model']})", s["heads"])
+
+
 def _modules() -> list[str]:
     return [f"{__name__}.{info.name}" for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")]
 

@@ -2,16 +2,21 @@
 and value rules are in `pipeline/models/baselines/params.py`."""
 from __future__ import annotations
 
-from pipeline.methods import LABEL_WISE, Declaration
+from pipeline.methods import LABEL_WISE, Declaration, between, one_of, transformer_shape
 from pipeline.models.baselines.params import BASELINE_SCHEMAS, check_baseline_section
 
 ORDER = 30
 
 
+# ViLBERT's streams are transformers: the same shape rules as the Semantic Sharing encoder.
+_EXTRA_RULES = {"vilbert": (between("d_model", 1, integer=True), between("dropout", 0, 1, high_open=True),
+                            transformer_shape, one_of("activation", "relu", "gelu"))}
+
+
 def _baseline(name: str, cls: str, paper: str, needs_labels: bool, description: str,
               closed_form: bool = False) -> Declaration:
     return Declaration(name, f"pipeline.models.baselines.{name}:{cls}", paper, LABEL_WISE, needs_labels, description,
-                       BASELINE_SCHEMAS[name], (check_baseline_section,), closed_form)
+                       BASELINE_SCHEMAS[name], (check_baseline_section, *_EXTRA_RULES.get(name, ())), closed_form)
 
 
 DECLARED = [

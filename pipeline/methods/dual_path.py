@@ -33,10 +33,8 @@ _DUAL_PATH: dict[str, Any] = {
 }
 
 # Choices of the dual-path section (papers/003; `pipeline/models/dual_path.py`).
-DUAL_PATH_NEGATIVES = ("sampled", "hardest", "hardest_of_pool")
 DUAL_PATH_FREEZE = ("pretrained", "image_path")
 DUAL_PATH_BACKBONES = ("roi", "resnet50")
-DUAL_PATH_LR_GROUPS = ("backbone", "words", "new")
 
 
 def _check_dual_path_section(key: str, s: dict, fail) -> None:

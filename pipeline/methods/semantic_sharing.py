@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.methods import LABEL_WISE, Declaration, between, one_of
+from pipeline.methods import LABEL_WISE, Declaration, between, one_of, transformer_shape
 from pipeline.param_checks import Optional_
 
 ORDER = 0
@@ -51,17 +51,9 @@ _SS_CON: dict[str, Any] = {"con_weight": 0.1, "con_margin": 0.2}
 
 
 
-def _check_transformer(prefix: str, s: dict, fail) -> None:
-    for sub in ("layers", "heads", "d_ff"):
-        if s[sub] < 1:
-            fail(prefix + sub, "an integer >= 1", s[sub])
-    if s["d_model"] % s["heads"]:
-        fail(prefix + "heads", f"a divisor of d_model ({s['d_model']})", s["heads"])
-
-
 _INPUT_RULES = (between("d_model", 1, integer=True), between("dropout", 0, 1, high_open=True),
                 one_of("phi", "relu", "gelu", "tanh"), one_of("input_embedding", "paper", "official"))
-_TRANSFORMER_RULES = (_check_transformer, one_of("activation", "relu", "gelu"))
+_TRANSFORMER_RULES = (transformer_shape, one_of("activation", "relu", "gelu"))
 _MASK_RULES = (between("mask_prob", 0, 1, low_open=True, high_open=True),)
 _CON_RULES = (between("con_weight", 0), between("con_margin", 0))
 

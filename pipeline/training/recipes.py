@@ -62,6 +62,9 @@ _SCAN_OFFICIAL = {"attention_activation": "leaky_relu", "negatives": "diagonal",
 # stage1_freeze) and 1e-3 in stage II (the code alternates 1e-3 / 2e-2 over the backbone's parameter
 # list, 1e-4 for conv1: xmr uses one factor); every new layer 1.
 _DUAL_PATH_MULTIPLIERS = {"backbone": 1e-3, "words": 1e-3, "new": 1.0}
+# The dual-path choices a recipe sets (`pipeline/models/dual_path.py` must match them).
+DUAL_PATH_LR_GROUPS = ("backbone", "words", "new")
+DUAL_PATH_NEGATIVES = ("sampled", "hardest", "hardest_of_pool")
 
 # Dataset kinds of real data (every kind but the embedded `shapes`): DSCMR's official scripts train on
 # other datasets (Wikipedia, Pascal Sentence, NUS-WIDE-10k, XMediaNet), all at batch 100.

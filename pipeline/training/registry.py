@@ -15,7 +15,7 @@ from pipeline.methods import INSTANCE_LEVEL, LABEL_WISE, Declaration
 from pipeline.training.schema import DECLARATIONS, METHOD_SCHEMAS, USES_LAMBDA
 
 __all__ = ["INSTANCE_LEVEL", "LABEL_WISE", "METHODS", "MethodEntry", "build_method", "check_method", "method_class",
-           "rebuild_method", "uses_lambda"]
+           "rebuild_method", "uses_lambda", "USES_LAMBDA"]
 
 MethodEntry = Declaration  # the name callers used before the declarations moved to pipeline/methods/
 METHODS: dict[str, Declaration] = DECLARATIONS

@@ -13,8 +13,8 @@ from typing import Any
 
 from pipeline.methods import declarations
 from pipeline.param_checks import failer
-from pipeline.training.recipes import (DEFAULT_RECIPE, OPTION_CHOICES, RECIPE_NAMES, RECIPES, dataset_kind,
-                                       recipe_train)
+from pipeline.training.recipes import (DEFAULT_RECIPE, DUAL_PATH_LR_GROUPS, DUAL_PATH_NEGATIVES, OPTION_CHOICES,
+                                       RECIPE_NAMES, RECIPES, dataset_kind, recipe_train)
 
 TRAIN_SCHEMA: dict[str, Any] = {
     # Mini-batch size (pairs of one image and one of its captions).
@@ -132,10 +132,6 @@ def _check_method_section(name: str, s: dict, fail, key: str = "") -> None:
     key = key or f"methods.{name}."
     for rule in DECLARATIONS[name].rules:
         rule(key, s, fail)
-
-
-# Choices of the dual-path section, declared with it (pipeline/methods/dual_path.py).
-from pipeline.methods.dual_path import DUAL_PATH_LR_GROUPS, DUAL_PATH_NEGATIVES  # noqa: E402
 
 
 def _check_recipe(params: dict, name: str, section: dict, fail) -> None:

@@ -1,0 +1,139 @@
+"""The train, evaluate and report stages of dvc.yaml, written from the method declarations and params.yaml.
+
+Each method has its own stage pair (`train_<m>@<ds>`, `evaluate_<m>@<ds>`, one per dataset of
+`datasets`) whose `deps` are exactly the import closure of its command and of its code and declaration
+modules (`pipeline/code_deps.py`), and whose `params` are what it reads (`lambda` only for the methods
+that read it, its own `methods.<m>` section). Editing one method's module reruns that method; `dvc exp
+run -S lambda=...` reruns the methods that read `lambda`. DVC's templating cannot interpolate a list
+(`deps: ${...}`), so the stages are written out here and `xmr check-params` refuses a dvc.yaml that differs
+from what this module writes (`xmr dvc-yaml` rewrites it). Torch-free.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from pipeline.code_deps import as_deps, closure_paths
+
+MARKER = "  # --- Below: written by `xmr dvc-yaml` from pipeline/methods/ and params.yaml (run it after adding a method) ---\n"
+CHECKED = "data/params_checked.txt"
+
+
+class StaleDvcYaml(ValueError):
+    """dvc.yaml's generated stages differ from the declarations and params.yaml."""
+
+
+def run_methods(params: dict) -> list[str]:
+    """The methods dvc.yaml trains: `run.methods` (null = every declared method) less `run.exclude`."""
+    from pipeline.training.registry import METHODS
+
+    chosen = params["run"]["methods"]
+    chosen = list(METHODS) if chosen is None else chosen
+    return [m for m in chosen if m not in params["run"]["exclude"]]
+
+
+def code_deps(method: str, command: str, root: Path) -> list[str]:
+    """The project files `xmr <command> <ds> <method>` runs: the command's closure, the method's code
+    module and its declaration module, with everything they import."""
+    from pipeline.methods import declaration_module
+    from pipeline.training.registry import METHODS
+
+    return as_deps(closure_paths([f"stages.{command}", METHODS[method].module, declaration_module(method)], root),
+                   root)
+
+
+def check_params_deps(root: Path) -> list[str]:
+    """The files `xmr check-params` runs: its closure and every declaration module (the params loader
+    lists the package). Not dvc.yaml itself (DVC refuses it as a dependency): what it checks there changes
+    only with params.yaml or a declaration."""
+    from pipeline.methods import _modules
+
+    return [*as_deps(closure_paths(["stages.check_params", *_modules()], root), root)]
+
+
+def method_stages(method: str, raw: dict, root: Path) -> dict:
+    """`train_<method>` and `evaluate_<method>`, one stage per dataset (`foreach: ${datasets}`)."""
+    from pipeline.training.registry import uses_lambda
+
+    data = [f"data/${{item}}/{name}" for name in ("table.parquet", "features.zarr", "text/tokens.parquet")]
+    params = (["lambda"] if uses_lambda(method) else []) + ["train", "seed", "metrics"]
+    if method in (raw.get("methods") or {}):  # DVC tracks only keys the file holds; a new one: rerun this
+        params.append(f"methods.{method}")
+    train = {
+        "cmd": f"xmr train ${{item}} {method} --no-progress",
+        "deps": [CHECKED, *data, "data/${item}/text/embeddings.npy", "data/${item}/settings.json",
+                 *code_deps(method, "train", root)],
+        "params": params,
+        "outs": [{f"models/${{item}}/{method}": {"persist": True}}],
+        "plots": [{f"reports/training/${{item}}/{method}.json": {"cache": False, "x": "epoch", "y": "loss"}}],
+    }
+    evaluate = {
+        "cmd": f"xmr evaluate ${{item}} {method} --no-progress",
+        "deps": [CHECKED, f"models/${{item}}/{method}", *data, *code_deps(method, "evaluate", root)],
+        "params": ["metrics", "train.device", "train.amp", "train.threads", "train.eval_batch_size"],
+        "metrics": [{f"reports/metrics/${{item}}/{method}.json": {"cache": False}}],
+        "outs": [f"reports/rankings/${{item}}/{method}.npz", f"reports/per_query/${{item}}/{method}.npz"],
+    }
+    return {f"train_{method}": {"foreach": "${datasets}", "do": train},
+            f"evaluate_{method}": {"foreach": "${datasets}", "do": evaluate}}
+
+
+def report_stage(methods: list[str], raw: dict) -> dict:
+    """`report`: every metrics file, history and ranking; the recipe of each run method that has one."""
+    sections = raw.get("methods") or {}
+    recipes = [f"methods.{m}.recipe" for m in methods if "recipe" in (sections.get(m) or {})]
+    return {"report": {
+        "cmd": "xmr report",
+        "deps": [CHECKED, "reports/metrics", "reports/training", "reports/rankings", "reports/per_query",
+                 "reports/experiments.json", "pipeline/reporting", "pipeline/metrics/rankings.py",
+                 "pipeline/metrics/per_query.py", "pipeline/metrics/bootstrap.py", "stages/report.py"],
+        "params": ["lambda", "report", "metrics.ndcg_k", "metrics.map_k", *recipes],
+        "outs": [{"reports/results.md": {"cache": False}}, {"reports/claims.md": {"cache": False}},
+                 {"reports/claims.json": {"cache": False}}, {"reports/qualitative": {"cache": False}}],
+        "plots": [{"reports/plots": {"cache": False}},
+                  {"reports/lambda_sensitivity.json": {"cache": False, "x": "lambda", "y": "ndcg_ave"}}],
+    }}
+
+
+def generated_text(params: dict, raw: dict, root: Path) -> str:
+    """The generated part of dvc.yaml (after MARKER) for validated `params` and the raw params file."""
+    methods = run_methods(params)
+    stages: dict = {"check_params": {
+        # First: every param through every stage's checks, so a bad value (`-S extract.num_boxes=0`) stops
+        # here, before DVC removes any stage's outputs. Every stage depends on the marker (constant text).
+        "cmd": "xmr check-params", "deps": check_params_deps(root), "params": [{"params.yaml": None}],
+        "outs": [CHECKED]}}
+    for method in methods:
+        stages.update(method_stages(method, raw, root))
+    stages.update(report_stage(methods, raw))
+    text = yaml.safe_dump(stages, sort_keys=False, width=120, default_flow_style=False)
+    return "".join(f"  {line}\n" if line else "\n" for line in text.splitlines())
+
+
+def _split(text: str, path: Path) -> tuple[str, str]:
+    if MARKER not in text:
+        raise StaleDvcYaml(f"{path}: no line '{MARKER.strip()}' (the generated stages start there)")
+    head, _, tail = text.partition(MARKER)
+    return head, tail
+
+
+def write(dvc_yaml: Path, params_path: Path, check: bool = False) -> bool:
+    """Rewrite the generated stages of `dvc_yaml` (or, with `check`, raise StaleDvcYaml if they differ).
+    Returns whether the file changed."""
+    from pipeline.params import load_params
+
+    raw = yaml.safe_load(Path(params_path).read_text()) or {}
+    text = dvc_yaml.read_text()
+    head, tail = _split(text, dvc_yaml)
+    want = generated_text(load_params(params_path), raw, dvc_yaml.resolve().parent)
+    if tail == want:
+        return False
+    if check:
+        raise StaleDvcYaml(f"{dvc_yaml}: its train/evaluate/report stages differ from the method declarations "
+                           f"and {params_path} (run `xmr dvc-yaml`, then commit dvc.yaml)")
+    from pipeline.io import atomic_output
+
+    with atomic_output(dvc_yaml) as tmp:
+        tmp.write_text(head + MARKER + want)
+    return True
