@@ -71,16 +71,21 @@ def as_deps(paths: list[str], root: Path) -> list[str]:
     out: set[str] = set()
     for path in sorted(chosen):
         parts = Path(path).parts
-        for depth in range(1, len(parts)):
-            folder = Path(*parts[:depth])
-            files = [f.relative_to(root).as_posix() for f in (root / folder).rglob("*")
-                     if f.is_file() and "__pycache__" not in f.parts]
-            if len(parts[:depth]) > 1 and files and all(f in chosen for f in files):
+        for depth in range(2, len(parts)):
+            files = _folder_files(root, Path(*parts[:depth]).as_posix())
+            if files and all(f in chosen for f in files):
+                folder = Path(*parts[:depth])
                 out.add(folder.as_posix())
                 break
         else:
             out.add(path)
     return sorted(out)
+
+
+@lru_cache(maxsize=None)
+def _folder_files(root: Path, folder: str) -> tuple[str, ...]:
+    return tuple(f.relative_to(root).as_posix() for f in (root / folder).rglob("*")
+                 if f.is_file() and "__pycache__" not in f.parts)
 
 
 def expand_deps(deps: list[str], root: Path) -> set[str]:
