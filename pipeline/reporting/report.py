@@ -30,8 +30,8 @@ from pipeline.reporting.plots import closed_form_rows, plot_lambda_sensitivity, 
 from pipeline.reporting.published import NOTES
 from pipeline.reporting.qualitative import render_page
 from pipeline.reporting.seeds import seed_table
-from pipeline.reporting.sweep import (SWEPT, Sweeps, differing_params, flatten_params, merge_points, read_states,
-                                      seed_runs, split_sweeps, sweep_points, workspace_points)
+from pipeline.reporting.sweep import (SWEPT, Sweeps, merge_points, read_states, seed_runs, split_sweeps, stale_params,
+                                      sweep_points, workspace_points)
 from pipeline.reporting.tables import RISING_MARK
 
 PARAM = "lambda"
@@ -56,13 +56,14 @@ def _sweep(records, sweeps: Sweeps | None, current_lambda: float) -> tuple[list[
 
 
 def _sweep_notes(sweeps: Sweeps | None, current_params: dict | None, records) -> list[str]:
-    """Where the experiments file was exported from other params or other results than the workspace's."""
+    """Where the experiments file was exported from other params or other results than the workspace's,
+    counting only the params that bear on the swept methods and datasets (`sweep.bears_on`): adding or
+    changing another method does not make a sweep stale."""
     if sweeps is None or not current_params:
         return []
 
     notes = []
-    diffs = {k: v for k, v in differing_params(flatten_params(current_params), sweeps.baseline.params).items()
-             if k not in SWEPT}
+    diffs = stale_params(current_params, sweeps.baseline.params, set(sweeps.baseline.metrics))
     if diffs:
         shown = ", ".join(f"{k} ({a!r} there, {b!r} here)" for k, (a, b) in list(diffs.items())[:6])
         notes.append(f"The sweeps in `{sweeps.source}` were run from other params than the current ones: {shown}"

@@ -99,6 +99,75 @@ def differing_params(params: dict, baseline: dict) -> dict[str, tuple]:
     return {k: (baseline.get(k), params.get(k)) for k in sorted(keys) if baseline.get(k) != params.get(k)}
 
 
+# Params sections keyed by method or dataset: a key under them bears on the results of that method or
+# dataset only (dvc.yaml's stages track them so). `run` and `datasets` choose what runs, not its numbers.
+_BY_METHOD = ("methods",)
+_BY_DATASET = ("data", "per_dataset", "extract.detectors")
+_CHOOSING = ("run", "datasets")
+
+
+def bears_on(key: str, datasets: set[str], methods: set[str]) -> bool:
+    """Whether params key `key` (dotted) can change a result of `methods` on `datasets`: a section of
+    another method (`methods.<m>`), of another dataset (`data.<ds>`, `per_dataset.<ds>`, including that
+    dataset's method settings, `extract.detectors.<ds>`), or the run lists cannot; every other key can."""
+    if key.split(".", 1)[0] in _CHOOSING:
+        return False
+    for section in _BY_METHOD:
+        if key.startswith(section + "."):
+            return key[len(section) + 1:].split(".", 1)[0] in methods
+    for section in _BY_DATASET:
+        if key.startswith(section + "."):
+            rest = key[len(section) + 1:].split(".")
+            if rest[0] not in datasets:
+                return False
+            return not (section == "per_dataset" and len(rest) > 2 and rest[1] == "methods" and rest[2] not in methods)
+    return True
+
+
+# Sections whose values combine into what a method trains with (pipeline/training/recipes.py): compared by
+# their combined value per swept method and dataset, so that moving a value between them (say, shapes' loop
+# sizes from `train` into `per_dataset.shapes.train`) changes nothing.
+LAYERED = ("train", "per_dataset", "methods")
+
+
+def unflatten(flat: dict) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def effective_settings(params: dict, dataset: str, method: str) -> dict:
+    """`train.<k>` and `methods.<method>.<k>`: the loop and section `method` runs with on `dataset` under
+    `params` (as written, nested), the layers combined by the recipes module's rules."""
+    from pipeline.training.recipes import dataset_kind, recipe_train, resolve_settings
+
+    p = {**params, "train": params.get("train") or {}, "methods": dict(params.get("methods") or {})}
+    p["methods"][method] = p["methods"].get(method) or {}
+    kind = dataset_kind(p, dataset)
+    return {**flatten_params(recipe_train(p, method, kind, dataset), "train."),
+            **flatten_params(resolve_settings(p, method, kind, dataset), f"methods.{method}.")}
+
+
+def stale_params(current: dict, baseline: dict, swept: set[tuple[str, str]]) -> dict[str, tuple]:
+    """Params (dotted) in which `current` (nested, as written) differs from a sweep's `baseline` (flat) in a
+    way that bears on the swept (dataset, method) results; all differing params when `swept` is empty."""
+    diffs = {k: v for k, v in differing_params(flatten_params(current), baseline).items() if k not in SWEPT}
+    if not swept:
+        return diffs
+    datasets, methods = {d for d, _ in swept}, {m for _, m in swept}
+    out = {k: v for k, v in diffs.items() if k.split(".", 1)[0] not in LAYERED and bears_on(k, datasets, methods)}
+    nested = unflatten(baseline)
+    for dataset, method in sorted(swept):
+        out.update(differing_params(effective_settings(current, dataset, method),
+                                    effective_settings(nested, dataset, method)))
+    return out
+
+
 def _describe(diffs: dict[str, tuple]) -> str:
     return ", ".join(f"{k} ({a!r} in the baseline, {b!r} here)" for k, (a, b) in diffs.items())
 
