@@ -13,7 +13,7 @@ from stages.train import MODELS_OPTION, REPORTS_OPTION
 @stage_errors
 def main(
     dataset: str = typer.Argument(..., help="Dataset name: a key under `data` in params.yaml."),
-    method: str = typer.Argument(..., help="Method name (a key under `methods` in params.yaml; `xmr methods` "
+    method: str = typer.Argument(..., help="Method name: a method declared in pipeline/methods/ (`xmr methods` "
                                            "lists them)."),
     params: Path = PARAMS_OPTION,
     data_dir: Path = DATA_OPTION,

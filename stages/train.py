@@ -16,8 +16,9 @@ REPORTS_OPTION = typer.Option(Path("reports"), "--reports-dir", help="Root of th
 @stage_errors
 def main(
     dataset: str = typer.Argument(..., help="Dataset name: a key under `data` in params.yaml."),
-    method: str = typer.Argument(..., help="Method name: a key under `methods` in params.yaml; "
-                                           "`xmr methods` lists them all."),
+    method: str = typer.Argument(..., help="Method name: a method declared in pipeline/methods/ "
+                                           "(`xmr methods` lists them all); its `methods.<name>` section in "
+                                           "params.yaml, optional, overrides the declared defaults."),
     params: Path = PARAMS_OPTION,
     data_dir: Path = DATA_OPTION,
     models_dir: Path = MODELS_OPTION,
@@ -34,7 +35,9 @@ def main(
     `select_metric: train_loss`, the Semantic Sharing official recipe), last.pt (resumable state),
     reports/training/<dataset>/<method>.json (per-epoch loss and validation metrics, a DVC plot).
     Params: train.* (batch_size, lr, epochs, patience, grad_clip, device, amp, select_metric, ...),
-    methods.<method>.*, seed, metrics.*, and lambda for the methods with a context loss
+    methods.<method>.* (optional: a method without a section trains on its declared defaults, which
+    `xmr methods --defaults` shows), per_dataset.<dataset>.* (settings sized for the dataset; precedence in
+    docs/methods.md), seed, metrics.*, and lambda for the methods with a context loss
     (ss, ss_con, ss_wo_t, ss_wo_l, st).
     Several GPUs: `torchrun --nproc-per-node N $(which xmr) train <dataset> <method>` trains
     data-parallel (DDP); rank 0 validates and writes the outputs.
