@@ -34,13 +34,16 @@ def test_github_anchor_follows_githubs_rule():
     assert github_anchor("`prepare`: the table every later stage reads") == "prepare-the-table-every-later-stage-reads"
     assert github_anchor("Semantic Sharing (`ss`) and its ablations (`ss_con`, `st`)") == \
         "semantic-sharing-ss-and-its-ablations-ss_con-st"
-    assert github_anchor("Instance-level methods (papers/002, papers/003)") == "instance-level-methods-papers002-papers003"
+    assert github_anchor("Instance-level methods (papers/002, papers/003)") == \
+        "instance-level-methods-papers002-papers003"
     assert anchors("# A\n\n## A\n\n```\n## not a heading\n```\n") == {"a", "a-1"}
 
 
 def test_ci_runs_exactly_the_readmes_test_command():
-    rows = [line for line in section("README.md", "Two commands").splitlines() if line.startswith("| run the test suite")]
+    rows = [line for line in section("README.md", "Two commands").splitlines()
+            if line.startswith("| run the test suite")]
     assert len(rows) == 1, "README.md 'Two commands' has one row 'run the test suite'"
     command = re.search(r"`([^`]+)`\s*\|\s*$", rows[0]).group(1)
-    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line and not line.startswith(("#", "set ", "cd "))]
     assert ci == [command], (ci, command)

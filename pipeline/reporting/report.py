@@ -74,7 +74,8 @@ def _sweep_notes(sweeps: Sweeps | None, current_params: dict | None, records) ->
         if stale:
             notes.append(f"The baseline of `{sweeps.source}` holds other numbers than the current metrics files for "
                          f"{', '.join(stale[:5])}{' and more' if len(stale) > 5 else ''}: the file was exported from "
-                         "other results (other code, or another machine class: docs/reliability.md \"Determinism\"); rerun the sweep here.")
+                         "other results (other code, or another machine class: docs/reliability.md \"Determinism\"); "
+                         "rerun the sweep here.")
     return notes
 
 
