@@ -32,10 +32,11 @@ from typing import Any
 RECIPE_NAMES = ("paper", "official")
 
 _SS_PAPER = {"context_loss": "logits", "mask_rois": True, "lambda_scale": {"coco": 0.1, "*": 1.0},
-             "input_embedding": "paper"}
+             "input_embedding": "paper", "layer_norm": "standard"}
 # Official loop behaviours on every kind: clipping of the text path only, and the model kept is the
 # epoch of the lowest training loss (xmr: the epoch's mean loss; the official code a mini-batch's).
 _SS_OFFICIAL = {"context_loss": "sigmoid", "mask_rois": False, "lambda_scale": 0.005, "input_embedding": "official",
+                "layer_norm": "official",
                 "train": {"*": {"grad_clip_scope": "text", "select_metric": "train_loss"}}}
 
 # SCAN's official scripts (README of kuanghuei/SCAN; the consistency code for Flickr8k): lr, epochs,
@@ -119,6 +120,7 @@ OPTION_CHOICES: dict[str, tuple[str, ...] | None] = {
     "lr_multipliers": None,
     "graph": ("xmr", "public_port"),
     "input_embedding": ("paper", "official"),
+    "layer_norm": ("standard", "official"),
 }
 
 # Kinds that read another kind's recipe values (the same dataset in another layout).
