@@ -106,7 +106,7 @@ _SS_CON: dict[str, Any] = {"con_weight": 0.1, "con_margin": 0.2}
 
 # SCAN (papers/002): region FC + Bi-GRU width d, triplet margin 0.2 (hardest negatives), inverse
 # softmax temperatures lambda1 (regions attend words, F^V) / lambda2 (words attend regions, F^S) 9,
-# lambda_con 0.3 (best on COCO and Flickr8k; 1.0 on Flickr30k). attention_memory_mb bounds the
+# lambda_con null = the recipe's (0.3 on COCO, Flickr8k and other kinds; 1.0 on Flickr30k). attention_memory_mb bounds the
 # working tensors of one scoring block at evaluation (raise it on a GPU).
 # Null options take the recipe's value: attention_activation relu (papers) | leaky_relu (official, slope
 # 0.1); aggregation of the region/word relevances mean (Eq. 6/8) | lse (LogSumExp with inverse
@@ -136,7 +136,10 @@ _DUAL_PATH: dict[str, Any] = {
     # {backbone, words, new} factors on the learning rate. test_flip (null = the recipe's): mirror averaging
     # of evaluated images, image_backbone resnet50 only.
     "head": Optional_(str), "lr_multipliers": Optional_(AnyMapping), "test_flip": Optional_(bool),
-    "stage1_epochs": 20, "stage1_freeze": "pretrained",
+    # stage1_epochs null = the recipe's (official: COCO 90, Flickr30k 240; none elsewhere: write it).
+    # ranking_scale null = the recipe's: factor on the ranking loss, xmr's mean over the batch's anchors
+    # (official 0.5: its RankLoss sums over half the batch's anchors, divided by the whole batch).
+    "stage1_epochs": Optional_(int), "stage1_freeze": "pretrained", "ranking_scale": Optional_(float),
     "image_backbone": "roi", "resnet_weights": "", "image_table": "", "image_size": 224,
 }
 
@@ -151,7 +154,8 @@ METHOD_SCHEMAS: dict[str, dict[str, Any]] = {
     "imc": {**_SS_INPUT, **_SS_TRANSFORMER},
     "scan_i2t": {**_SCAN, "lambda1": Optional_(float)},
     "scan_t2i": {**_SCAN, "lambda2": Optional_(float)},
-    "scan_consistency": {**_SCAN, "lambda1": Optional_(float), "lambda2": Optional_(float), "lambda_con": 0.3},
+    "scan_consistency": {**_SCAN, "lambda1": Optional_(float), "lambda2": Optional_(float),
+                         "lambda_con": Optional_(float)},
     "dual_path": dict(_DUAL_PATH),
     # Stage I throughout (papers/003's "Stage I" rows): the same section as dual_path (params.yaml writes it
     # as a YAML merge of dual_path's, so one source of truth); `stage1_epochs` is not read.
@@ -253,7 +257,7 @@ def _check_scan_section(key: str, s: dict, fail) -> None:
         if s.get(k) is not None and not s[k] > 0:
             fail(key + k, "> 0", s[k])
     for k in ("margin", "lambda_con"):
-        if k in s and not s[k] >= 0:
+        if s.get(k) is not None and not s[k] >= 0:
             fail(key + k, ">= 0", s[k])
 
 
@@ -275,7 +279,7 @@ def _check_dual_path_section(key: str, s: dict, fail) -> None:
         fail(key + "text_blocks", "positive block counts with positive text_widths", s["text_blocks"])
     if not s["margin"] >= 0:
         fail(key + "margin", ">= 0", s["margin"])
-    if s["stage1_epochs"] < 0:
+    if s["stage1_epochs"] is not None and s["stage1_epochs"] < 0:
         fail(key + "stage1_epochs", "an integer >= 0", s["stage1_epochs"])
     if s["stage1_freeze"] not in DUAL_PATH_FREEZE:
         fail(key + "stage1_freeze", " or ".join(DUAL_PATH_FREEZE), s["stage1_freeze"])
@@ -311,6 +315,12 @@ def _check_recipe(params: dict, name: str, section: dict, fail) -> None:
         for opt in ("lse_temperature", "lambda1", "lambda2", "lambda_scale"):
             if resolved.get(opt) is not None and not resolved[opt] > 0:
                 fail(key + opt, "> 0", resolved[opt])
+        for opt in ("lambda_con", "ranking_scale"):
+            if resolved.get(opt) is not None and not resolved[opt] >= 0:
+                fail(key + opt, ">= 0", resolved[opt])
+        if name == "dual_path" and resolved.get("stage1_epochs") is None and name in _run_methods(params):
+            fail(key + "stage1_epochs", f"an integer >= 0 (the {section.get('recipe')} recipe gives none for "
+                                        f"dataset kind {kind})", None)
         if resolved.get("ranking_negatives") is not None and resolved["ranking_negatives"] not in DUAL_PATH_NEGATIVES:
             fail(key + "ranking_negatives", " or ".join(DUAL_PATH_NEGATIVES), resolved["ranking_negatives"])
         if "negative_pool" in resolved and resolved["negative_pool"] < 1:
@@ -321,6 +331,12 @@ def _check_recipe(params: dict, name: str, section: dict, fail) -> None:
                 isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)):
             fail(key + "loss_weights", "three numbers >= 0 (ranking, visual, textual)", weights)
         _check_loop(params, name, kind, fail)
+
+
+def _run_methods(params: dict) -> set[str]:
+    """The methods params.yaml's `run` lists trains (none when it has no `run` section)."""
+    run = params.get("run") or {}
+    return {*run.get("methods", []), *run.get("lambda_methods", [])}
 
 
 def _check_lr_multipliers(key: str, mult, fail) -> None:
