@@ -262,7 +262,8 @@ def test_official_weights_and_schedules_per_dataset_kind():
     assert (coco["loss_weights"], coco["stage1_epochs"]) == ([2.0, 1.0, 0.1], 90)
     shapes = resolve_settings(dual, "dual_path", "shapes")
     assert shapes["stage1_epochs"] is None and shapes["ranking_scale"] == 0.5
-    assert resolve_settings(_with_datasets({"dual_path": {"recipe": "paper"}}), "dual_path", "coco")["ranking_scale"] == 1.0
+    paper = _with_datasets({"dual_path": {"recipe": "paper"}})
+    assert resolve_settings(paper, "dual_path", "coco")["ranking_scale"] == 1.0
     # A run of dual_path on a kind with no recipe stage I needs it written: an error at load names the key.
     with pytest.raises(ParamError, match=r"methods\.dual_path\.stage1_epochs.*kind shapes"):
         validate({"datasets": ["shapes"], "data": {"shapes": {"kind": "shapes"}},

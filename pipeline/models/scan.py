@@ -234,7 +234,7 @@ class SCAN(RetrievalMethod):
         parts = {"ranking": ranking.detach()}
         total = ranking
         if self.variant.consistency:
-            consistency = semantic_consistency_loss(fv, fs)                            # Eq. 11-12, all pairs of the batch
+            consistency = semantic_consistency_loss(fv, fs)  # Eq. 11-12, all pairs of the batch
             parts["consistency"] = consistency.detach()
             total = total + self.settings["lambda_con"] * consistency  # Eq. 16
         return total, parts
