@@ -180,6 +180,17 @@ MEMBERS = {"coco2014": "annotations/instances_val2014.json", "karpathy": "datase
            "mirflickr25k": "mirflickr/meta/tags/tags1.txt", "nuswide": "NUS_WID_Tags/AllTags1k.txt"}
 
 
+def test_miniatures_serve_the_registry_files(project):
+    """The miniatures hold every file the production registry names for their sources, under its name."""
+    from pipeline.data.registry import DEFAULT_REGISTRY, load_registry
+
+    registry = load_registry(DEFAULT_REGISTRY)
+    assert {name: set(files) for name, files in project["sha256"].items()} == \
+        {name: {f.name for f in registry[name].files} for name in project["sha256"]}
+    for ds in DATASETS:
+        assert {s.name for s in registry.values() if ds in s.used_by} == SOURCES[ds]
+
+
 @pytest.mark.parametrize("ds", DATASETS)
 def test_miniature_download_and_prepare(project, ds):
     run = project
