@@ -3,11 +3,12 @@
 Each miniature keeps its format's real file names, archive members and encodings (the builders in
 datasets_helpers.py) and holds real photographs and captions from ../shared/coco-mini: MS-COCO 2014 +
 Karpathy (coco2014), Flickr30k and Flickr8k (Karpathy JSON + the user's image folder), MIRFlickr-25K,
-NUS-WIDE (annotation archives + the user's image folder). One project runs, per dataset: `xmr download`
-from a local HTTP server on 127.0.0.1 (archives included, sha256 pinned by a test registry), `prepare`,
-`extract` (one random tiny shapes_frcnn detector for all: the fastest extraction path on a CPU),
-`tokenize`, `train` + `evaluate` of one label-wise method (lcfs where the dataset has labels, cca
-otherwise) and one instance-level method (scan_i2t), then one `xmr report` over all of them.
+NUS-WIDE (annotation archives + the user's image folder). One project runs `xmr check-params`, then per
+dataset `xmr download` from a local HTTP server on 127.0.0.1 (archives included, sha256 pinned by a test
+registry), `prepare`, `extract` (one random tiny shapes_frcnn detector for all: the fastest extraction
+path on a CPU), `tokenize`, `train` + `evaluate` of one label-wise method (lcfs where the dataset has
+labels, cca otherwise) and one instance-level method (scan_i2t), then one `xmr report` over all of them.
+docs/datasets.md, "Miniatures of each real format (tests)".
 """
 from __future__ import annotations
 
@@ -104,11 +105,11 @@ def project(tmp_path_factory, coco_mini_module):
 
     import torch
 
-    threads = torch.get_num_threads()
     with serving() as server, contextlib.chdir(proj), pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch, "set_num_threads", lambda n: None)  # the stages' process-wide setting
         (proj / "params.yaml").write_text(yaml.safe_dump(miniature_params(root, registry, publish(server, sources),
                                                                           detector)))
+        xmr("check-params")  # the first stage of the DVC pipeline
         for ds in DATASETS:
             xmr("download", ds)
             xmr("prepare", ds)
@@ -119,7 +120,6 @@ def project(tmp_path_factory, coco_mini_module):
                 xmr("evaluate", ds, method, "--no-progress")
         xmr("report")
         served = [p for method, p, _, status in server.requests if method == "GET" and status in (200, 206)]
-    assert torch.get_num_threads() == threads
     return {"project": proj, "outputs": outputs, "served": served,
             "facts": {"coco2014": coco_facts, "mirflickr": mir_facts, "nuswide": nus_facts, **coco_facts["flickr"]},
             "sha256": {name: {f["name"]: sha256(f["data"]) for f in src["files"]} for name, src in sources.items()}}
