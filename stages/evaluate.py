@@ -82,6 +82,9 @@ def main(
     write_json(reports_dir / "metrics" / dataset / f"{method}.json", metrics)
     shown = [k for k in metrics if k.endswith(("ndcg_i2t", "ndcg_t2i", "ndcg_ave", "map_ave", "rsum"))]
     typer.echo(f"{dataset}/{method} ({split}): " + ", ".join(f"{k} {metrics[k]:.2f}" for k in shown))
+    if data.without_captions(split):
+        typer.echo(f"{dataset}: {data.without_captions(split)} {split} images without any caption were left out "
+                   f"(no image-text pair; docs/fidelity.md)")
 
 
 def _f1_tuned_and_topk(model, data, split: str, items, probabilities, settings: dict, device, amp: bool) -> dict:

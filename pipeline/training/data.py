@@ -66,6 +66,7 @@ class RetrievalData:
         self.valid = np.asarray(getattr(store, "valid", np.ones(n, dtype=bool)), dtype=bool)
         if self.valid.shape != (n,):
             raise DataInputError(f"{names['features']}: 'valid' has shape {self.valid.shape}, expected ({n},)")
+        self._has_caption = np.bincount(caption_rows, minlength=n)[:n] > 0
         self.labels = multi_hot(table).astype(np.float32)
         first = store.read(np.array([0]))
         embeddings = np.asarray(text.embeddings)
@@ -99,14 +100,23 @@ class RetrievalData:
 
     # --- items -------------------------------------------------------------------------------
     def split_items(self, split: str, max_images: int = 0) -> SplitItems:
-        """Images of `split` that have features, and their captions; `max_images` > 0 keeps the first
-        that many images in table order (SCAN's official COCO validation on the first 1,000 dev images)."""
+        """Images of `split` that have features and at least one caption, and their captions;
+        `max_images` > 0 keeps the first that many images in table order (SCAN's official COCO
+        validation on the first 1,000 dev images).
+
+        An image without any caption (a NUS-WIDE pair without any of the 1k tags, kept by
+        `require_tags: false`) forms no image-text pair: it is never trained on, and scoring leaves it
+        out, since its instance-level rank is undefined (docs/fidelity.md; `without_captions` counts them)."""
         if split not in SPLITS:
             raise ValueError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
-        rows = np.flatnonzero((self.split == split) & self.valid)
+        rows = np.flatnonzero((self.split == split) & self.valid & self._has_caption)
         if max_images > 0:
             rows = rows[:max_images]
         return SplitItems(rows, np.flatnonzero(np.isin(self.caption_rows, rows)))
+
+    def without_captions(self, split: str) -> int:
+        """Images of `split` with features but no caption: left out of `split_items`."""
+        return int(np.count_nonzero((self.split == split) & self.valid & ~self._has_caption))
 
     def fingerprint(self) -> str:
         """Hash of what a trained model depends on: shapes, splits, caption ownership, labels."""
