@@ -63,7 +63,7 @@ def main(
     if settings["threads"]:  # as in training: the thread count can change the last bits of the scores
         torch.set_num_threads(settings["threads"])
     data = RetrievalData.open(data_dir, dataset, cache_splits=(split,), cache_gb=settings["cache_features_gb"],
-                              progress=progress)
+                              progress=progress, log=typer.echo)
     device = resolve_device(settings["device"])
     model, config = load_model(models_dir / dataset / method, method, data.info, device)
     amp = settings["amp"] and device.type == "cuda"
