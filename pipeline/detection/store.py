@@ -219,6 +219,11 @@ class FeatureStore:
         return list(self.attrs["class_names"])
 
     @property
+    def inner_chunk_rows(self) -> int:
+        """Rows of `features` that Zarr decompresses together (the unit a random row read costs)."""
+        return int(self.group["features"].chunks[0])
+
+    @property
     def valid(self) -> np.ndarray:
         """[N] bool: False for images skipped as unreadable (training must leave them out)."""
         if self._valid is None:

@@ -139,6 +139,16 @@ class RetrievalData:
             rows = rows[:max_images]
         return SplitItems(rows, np.flatnonzero(np.isin(self.caption_rows, rows)))
 
+    def is_streamed(self, captions: np.ndarray) -> bool:
+        """Some of these captions' images are read from the store, not the cache."""
+        return bool((self._slot[self.caption_rows[captions]] < 0).any())
+
+    def stream_block_rows(self, captions: np.ndarray) -> int | None:
+        """Rows per inner chunk of the store when these captions are streamed from it (the unit of block
+        shuffling, `pipeline.training.order`); None when they are cached or the store has no chunks."""
+        rows = getattr(self.store, "inner_chunk_rows", None)
+        return int(rows) if rows and self.is_streamed(captions) else None
+
     def fingerprint(self) -> str:
         """Hash of what a trained model depends on: shapes, splits, caption ownership, labels."""
         h = hashlib.sha256(repr(sorted(self.info.to_json().items())).encode())
