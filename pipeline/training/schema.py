@@ -53,8 +53,9 @@ TRAIN_SCHEMA: dict[str, Any] = {
     # Validate on the first N images of the val split (in table order) and their captions; 0 = all
     # (SCAN's official COCO validation: the first 1,000 dev images).
     "val_limit_images": 0,
-    # Region features are held in memory (float16) when they need at most this many GiB.
-    "cache_features_gb": 8.0,
+    # Region features are held in memory (float16) when they need at most this many GiB; null: what the
+    # machine has available when the stage starts, minus a margin (a quarter, at least 2 GiB).
+    "cache_features_gb": Optional_(float),
     # Stop with an error when an epoch's mean loss exceeds this multiple of the first steps' loss.
     "diverge_ratio": 20.0,
     # CPU threads for torch (0 = torch's default).
@@ -207,7 +208,9 @@ def check_training_params(params: dict, source: str = "params.yaml") -> None:
             fail(f"train.{key}", "an integer >= 0", train[key])
     if not train["lr"] > 0:
         fail("train.lr", "> 0", train["lr"])
-    for key in ("weight_decay", "grad_clip", "cache_features_gb"):
+    if train["cache_features_gb"] is not None and not train["cache_features_gb"] >= 0:
+        fail("train.cache_features_gb", ">= 0 or null (what the machine has available)", train["cache_features_gb"])
+    for key in ("weight_decay", "grad_clip"):
         if not train[key] >= 0:
             fail(f"train.{key}", ">= 0", train[key])
     if not train["diverge_ratio"] > 1:
