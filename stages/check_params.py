@@ -23,7 +23,11 @@ def check_all(path: Path) -> dict:
     from pipeline.metrics.config import metric_options
     from pipeline.params import dataset_params, load_params
 
+    from pipeline.dvc_stages import run_methods
+    from pipeline.training.schema import check_run_settings
+
     p = load_params(path)  # every key's type, range and choice
+    check_run_settings(p, run_methods(p), str(path))  # what each method of the run needs on each dataset
     train_settings(p)
     for dataset in p["datasets"]:
         dataset_params(p, dataset, str(path))

@@ -49,18 +49,19 @@ def test_the_shipped_coco_mini_entry_passes_check_params_with_the_coco_recipe(tm
     assert (scan["epochs"], scan["lr_decay_epoch"], scan["batch_size"]) == (20, 10, 128)
 
 
-def _run_on_coco_lines() -> tuple[str, list[str]]:
-    """The "To run on COCO" sentence of whichever page holds it (README or a docs/ page), with its
-    backquoted YAML snippets."""
+def _run_on_coco_lines() -> list[tuple[str, list[str]]]:
+    """Every "To run on COCO" sentence (README and docs/ pages), with its backquoted YAML snippets."""
+    found = []
     for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
-        match = re.search(r"To run on COCO:\s*(.*?)then `make repro`", page.read_text(), re.S)
-        if match:
-            return page.name, re.findall(r"`([^`]+)`", match.group(1))
-    pytest.fail("no page says 'To run on COCO: ... then `make repro`'")
+        for match in re.finditer(r"To run on COCO:\s*(.*?)then `make repro`", page.read_text(), re.S):
+            found.append((page.name, re.findall(r"`([^`]+)`", match.group(1))))
+    if not found:
+        pytest.fail("no page says 'To run on COCO: ... then `make repro`'")
+    return found
 
 
-def test_the_run_on_coco_lines_pass_check_params_literally(tmp_path):
-    page, snippets = _run_on_coco_lines()
+@pytest.mark.parametrize("page, snippets", _run_on_coco_lines())
+def test_the_run_on_coco_lines_pass_check_params_literally(page, snippets, tmp_path):
     raw = copy.deepcopy(SHIPPED)
     assert snippets, page
     for snippet in snippets:

@@ -28,7 +28,10 @@ _DUAL_PATH: dict[str, Any] = {
     # {backbone, words, new} factors on the learning rate. test_flip (null = the recipe's): mirror averaging
     # of evaluated images, image_backbone resnet50 only.
     "head": Optional_(str), "lr_multipliers": Optional_(AnyMapping), "test_flip": Optional_(bool),
-    "stage1_epochs": 20, "stage1_freeze": "pretrained",
+    # stage1_epochs null = the recipe's (official: COCO 90, Flickr30k 240; none elsewhere: write it).
+    # ranking_scale null = the recipe's: factor on the ranking loss, xmr's mean over the batch's anchors
+    # (official 0.5: its RankLoss sums over half the batch's anchors, divided by the whole batch).
+    "stage1_epochs": Optional_(int), "stage1_freeze": "pretrained", "ranking_scale": Optional_(float),
     "image_backbone": "roi", "resnet_weights": "", "image_table": "", "image_size": 224,
 }
 
@@ -48,7 +51,7 @@ def _check_dual_path_section(key: str, s: dict, fail) -> None:
         fail(key + "text_blocks", "positive block counts with positive text_widths", s["text_blocks"])
     if not s["margin"] >= 0:
         fail(key + "margin", ">= 0", s["margin"])
-    if s["stage1_epochs"] < 0:
+    if s["stage1_epochs"] is not None and s["stage1_epochs"] < 0:
         fail(key + "stage1_epochs", "an integer >= 0", s["stage1_epochs"])
     if s["stage1_freeze"] not in DUAL_PATH_FREEZE:
         fail(key + "stage1_freeze", " or ".join(DUAL_PATH_FREEZE), s["stage1_freeze"])

@@ -11,8 +11,8 @@ ORDER = 10
 
 # SCAN (papers/002): region FC + Bi-GRU width d, triplet margin 0.2 (hardest negatives), inverse
 # softmax temperatures lambda1 (regions attend words, F^V) / lambda2 (words attend regions, F^S) 9,
-# lambda_con 0.3 (best on COCO and Flickr8k; 1.0 on Flickr30k). attention_memory_mb bounds the
-# working tensors of one scoring block at evaluation (raise it on a GPU).
+# lambda_con null = the recipe's (1.0 on Flickr30k; 0.3 on COCO, Flickr8k and other kinds). attention_memory_mb
+# bounds the working tensors of one scoring block at evaluation (raise it on a GPU).
 # Null options take the recipe's value: attention_activation relu (papers) | leaky_relu (official, slope
 # 0.1); aggregation of the region/word relevances mean (Eq. 6/8) | lse (LogSumExp with inverse
 # temperature lse_temperature, SCAN's best i-t rows); negatives distinct_images (captions of the same
@@ -36,5 +36,6 @@ DECLARED = [
                 {**_SCAN, "lambda2": Optional_(float)}, _RULES),
     Declaration("scan_consistency", _BUILDER, "papers/002 (SCAN + semantic consistency)", INSTANCE_LEVEL, False,
                 "both SCAN directions summed plus their consistency term",
-                {**_SCAN, "lambda1": Optional_(float), "lambda2": Optional_(float), "lambda_con": 0.3}, _RULES),
+                {**_SCAN, "lambda1": Optional_(float), "lambda2": Optional_(float), "lambda_con": Optional_(float)},
+                _RULES),
 ]

@@ -22,8 +22,9 @@ _SS_INPUT: dict[str, Any] = {
     # Fine-tune the word-vector table (initialised from text/embeddings.npy).
     "finetune_words": True,
     # Segment input form (null = the recipe's; paper for the ablations without a recipe): paper
-    # (phi(psi1(x) + psi2(position)), then LayerNorm) | official (psi1(x) + psi2(position) with box
-    # positions scaled by 1e-4 and every word at position 0; no phi, no LayerNorm).
+    # (phi(psi1(x) + psi2(position)), then LayerNorm and dropout) | official (image (psi1(x) + 1e-4 *
+    # psi2(box)) / 2; text (Bi-GRU(w) + 1e-5 * a fixed random row) / 2 (psi1(w) without text_gru); no phi,
+    # no LayerNorm, no dropout; pipeline/models/segments.py).
     "input_embedding": Optional_(str),
 }
 # The shared transformer encoder (supplementary: 6 layers, 8 heads; official code d_ff 2048).
@@ -35,6 +36,9 @@ _SS_TRANSFORMER: dict[str, Any] = {
     "norm_first": True,
     # Feed-forward activation: relu (official code) | gelu (BERT).
     "activation": "relu",
+    # The encoder's LayerNorms (null = the recipe's; standard for the ablations without a recipe):
+    # standard (torch: biased variance, eps inside the root) | official (unbiased std, eps added to it).
+    "layer_norm": Optional_(str),
     # Optional BERT-base checkpoint (HF BertModel state dict, .bin/.pt) to initialise the encoder
     # ("" = random init). Needs d_model 768, d_ff 3072, layers <= 12, norm_first false, gelu.
     "bert_checkpoint": "",

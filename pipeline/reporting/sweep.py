@@ -144,10 +144,14 @@ def unflatten(flat: dict) -> dict:
 def effective_settings(params: dict, dataset: str, method: str) -> dict:
     """`train.<k>` and `methods.<method>.<k>`: the loop and section `method` runs with on `dataset` under
     `params` (as written, nested), the layers combined by the recipes module's rules."""
+    from pipeline.param_checks import default_of
     from pipeline.training.recipes import dataset_kind, recipe_train, resolve_settings
+    from pipeline.training.schema import METHOD_SCHEMAS, TRAIN_SCHEMA
 
-    p = {**params, "train": params.get("train") or {}, "methods": dict(params.get("methods") or {})}
-    p["methods"][method] = p["methods"].get(method) or {}
+    # a key left out takes its default, so a default written out or left out compares equal
+    p = {**params, "train": {**default_of(TRAIN_SCHEMA), **(params.get("train") or {})},
+         "methods": dict(params.get("methods") or {})}
+    p["methods"][method] = {**default_of(METHOD_SCHEMAS.get(method, {})), **(p["methods"].get(method) or {})}
     kind = dataset_kind(p, dataset)
     return {**flatten_params(recipe_train(p, method, kind, dataset), "train."),
             **flatten_params(resolve_settings(p, method, kind, dataset), f"methods.{method}.")}

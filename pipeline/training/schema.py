@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.methods import declarations
-from pipeline.param_checks import failer
+from pipeline.param_checks import Optional_, failer
 from pipeline.training.recipes import (DEFAULT_RECIPE, DUAL_PATH_LR_GROUPS, DUAL_PATH_NEGATIVES, OPTION_CHOICES,
                                        RECIPE_NAMES, RECIPES, dataset_kind, recipe_train)
 
@@ -53,8 +53,9 @@ TRAIN_SCHEMA: dict[str, Any] = {
     # Validate on the first N images of the val split (in table order) and their captions; 0 = all
     # (SCAN's official COCO validation: the first 1,000 dev images).
     "val_limit_images": 0,
-    # Region features are held in memory (float16) when they need at most this many GiB.
-    "cache_features_gb": 8.0,
+    # Region features are held in memory (float16) when they need at most this many GiB; null: what the
+    # machine has available when the stage starts, minus a margin (a quarter, at least 2 GiB).
+    "cache_features_gb": Optional_(float),
     # Stop with an error when an epoch's mean loss exceeds this multiple of the first steps' loss.
     "diverge_ratio": 20.0,
     # CPU threads for torch (0 = torch's default).
@@ -109,7 +110,9 @@ def check_training_params(params: dict, source: str = "params.yaml") -> None:
             fail(f"train.{key}", "an integer >= 0", train[key])
     if not train["lr"] > 0:
         fail("train.lr", "> 0", train["lr"])
-    for key in ("weight_decay", "grad_clip", "cache_features_gb"):
+    if train["cache_features_gb"] is not None and not train["cache_features_gb"] >= 0:
+        fail("train.cache_features_gb", ">= 0 or null (what the machine has available)", train["cache_features_gb"])
+    for key in ("weight_decay", "grad_clip"):
         if not train[key] >= 0:
             fail(f"train.{key}", ">= 0", train[key])
     if not train["diverge_ratio"] > 1:
@@ -157,6 +160,9 @@ def _check_recipe(params: dict, name: str, section: dict, fail) -> None:
         for opt in ("lse_temperature", "lambda1", "lambda2", "lambda_scale"):
             if resolved.get(opt) is not None and not resolved[opt] > 0:
                 fail(key + opt, "> 0", resolved[opt])
+        for opt in ("lambda_con", "ranking_scale"):
+            if resolved.get(opt) is not None and not resolved[opt] >= 0:
+                fail(key + opt, ">= 0", resolved[opt])
         if resolved.get("ranking_negatives") is not None and resolved["ranking_negatives"] not in DUAL_PATH_NEGATIVES:
             fail(key + "ranking_negatives", " or ".join(DUAL_PATH_NEGATIVES), resolved["ranking_negatives"])
         if "negative_pool" in resolved and resolved["negative_pool"] < 1:
@@ -167,6 +173,23 @@ def _check_recipe(params: dict, name: str, section: dict, fail) -> None:
                 isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)):
             fail(key + "loss_weights", "three numbers >= 0 (ranking, visual, textual)", weights)
         _check_loop(params, name, dataset, fail)
+
+
+def check_run_settings(params: dict, methods: list[str], source: str = "params.yaml") -> None:
+    """Settings a method needs once it runs on a dataset, for `methods` (the run's: every declared one by
+    default, so this is `xmr check-params`'s check, not the loader's): dual_path's stage I length, which the
+    official recipe gives for COCO and Flickr30k only."""
+    from pipeline.training.recipes import resolve_settings
+
+    fail = failer(source)
+    for dataset in params.get("datasets", []):
+        kind = dataset_kind(params, dataset)
+        for name in methods:
+            if name in ("dual_path",) and resolve_settings(params, name, kind, dataset).get("stage1_epochs") is None:
+                recipe = params["methods"][name].get("recipe")
+                fail(f"methods.{name}.stage1_epochs", f"an integer >= 0 (the {recipe} recipe gives none for "
+                                                      f"dataset kind {kind}; or per_dataset.{dataset}.methods.{name})",
+                     None)
 
 
 def _check_lr_multipliers(key: str, mult, fail) -> None:
