@@ -16,7 +16,8 @@ import yaml
 
 from pipeline.code_deps import as_deps, closure_paths
 
-MARKER = "  # --- Below: written by `xmr dvc-yaml` from pipeline/methods/ and params.yaml (run it after adding a method) ---\n"
+MARKER = ("  # --- Below: written by `xmr dvc-yaml` from pipeline/methods/ and params.yaml "
+          "(run it after adding a method) ---\n")
 CHECKED = "data/params_checked.txt"
 
 

@@ -19,7 +19,7 @@ import yaml
 from pipeline.detection.schema import DETECTOR_SCHEMA, EXTRACT_SCHEMA, check_detection_params
 from pipeline.metrics.schema import METRICS_SCHEMA, check_metrics_params
 from pipeline.param_checks import AnyMapping, Optional_, ParamError, check_value, failer, merge_section
-from pipeline.training.schema import (METHOD_SCHEMAS, METHOD_TRAIN_OVERRIDES, TRAIN_SCHEMA, USES_LAMBDA,
+from pipeline.training.schema import (METHOD_SCHEMAS, METHOD_TRAIN_OVERRIDES, TRAIN_SCHEMA,
                                       check_training_params)
 
 __all__ = ["ParamError", "load_params", "validate", "dataset_params", "SCHEMA", "DATASET_SCHEMAS"]

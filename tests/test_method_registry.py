@@ -42,7 +42,8 @@ def test_catalogue_facts_match_the_method_class(name):
     entry, cls = METHODS[name], method_class(name)
     where = f"method '{name}' ({entry.builder}, declared in pipeline/methods/)"
     assert entry.needs_labels == cls.needs_labels, \
-        f"{where}: the declaration says needs_labels={entry.needs_labels}, the class {cls.needs_labels}: make them agree"
+        f"{where}: the declaration says needs_labels={entry.needs_labels}, the class {cls.needs_labels}: make them " \
+        "agree"
     assert entry.closed_form == getattr(cls, "closed_form", False), \
         f"{where}: the declaration's closed_form differs from the class attribute `closed_form`: make them agree"
     if entry.family == INSTANCE_LEVEL:

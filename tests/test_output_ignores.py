@@ -11,7 +11,9 @@ OUTPUTS = ["models/{ds}/{m}/model.pt", "reports/per_query/{ds}/{m}.npz", "report
            "data/{ds}/settings.json"]
 STAGE = """stages:
   evaluate:
-    cmd: mkdir -p models/real/newm reports/rankings/real && echo 1 > models/real/newm/model.pt && echo 2 > reports/rankings/real/newm.npz
+    cmd: >-
+      mkdir -p models/real/newm reports/rankings/real && echo 1 > models/real/newm/model.pt
+      && echo 2 > reports/rankings/real/newm.npz
     outs:
       - models/real/newm
       - reports/rankings/real/newm.npz

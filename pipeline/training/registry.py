@@ -47,8 +47,8 @@ def method_class(name: str) -> type:
 
 def build_method(name: str, params: dict, info, word_vectors=None, dataset: str | None = None):
     """A freshly initialised method from validated params (`methods.<name>` with `per_dataset.<dataset>`'s
-    settings and its recipe's values for `dataset`'s kind, `lambda`); `info` is the dataset's `pipeline.contract.batches.DataInfo`,
-    `word_vectors` an optional `[V, word_dim]` array. The context weight is `lambda * lambda_scale`."""
+    settings and its recipe's values for `dataset`'s kind, `lambda`); `info` is the dataset's
+    `pipeline.contract.batches.DataInfo`, `word_vectors` an optional `[V, word_dim]` array. The context weight is `lambda * lambda_scale`."""
     from pipeline.training.recipes import dataset_kind, resolve_settings
 
     check_method(name)
