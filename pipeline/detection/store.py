@@ -14,9 +14,16 @@ written and its marker `_progress/<chunk>` exists; a rerun with the same signatu
 selection, table, layout) skips complete chunks, a different signature starts over. `finalize`
 checks every chunk, removes `_progress`, marks the store complete and renames it into place, so an
 unfinished store never sits at the final path. Ranks of a distributed run write disjoint chunks.
+
+Zarr reads a chunk file that is absent as the array's fill value (zeros, `valid` False) without an
+error, so `FeatureStore` lists every array's chunk files when it opens the store and refuses one that
+lacks any. The attributes hold `table_fingerprint` (the prepared table the rows belong to), which
+training and evaluation compare with the table they read; `FeatureStore.fingerprint` (a hash of the
+signature) is the identity a trained model records.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -89,8 +96,9 @@ class FeatureStoreWriter:
         if not self.resumed:
             self._create()
         self.progress_dir.mkdir(exist_ok=True)
-        self.group = zarr.open_group(self.tmp, mode="r+")
-        self.arrays = {name: self.group[name] for name in ARRAYS}
+        with zarr.config.set({"array.write_empty_chunks": True}):  # every shard gets its file (all zeros too):
+            self.group = zarr.open_group(self.tmp, mode="r+")   # the reader takes an absent file for damage
+            self.arrays = {name: self.group[name] for name in ARRAYS}
 
     @property
     def progress_dir(self) -> Path:
@@ -196,6 +204,30 @@ class FeatureStore:
             raise StoreError(f"{self.path}: array '{missing[0]}' missing (expected: {', '.join(ARRAYS)})")
         self.arrays = {name: self.group[name] for name in ARRAYS}
         self._valid: np.ndarray | None = None
+        for name in ARRAYS:
+            self._check_chunk_files(name)
+
+    def _check_chunk_files(self, name: str) -> None:
+        """Refuse the store when a chunk (shard) file of array `name` is absent: zarr would read it as zeros."""
+        arr = self.arrays[name]
+        shard_rows = arr.shards[0] if arr.shards else arr.chunks[0]
+        for shard in range(-(-arr.shape[0] // shard_rows)):
+            key = arr.metadata.encode_chunk_key((shard,) + (0,) * (arr.ndim - 1))
+            if not (self.path / name / key).is_file():
+                stop = min((shard + 1) * shard_rows, arr.shape[0])
+                raise StoreError(f"{self.path}: array '{name}', chunk {shard} (rows {shard * shard_rows}-{stop - 1}): "
+                                 f"file {self.path / name / key} is missing; the store is damaged: remove it and "
+                                 f"rerun `xmr extract` (or `dvc checkout` it)")
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of this store: a hash of what it was extracted from and how (its signature)."""
+        signature = json.dumps(self.attrs.get("signature"), sort_keys=True)
+        return hashlib.sha256(signature.encode()).hexdigest()[:16]
+
+    @property
+    def table_fingerprint(self) -> str | None:
+        return self.attrs.get("table_fingerprint")
 
     def __len__(self) -> int:
         return self.arrays["features"].shape[0]

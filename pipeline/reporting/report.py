@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.data.table import read_table, table_path
 from pipeline.io import atomic_output
+from pipeline.metrics.evaluation_set import require_same_evaluation
 from pipeline.metrics.rankings import read_rankings
 from pipeline.reporting import tables
 from pipeline.reporting.collect import collect_metrics, column_views, read_json
@@ -157,6 +158,9 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
         for path in rankings:
             dataset, method = path.parent.name, path.stem
             ranking = read_rankings(path)
+            record = next((r for r in records if r.dataset == dataset and r.method == method), None)
+            if record is not None:
+                require_same_evaluation(record.path, record.values, path, ranking)
             if dataset not in tables_cache:
                 tables_cache[dataset] = read_table(table_path(data_dir, dataset))
             page = render_page(ranking, tables_cache[dataset], f"{dataset} / {method}", root,

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.data.table import SPLITS
+from pipeline.data.table import SPLITS, table_fingerprint
 from pipeline.params import check_text_params
 from pipeline.text.store import write_text_data
 from pipeline.text.tokenizer import tokenize_corpus
@@ -113,7 +113,7 @@ def build_text_data(table: pa.Table, text: dict, seed: int, out_dir: str | Path,
         "oov_rate": _rate(~represented),
     }
     write_text_data(out_dir, vocab=vocab, rows=rows, caption_index=caption_index, offsets=offsets,
-                    flat_ids=flat_ids, embeddings=embeddings, stats=stats)
+                    flat_ids=flat_ids, embeddings=embeddings, stats=stats, table_fingerprint=table_fingerprint(table))
     return stats
 
 

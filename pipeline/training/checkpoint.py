@@ -84,6 +84,22 @@ def load_model(model_dir: str | Path, method_name: str, info: DataInfo | None = 
     return method.to(device), config
 
 
+def check_inputs(model_dir: str | Path, config: dict, inputs: dict[str, str]) -> None:
+    """Refuse a model whose recorded input identities (table, feature store, text store) differ from those
+    of the data about to be scored, naming both; a model from before inputs were recorded is refused too."""
+    if not inputs:  # data built in memory (tests): no files to identify
+        return
+    config_path = Path(model_dir) / CONFIG_FILE
+    recorded = config.get("inputs")
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{config_path}: records no input identities (trained before they were recorded); "
+                              f"retrain it (`xmr train`)")
+    for key, value in inputs.items():
+        if recorded.get(key) != value:
+            raise CheckpointError(f"{config_path}: model was trained on {key} {recorded.get(key)}, but the data to "
+                                  f"score is {key} {value}; retrain it on this data (`xmr train` / `dvc repro`)")
+
+
 def resumable(model_dir: Path, saved: dict[str, Any], log) -> bool:
     """Whether the saved state `last.pt` and the selected model beside it belong together.
 

@@ -8,6 +8,7 @@ they fit in `cache_gb`; otherwise each batch is read from the Zarr store.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from pipeline.contract.batches import PAD_ID, DataInfo, ImageBatch, PairBatch, TextBatch
 from pipeline.data.labels import multi_hot
-from pipeline.data.table import SPLITS, label_names, read_table, table_path
+from pipeline.data.table import SPLITS, label_names, read_table, table_fingerprint, table_path
 
 READ_CHUNK = 512  # rows per store read while filling the cache
 
@@ -52,6 +53,7 @@ class RetrievalData:
         names = {"table": "table", "features": "feature store", "text": "text store", **(names or {})}
         self.names = names
         self.table, self.store, self.text = table, store, text
+        self.inputs: dict[str, str] = {}  # identities of the files read (`open`), recorded by a trained model
         n = table.num_rows
         if len(store) != n:
             raise DataInputError(f"{names['features']}: {len(store)} rows but {names['table']} has {n} images; "
@@ -95,7 +97,17 @@ class RetrievalData:
         store = FeatureStore(fpath)
         text = TextData.load(xpath)
         names = {"table": str(tpath), "features": str(fpath), "text": str(xpath)}
-        return cls(table, store, text, names=names, **kwargs)
+        want = table_fingerprint(table)
+        for label, path, got in (("feature store", fpath, store.table_fingerprint),
+                                 ("text store", xpath / "tokens.parquet", text.identity.get("table_fingerprint"))):
+            if got != want:
+                made = f"table {got}" if got else "a table it does not record (made before stores recorded one)"
+                raise DataInputError(f"{path}: {label} was made from {made}, but {tpath} is table {want}; rerun "
+                                     f"`xmr {'extract' if label == 'feature store' else 'tokenize'} {dataset}` "
+                                     f"(or `dvc repro`)")
+        data = cls(table, store, text, names=names, **kwargs)
+        data.inputs = {"table": want, "features": store.fingerprint, "text": text.identity.get("text_fingerprint")}
+        return data
 
     # --- items -------------------------------------------------------------------------------
     def split_items(self, split: str, max_images: int = 0) -> SplitItems:
@@ -109,8 +121,10 @@ class RetrievalData:
         return SplitItems(rows, np.flatnonzero(np.isin(self.caption_rows, rows)))
 
     def fingerprint(self) -> str:
-        """Hash of what a trained model depends on: shapes, splits, caption ownership, labels."""
+        """Hash of what a trained model depends on: shapes, splits, caption ownership, labels, and the
+        identities of the files read (`inputs`)."""
         h = hashlib.sha256(repr(sorted(self.info.to_json().items())).encode())
+        h.update(json.dumps(self.inputs, sort_keys=True).encode())
         for arr in (self.split.astype(str), self.valid, self.caption_rows, self.labels, np.asarray(self.text.lengths)):
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()[:16]
