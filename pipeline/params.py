@@ -137,6 +137,10 @@ DOWNLOAD_SCHEMA: dict[str, Any] = {
     # Seconds without data before a connection counts as dropped.
     "timeout": 60.0,
     "progress": True,
+    # Caps on what one archive may extract to: total GB its members declare, and bytes per archive byte
+    # (the largest registry archive, train2014.zip, extracts to ~13.5 GB at ~1x; a zip bomb to 1000x).
+    "max_extract_gb": 50.0,
+    "max_extract_ratio": 100.0,
 }
 
 SCHEMA: dict[str, Any] = {
@@ -270,6 +274,9 @@ def _check_data_values(params: dict, source: str) -> None:
     for key in ("retry_wait", "timeout"):
         if not download[key] >= 0:
             fail(f"download.{key}", ">= 0", download[key])
+    for key in ("max_extract_gb", "max_extract_ratio"):
+        if not download[key] > 0:
+            fail(f"download.{key}", "> 0", download[key])
     report = params["report"]
     for key in ("qualitative_queries", "thumbnail_px", "bootstrap_resamples"):
         if report[key] < 1:

@@ -36,7 +36,7 @@ def fetch_source(src: reg.Source, settings: FetchSettings) -> dict:
         info = fetch_file(entry, settings, src.alternatives)
         if entry.extract:
             archives.extract_once(info["path"], reg.extracted_dir(settings.download_dir, src.name), info["sha256"],
-                                  settings.progress)
+                                  settings.progress, settings.max_extract_gb, settings.max_extract_ratio)
         files[entry.name] = info
     out = {"files": files}
     if any(e.extract for e in src.files):
