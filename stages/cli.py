@@ -18,6 +18,7 @@ COMMANDS = {
     "check-params": "stages.check_params", "download": "stages.download", "prepare": "stages.prepare", "train-detector": "stages.train_detector",
     "extract": "stages.extract", "tokenize": "stages.tokenize", "train": "stages.train",
     "evaluate": "stages.evaluate", "report": "stages.report", "methods": "stages.methods",
+    "verify": "stages.verify",
 }
 
 
