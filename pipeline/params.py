@@ -18,7 +18,8 @@ import yaml
 
 from pipeline.detection.schema import DETECTOR_SCHEMA, EXTRACT_SCHEMA, check_detection_params
 from pipeline.metrics.schema import METRICS_SCHEMA, check_metrics_params
-from pipeline.param_checks import AnyMapping, Optional_, ParamError, check_value, failer, merge_section
+from pipeline.param_checks import (AnyMapping, Optional_, ParamError, check_name, check_value, failer, merge_section,
+                                   shown)
 from pipeline.training.schema import (METHOD_SCHEMAS, METHOD_TRAIN_OVERRIDES, TRAIN_SCHEMA, USES_LAMBDA,
                                       check_training_params)
 
@@ -207,16 +208,18 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
     params = merge_section(raw, SCHEMA, "", source)
     datasets = {}
     for name, entry in params["data"].items():
+        check_name(name, "data", source)
         if not isinstance(entry, dict) or "kind" not in entry:
             raise ParamError(f"{source}: parameter 'data.{name}' must be a mapping with a 'kind' "
                              f"(one of: {', '.join(sorted(DATASET_SCHEMAS))})")
         kind = entry["kind"]
         if kind not in DATASET_SCHEMAS:
-            raise ParamError(f"{source}: parameter 'data.{name}.kind' is {kind!r}, "
+            raise ParamError(f"{source}: parameter 'data.{name}.kind' is {shown(kind)}, "
                              f"expected one of: {', '.join(sorted(DATASET_SCHEMAS))}")
         datasets[name] = merge_section(entry, DATASET_SCHEMAS[kind], f"data.{name}.", source)
     params["data"] = datasets
     for name in params["datasets"]:
+        check_name(name, "datasets", source)
         if name not in datasets:
             raise ParamError(f"{source}: dataset '{name}' is listed in 'datasets' but has no entry "
                              f"under 'data' (known: {', '.join(sorted(datasets)) or 'none'})")
@@ -229,7 +232,7 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
             section["train"][key] = check_value(value, SCHEMA["train"][key], f"methods.{name}.train.{key}", source)
     if params["prepare"]["images_without_labels"] not in ("keep", "drop"):
         raise ParamError(f"{source}: parameter 'prepare.images_without_labels' must be 'keep' or "
-                         f"'drop', got {params['prepare']['images_without_labels']!r}")
+                         f"'drop', got {shown(params['prepare']['images_without_labels'])}")
     _check_data_values(params, source)
     check_text_params(params["text"], source)
     check_training_params(params, source)
@@ -295,9 +298,9 @@ def check_text_params(text: dict, source: str = "params.yaml") -> None:
     """Range checks of the `text` section that its type checks cannot express."""
     for key in ("max_len", "min_count", "embedding_dim", "w2v_epochs", "w2v_window"):
         if text[key] < 1:
-            raise ParamError(f"{source}: parameter 'text.{key}' must be at least 1, got {text[key]!r}")
+            raise ParamError(f"{source}: parameter 'text.{key}' must be at least 1, got {shown(text[key])}")
     if text.get("punctuation", "drop") not in ("drop", "keep"):
-        raise ParamError(f"{source}: parameter 'text.punctuation' must be 'drop' or 'keep', got {text['punctuation']!r}")
+        raise ParamError(f"{source}: parameter 'text.punctuation' must be 'drop' or 'keep', got {shown(text['punctuation'])}")
 
 
 def _check_seeds(params: dict, source: str) -> None:
@@ -307,7 +310,7 @@ def _check_seeds(params: dict, source: str) -> None:
         seeds.update({f"data.{name}.{key}": entry[key] for key in ("seed", "split_seed") if key in entry})
     for key, value in seeds.items():
         if value < 0:
-            raise ParamError(f"{source}: parameter '{key}' must be a non-negative integer, got {value!r}")
+            raise ParamError(f"{source}: parameter '{key}' must be a non-negative integer, got {shown(value)}")
 
 
 def _check_run_lists(run: dict, source: str) -> None:

@@ -23,6 +23,8 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
+from pipeline.data.locate import check_inside
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
@@ -37,6 +39,8 @@ def _load_json(path: Path, required: tuple[str, ...]) -> dict:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"{path}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:  # hostile nesting (100,000 levels) exhausts the parser's stack
+        raise AnnotationError(f"{path}: JSON nested too deeply to read; not an annotation file") from exc
     if not isinstance(doc, dict):
         raise AnnotationError(f"{path}: expected a JSON object at the top level")
     for key in required:
@@ -189,6 +193,7 @@ def read_split(root: Path, suffix: str, category_index: dict[int, int],
         path = image_dir / info["file_name"]
         if not path.is_file():
             raise AnnotationError(f"{ins_path}: image {image_id} is listed but its file {path} does not exist")
+        check_inside([path], image_dir, f"{ins_path}, image {image_id}")
         texts = [text for _, text in sorted(captions.get(image_id, []))]
         if max_captions:
             texts = texts[:max_captions]

@@ -280,7 +280,7 @@ def _resume(run: _Run) -> dict:
             return done
         saved = None
     else:
-        saved = load_state(model_dir / STATE_FILE)
+        saved = load_state(model_dir / STATE_FILE, run.log if run.rank == 0 else lambda message: None)
         if run.world > 1:
             import torch.distributed as dist
 
