@@ -326,15 +326,43 @@ def _check_run_lists(run: dict, source: str) -> None:
                                  f"({'does not read' if want_lambda else 'reads'} the top-level lambda)")
 
 
+MAX_PARAM_NODES = 1_000_000
+
+
+def _expanded_nodes(root) -> int:
+    """How many values a composed YAML document holds once its aliases are expanded (aliases share nodes,
+    so this counts each shared node once per use, in time linear in the file)."""
+    memo: dict[int, int] = {}
+
+    def count(node) -> int:
+        if id(node) in memo:
+            return memo[id(node)]
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(count(k) + count(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(count(v) for v in node.value)
+        else:
+            total = 1
+        memo[id(node)] = total
+        return total
+
+    return count(root) if root is not None else 0
+
+
 def load_params(path: str | Path = "params.yaml") -> dict:
     """Read and validate a params file."""
     path = Path(path)
     if not path.is_file():
         raise ParamError(f"{path}: params file not found")
+    text = path.read_text()
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        expanded = _expanded_nodes(yaml.compose(text, Loader=yaml.SafeLoader))
+        if expanded > MAX_PARAM_NODES:  # nested aliases ("billion laughs"): every reader that walks it explodes
+            raise ParamError(f"{path}: its YAML aliases expand to {expanded:.3g} values (at most {MAX_PARAM_NODES:,}); "
+                             f"refusing what looks like an alias bomb")
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ParamError(f"{path}: not valid YAML ({exc})") from exc
+        raise ParamError(f"{path}: not valid YAML ({shown(str(exc), 300)})") from exc
     return validate(raw, str(path))
 
 

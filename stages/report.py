@@ -68,7 +68,7 @@ def main(
 
     summary = build_report(reports_dir, data_dir, experiments=experiments, current_lambda=p["lambda"],
                            report_params=p["report"], metrics_params=p["metrics"],
-                           current_params=yaml.safe_load(params.read_text()),
+                           current_params=yaml.safe_load(params.read_text()), datasets=p["datasets"],
                            recipes={m: s["recipe"] for m, s in p["methods"].items() if "recipe" in s})
     verdicts = list(summary["claims"].values())
     typer.echo(f"report: {summary['metrics_files']} metrics files, {len(summary['training_plots'])} training "

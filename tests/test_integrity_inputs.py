@@ -137,3 +137,11 @@ def test_hostile_pickle_model_with_a_recomputed_record_is_one_line_and_never_run
     assert "models/tiny/ss/model.pt: not a weights file torch can load safely" in line
     assert not (project / "pwned").exists()
     assert json.loads((model_dir / "config.json").read_text())["method"] == "ss"
+
+
+def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    (tmp_path / "params.yaml").write_text("\n".join(lines) + "\n")
+    line = one_error_line(xmr("check-params", "--params", tmp_path / "params.yaml"))
+    assert "params.yaml: its YAML aliases expand to 4.9e+08 values (at most 1,000,000)" in line

@@ -83,15 +83,18 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
                  experiments: str | Path | None = None, current_lambda: float = 0.1,
                  report_params: dict | None = None, metrics_params: dict | None = None,
                  recipes: dict[str, str] | None = None, root: str | Path = ".",
-                 current_params: dict | None = None) -> dict:
+                 current_params: dict | None = None, datasets: list[str] | None = None) -> dict:
     """Write the report; returns a summary (counts and written paths). `metrics_params` (the `metrics`
     section) gives the NDCG / mAP cut-offs, which metrics files no longer repeat; `recipes` (method ->
     paper / official, from `methods.<m>.recipe`) names each row's recipe; `current_params` (params.yaml
-    as written) lets the report say when the experiments file was run from other params."""
+    as written) lets the report say when the experiments file was run from other params; `datasets` (the
+    params' list) leaves out the files of datasets no longer listed."""
     reports_dir, data_dir, root = Path(reports_dir), Path(data_dir), Path(root)
     opts = {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"], "bootstrap_resamples": 1000,
             "bootstrap_seed": 0, "reference_method": "ss", "seeds": [], **(report_params or {})}
     records = collect_metrics(reports_dir / "metrics")
+    if datasets is not None:  # files of a dataset no longer in `datasets` are left over, not results
+        records = [r for r in records if r.dataset in datasets]
     for record in records:
         record.recipe = (recipes or {}).get(record.method, "")
     for record in records:
@@ -151,7 +154,8 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
         tmp.write_text(json.dumps(points, indent=2) + "\n")
 
     # qualitative/<ds>/<method>.html
-    rankings = sorted((reports_dir / "rankings").glob("*/*.npz"))
+    rankings = sorted(p for p in (reports_dir / "rankings").glob("*/*.npz")
+                      if datasets is None or p.parent.name in datasets)
     tables_cache = {}
     with atomic_output(reports_dir / "qualitative") as qual_tmp:
         qual_tmp.mkdir()

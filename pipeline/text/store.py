@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,8 @@ def write_text_data(out_dir: str | Path, *, vocab: list[str], rows: np.ndarray, 
         pq.write_table(table, tmp / TOKENS_FILE)
         np.save(tmp / EMBEDDINGS_FILE, embeddings)
         write_json(tmp / STATS_FILE, stats)
+        for kept in Path(out_dir).glob(".gitignore"):  # git-tracked (DVC's list of the outputs): not ours to drop
+            shutil.copy2(kept, tmp / kept.name)
 
 
 def _read_json(path: Path):
