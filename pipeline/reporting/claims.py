@@ -211,7 +211,7 @@ def claims_markdown(results: list[ClaimResult], seeds: list[int], notes: list[st
            f"training seeds where a seed sweep exists: {seed_text}. "
            "**holds**: every interval lies on the claimed side of 0; **does not hold**: an interval lies entirely "
            "on the other side; **inconclusive**: an interval contains 0. A claim holds only when each of its "
-           "comparisons holds. See README, \"How to read the intervals and the verdicts\".", ""]
+           "comparisons holds. See docs/results.md, \"How to read the intervals and the verdicts\".", ""]
     if rising:
         notes = [f"{RISING_MARK}: the method's validation curve was still rising at its last epoch (results.md, "
                  "\"Convergence\"): its number measures how far it got in its epochs, not what it reaches."] + (notes or [])
