@@ -107,15 +107,17 @@ def _tar_gz(n_files: int = 40) -> bytes:
 
 @pytest.mark.parametrize("name, data", [
     ("cut.tar.gz", _tar_gz()[:-30_000]),
+    ("vectors.bin.gz", gzip.compress(os.urandom(50_000))[:-4] + b"\0\0\0\0"),  # a 206 splice: wrong trailer
     ("cut.zip", make_zip({f"f{i}.bin": os.urandom(3000) for i in range(20)})[:-5000]),
 ])
 def test_truncated_archive_is_not_locked_on_first_use(tmp_path, name, data):
-    sources = {"src": {"used_by": ["asset"], "files": [{"name": name, "data": data, "sha256": None, "extract": True}]}}
+    entry = {"name": name, "data": data, "sha256": None, "extract": not name.endswith(".bin.gz")}
+    sources = {"src": {"used_by": ["asset"], "files": [entry]}}
     registry = write_registry(tmp_path / "registry.yaml", sources)
     with serving() as server:
         params = download_params(tmp_path, registry, publish(server, sources))
         entry = reg.load_registry(registry)["src"].files[0]
-        with pytest.raises(ArchiveError, match=f"{name}: does not open completely|{name}: not a zip or tar archive"):
+        with pytest.raises(ArchiveError, match=f"{name}: does not (open|decompress) completely|{name}: not a zip or tar archive"):
             fetch_file(entry, FetchSettings.from_params(params))
     assert not (tmp_path / "registry.lock.json").exists()
     assert not (tmp_path / "downloads" / "src" / name).exists()

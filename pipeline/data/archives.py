@@ -18,6 +18,7 @@ hash is checked with it before its hash is locked on first use.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -211,6 +212,18 @@ def verify_archive(archive: str | Path) -> None:
         raise
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib_error) as exc:
         raise ArchiveError(f"{archive}: does not open completely ({type(exc).__name__}: {exc}); the download is "
+                           f"truncated or corrupt") from exc
+
+
+def verify_gzip(path: str | Path) -> None:
+    """Decompress `path` to its end: gzip's trailer (CRC-32 and length) catches a cut or spliced download."""
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(COPY_CHUNK):
+                pass
+    except (OSError, EOFError, zlib_error) as exc:
+        raise ArchiveError(f"{path}: does not decompress completely ({type(exc).__name__}: {exc}); the download is "
                            f"truncated or corrupt") from exc
 
 

@@ -26,7 +26,7 @@ import requests
 from tqdm import tqdm
 
 from pipeline.data import registry as reg
-from pipeline.data.archives import MAX_EXTRACT_GB, MAX_EXTRACT_RATIO, ArchiveError, verify_archive
+from pipeline.data.archives import MAX_EXTRACT_GB, MAX_EXTRACT_RATIO, ArchiveError, verify_archive, verify_gzip
 from pipeline.data.content import ContentError, check_content
 
 # Bytes received but not yet written when a connection drops are lost (at most one chunk).
@@ -225,6 +225,8 @@ def fetch_file(entry: reg.FileEntry, settings: FetchSettings, alternatives=()) -
             check_content(dest, entry.content, used)
             if entry.extract:  # a cut or corrupt archive must not become the trusted file
                 verify_archive(dest)
+            elif entry.content == "gzip":
+                verify_gzip(dest)
         except (ContentError, ArchiveError) as exc:
             dest.unlink()
             if isinstance(exc, ArchiveError):
