@@ -145,3 +145,27 @@ def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
     (tmp_path / "params.yaml").write_text("\n".join(lines) + "\n")
     line = one_error_line(xmr("check-params", "--params", tmp_path / "params.yaml"))
     assert "params.yaml: its YAML aliases expand to 4.9e+08 values (at most 1,000,000)" in line
+
+
+def test_a_lone_surrogate_in_a_caption_names_the_file_and_caption(tmp_path):
+    coco = build_mini(tmp_path / "src")
+    path = tmp_path / "src" / "annotations" / "captions_val.json"
+    path.write_text(path.read_text().replace(" cap 1 ", "cap \\ud800 1"))
+    params = write_params(tmp_path, {"datasets": ["m"], "data": {"m": coco}})
+    line = one_error_line(xmr("prepare", "m", "--params", params, "--data-dir", tmp_path / "out"))
+    assert "captions_val.json: caption 19 has field 'caption' that holds a lone surrogate at character 4" in line
+
+
+def test_too_many_captions_on_one_image_are_refused_before_tokenizing(tmp_path):
+    from detection_helpers import shapes_table
+    from pipeline.data.table import label_names, read_table, write_table
+
+    path = shapes_table(tmp_path, 4)
+    table = read_table(path)
+    cols = {name: table.column(name).to_pylist() for name in table.column_names}
+    cols["captions"][2] = ["a red square"] * 40_000  # what `prepare.max_captions: 0` lets through
+    write_table(cols, label_names(table), "tiny", path)
+    params = write_params(tmp_path, {"datasets": ["tiny"], "data": {"tiny": {"kind": "shapes"}}})
+    res = xmr("tokenize", "tiny", "--params", params, "--data-dir", tmp_path / "data")
+    line = one_error_line(res)
+    assert "image 3 (row 2) has 40000 captions; the text store holds at most 32768 per image" in line

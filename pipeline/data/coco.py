@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from pipeline.data.locate import check_inside
+from pipeline.param_checks import shown
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
@@ -49,10 +50,22 @@ def _load_json(path: Path, required: tuple[str, ...]) -> dict:
     return doc
 
 
+def unicode_problem(text: str) -> str | None:
+    """Why `text` cannot be written as UTF-8 (JSON allows lone surrogates such as "\\ud800"), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds a lone surrogate at character {exc.start}, not valid Unicode"
+    return None
+
+
 def _field(record: dict, key: str, types, path: Path, what: str):
     value = record.get(key) if isinstance(record, dict) else None
     if not isinstance(value, types) or isinstance(value, bool):
-        raise AnnotationError(f"{path}: {what} has no valid '{key}' (got {value!r})")
+        raise AnnotationError(f"{path}: {what} has no valid '{key}' (got {shown(value)})")
+    problem = unicode_problem(value) if isinstance(value, str) else None
+    if problem:
+        raise AnnotationError(f"{path}: {what} has field '{key}' that {problem}")
     return value
 
 

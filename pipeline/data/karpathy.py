@@ -63,6 +63,10 @@ def load(path: Path, expected_dataset: str) -> list[dict]:
         sents = img.get("sentences")
         if not isinstance(sents, list) or not all(isinstance(s, dict) and isinstance(s.get("raw"), str) for s in sents):
             raise KarpathyError(f"{where} ({img['filename']}) has no 'sentences' list with 'raw' captions")
+        for k, sentence in enumerate(sents):
+            problem = coco.unicode_problem(sentence["raw"])
+            if problem:
+                raise KarpathyError(f"{where} ({img['filename']}): sentence {k} field 'raw' {problem}")
     return doc["images"]
 
 

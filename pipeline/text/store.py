@@ -29,6 +29,7 @@ VOCAB_FILE = "vocab.json"
 TOKENS_FILE = "tokens.parquet"
 EMBEDDINGS_FILE = "embeddings.npy"
 STATS_FILE = "stats.json"
+MAX_CAPTIONS_PER_IMAGE = int(np.iinfo(np.int16).max) + 1  # caption_index is int16
 
 TOKENS_SCHEMA = pa.schema([
     ("row", pa.int32()),
@@ -63,9 +64,9 @@ def write_text_data(out_dir: str | Path, *, vocab: list[str], rows: np.ndarray, 
     names the prepared table the captions come from."""
     if embeddings.shape[0] != len(vocab):
         raise ValueError(f"embedding rows ({embeddings.shape[0]}) differ from the vocabulary size ({len(vocab)})")
-    if caption_index.size and int(caption_index.max()) > np.iinfo(np.int16).max:
+    if caption_index.size and int(caption_index.max()) >= MAX_CAPTIONS_PER_IMAGE:
         raise ValueError(f"an image has {int(caption_index.max()) + 1} captions; the store holds at most "
-                         f"{np.iinfo(np.int16).max + 1} per image")
+                         f"{MAX_CAPTIONS_PER_IMAGE} per image")
     ids = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat_ids.astype(np.int32)))
     embeddings = embeddings.astype(np.float32)
     identity = _content_fingerprint(vocab, [rows.astype(np.int32), caption_index.astype(np.int16),
