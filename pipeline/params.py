@@ -300,7 +300,8 @@ def check_text_params(text: dict, source: str = "params.yaml") -> None:
         if text[key] < 1:
             raise ParamError(f"{source}: parameter 'text.{key}' must be at least 1, got {shown(text[key])}")
     if text.get("punctuation", "drop") not in ("drop", "keep"):
-        raise ParamError(f"{source}: parameter 'text.punctuation' must be 'drop' or 'keep', got {shown(text['punctuation'])}")
+        raise ParamError(f"{source}: parameter 'text.punctuation' must be 'drop' or 'keep', "
+                         f"got {shown(text['punctuation'])}")
 
 
 def _check_seeds(params: dict, source: str) -> None:
