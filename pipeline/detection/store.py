@@ -213,13 +213,23 @@ class FeatureStore:
         """Refuse the store when a chunk (shard) file of array `name` is absent: zarr would read it as zeros."""
         arr = self.arrays[name]
         shard_rows = arr.shards[0] if arr.shards else arr.chunks[0]
-        for shard in range(-(-arr.shape[0] // shard_rows)):
-            key = arr.metadata.encode_chunk_key((shard,) + (0,) * (arr.ndim - 1))
-            if not (self.path / name / key).is_file():
+        shards = -(-arr.shape[0] // shard_rows)
+
+        def key(shard: int) -> str:
+            return arr.metadata.encode_chunk_key((shard,) + (0,) * (arr.ndim - 1))
+
+        first = key(0)  # "c/0/0/0": the shard number is the one field that changes (encoding it is slow)
+        template = first.split("/")
+        fast = template[0] == "c" and template[1] == "0" and key(shards - 1).split("/")[1] == str(shards - 1)
+        folder = os.fspath(self.path / name)
+        for shard in range(shards):
+            relative = "/".join([template[0], str(shard), *template[2:]]) if fast else key(shard)
+            if not os.path.isfile(os.path.join(folder, relative)):
+                key_text = relative
                 stop = min((shard + 1) * shard_rows, arr.shape[0])
                 raise StoreError(f"{self.path}: array '{name}', chunk {shard} (rows {shard * shard_rows}-{stop - 1}): "
-                                 f"file {self.path / name / key} is missing; the store is damaged: remove it and "
-                                 f"rerun `xmr extract` (or `dvc checkout` it)")
+                                 f"file {self.path / name / key_text} is missing; the store is damaged: remove it "
+                                 f"and rerun `xmr extract` (or `dvc checkout` it)")
 
     @property
     def fingerprint(self) -> str:
