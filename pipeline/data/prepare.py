@@ -157,7 +157,7 @@ def prepare_dataset(dataset: str, dparams: dict, prepare_params: dict, data_dir:
         stats["unlisted_images"] += unlisted
         stats["degenerate_boxes"] += degenerate
         by_split[split] = rows
-    if dparams.get("n_val"):
+    if dparams["kind"] == "coco" and dparams.get("n_val"):
         by_split["train"], by_split["val"] = _hold_out(by_split["train"], dparams["n_val"], dparams["split_seed"], dataset)
         stats["val_from_train"] = {"n_val": dparams["n_val"], "split_seed": dparams["split_seed"]}
     for split in SPLITS:
