@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     params = load_params("params.yaml")
-    names = subprocess.run(["dvc", "stage", "list", "--name-only"], capture_output=True, text=True, check=True)
+    names = subprocess.run(["dvc", "stage", "list", "--name-only"], capture_output=True, text=True)
+    if names.returncode != 0:
+        print(f"make repro: `dvc stage list` failed: {names.stderr.strip() or names.stdout.strip()}", file=sys.stderr)
+        return names.returncode
     cmds, notes = commands(params, names.stdout.split())
     for note in notes:
         print(note, flush=True)

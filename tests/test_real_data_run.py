@@ -210,3 +210,48 @@ def test_report_on_two_datasets_with_defaults(tmp_path):
                            report_params={"seeds": [0, 1, 2], "bootstrap_resamples": 20}, current_params=current)
     assert summary["seed_runs"] == {}
     assert "No seed sweep was run: `report.seeds` names seeds 0, 1, 2" in (reports / "results.md").read_text()
+
+
+TINY_DVC = """
+stages:
+  make:
+    foreach: ${datasets}
+    do:
+      cmd: python -c "import pathlib; p = pathlib.Path('out/${item}.txt'); p.parent.mkdir(exist_ok=True); p.write_text('${item}')"
+      outs: ["out/${item}.txt"]
+  report:
+    cmd: python -c "import pathlib; pathlib.Path('report.txt').write_text(' '.join(sorted(p.stem for p in pathlib.Path('out').glob('*.txt'))))"
+    deps: [out]
+    outs: [report.txt]
+"""
+
+
+def test_run_plan_in_a_dvc_project_without_the_shared_folder(tmp_path):
+    """`python -m pipeline.run_plan` (make repro) in a real DVC project: the absent dataset's stages are left
+    out, every other stage and the report run, one line says so, and with the folder it is plain dvc repro."""
+    import os
+    import sys
+
+    project = tmp_path / "checkout"
+    project.mkdir()
+    (project / "dvc.yaml").write_text(TINY_DVC)
+    (project / "params.yaml").write_text(yaml.safe_dump({
+        "datasets": ["shapes", "coco_mini"],
+        "data": {"shapes": {"kind": "shapes"}, "coco_mini": {"kind": "coco", "root": "../shared/coco-mini"}}}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    def run(*cmd):
+        return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        assert run(*cmd).returncode == 0
+    plan = run(sys.executable, "-m", "pipeline.run_plan")
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[0].startswith("make repro: coco_mini skipped (data.coco_mini.root '../shared/coco-mini'")
+    assert (project / "report.txt").read_text() == "shapes" and not (project / "out/coco_mini.txt").exists()
+    (tmp_path / "shared/coco-mini").mkdir(parents=True)
+    plan = run(sys.executable, "-m", "pipeline.run_plan")
+    assert plan.returncode == 0 and "skipped" not in plan.stdout, plan.stderr
+    assert (project / "report.txt").read_text() == "coco_mini shapes"
+    status = run("dvc", "status")
+    assert status.returncode == 0 and "changed" not in status.stdout and "modified" not in status.stdout, status.stdout
