@@ -48,7 +48,7 @@ test-newest:
 		echo "test-newest: $(PYTHON_NEWEST) does not run; skipped the newest-Python check (set PYTHON_NEWEST=...)"; \
 	fi
 
-# GPU check (README "GPU check"): the `gpu` tests and the GPU benchmarks in one command, from the
+# GPU check (docs/performance.md "GPU check"): the `gpu` tests and the GPU benchmarks in one command, from the
 # source tree. GPU_PYTHON is the interpreter that holds torch there; the wheels in $(GPU_WHEELS)
 # (what the check imports beyond a plain torch machine: zarr and its needs) go to a throwaway dir.
 GPU_PYTHON ?= python3

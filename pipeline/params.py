@@ -53,7 +53,7 @@ COCO_SCHEMA: dict[str, Any] = {
     "split_seed": 0,
 }
 
-# Real datasets (pipeline/data/mirflickr.py, nuswide.py, karpathy.py; README "Datasets"). An empty
+# Real datasets (pipeline/data/mirflickr.py, nuswide.py, karpathy.py; docs/datasets.md "Real datasets"). An empty
 # `root` / `karpathy_json` means "the copy fetched by `xmr download <name>`"; split files are frozen
 # on first prepare (splits/README.md).
 MIRFLICKR_SCHEMA: dict[str, Any] = {

@@ -74,7 +74,7 @@ def test_method_training_reruns_bit_identically(tmp_path):
     assert history[0] == history[1]
 
 
-# The settings that can change a stage's numbers, by stage (README "Determinism"); a section name
+# The settings that can change a stage's numbers, by stage (docs/reliability.md "Determinism"); a section name
 # tracks all of its keys.
 NUMBER_SETTINGS = {
     "download": ["data.${item}"],

@@ -1,5 +1,5 @@
-"""The README's `dvc exp show` invocation shows a lambda sweep in 120 columns or fewer, on metrics files as
-`xmr evaluate` writes them (measurements only) and the repository's params.yaml."""
+"""The `dvc exp show` invocation of docs/results.md ("The lambda sweep") shows a lambda sweep in 120 columns or
+fewer, on metrics files as `xmr evaluate` writes them (measurements only) and the repository's params.yaml."""
 import json
 import re
 import shutil
@@ -9,6 +9,7 @@ import numpy as np
 import yaml
 
 from conftest import REPO
+from docs_pages import section
 from tiny_project import BIN
 
 # Stands in for `xmr evaluate`: the template is a real metrics file's keys (written once by the test), the
@@ -36,14 +37,14 @@ def template() -> dict:
     return {**metrics_file(result), "selected_epoch": 3}
 
 
-def readme_command() -> str:
-    text = (REPO / "README.md").read_text()
+def documented_command() -> str:
+    text = section("docs/results.md", "The lambda sweep")
     match = re.search(r"^(dvc exp show --md [^\n#]*?)\s*(#.*)?$", text, re.M)
-    assert match, "README gives a `dvc exp show --md ...` invocation"
+    assert match, "docs/results.md \"The lambda sweep\" gives a `dvc exp show --md ...` invocation"
     return match.group(1)
 
 
-def test_readme_exp_show_fits_in_120_columns(tmp_path):
+def test_documented_exp_show_fits_in_120_columns(tmp_path):
     project = tmp_path / "p"
     project.mkdir()
     shutil.copy(REPO / "params.yaml", project / "params.yaml")
@@ -71,7 +72,7 @@ def test_readme_exp_show_fits_in_120_columns(tmp_path):
     for lam in (0.01, 1):
         sh(f"dvc exp run -q -S lambda={lam}")
     everything = sh("dvc exp show --md --no-pager").splitlines()[0]
-    shown = [line for line in sh(readme_command() + " --no-pager").splitlines() if line.startswith("|")]
+    shown = [line for line in sh(documented_command() + " --no-pager").splitlines() if line.startswith("|")]
     assert max(len(line) for line in shown) <= 120, "\n".join(shown)
     assert everything.count("|") > shown[0].count("|")
     header = [c.strip() for c in shown[0].strip("|").split("|")]

@@ -1,7 +1,7 @@
 """Reading a COCO-layout dataset (annotations/captions_<split>.json, instances_<split>.json, images)
 into the columns of the prepared table.
 
-Policies (documented in the README):
+Policies (documented in docs/datasets.md, "`prepare`"):
 - The annotation files are the source of truth: image files on disk that no annotation file lists
   are not part of the dataset (they are only counted, as `unlisted_images`).
 - An image listed in the annotations whose file is absent is an error.

@@ -8,7 +8,7 @@ Layout read (found by name under `root`, see locate.py):
   <annotations>/<label>_r1.txt        the subset where the label is clearly relevant: NOT a separate
                                       label (v080 ships 24 labels + 14 *_r1 files + README.txt)
 
-Rules (README "MIRFlickr-25K"): labels = the 24 potential labels; text = the image's kept tags joined
+Rules (docs/datasets.md "Real datasets"): labels = the 24 potential labels; text = the image's kept tags joined
 by spaces (tag_vocabulary: common = only common_tags.txt tags, all = every tag), as one caption.
 A pair without any label or without any kept tag is dropped (require_label / require_tag), which
 gives the DCMH-style set. The split is seeded over the eligible pairs (splits.py), frozen on first

@@ -8,7 +8,7 @@
    t2i_discount  'standard' or 'official_coco' (the official code's t2i COCO discount, see ndcg.py)
    datasets      per dataset name (the key under `data`): {protocols: [all|coco5k|coco1k, ...],
                  dedup_texts: bool}; unlisted datasets use protocols [all] and no de-duplication.
-                 Defaults for the README's names: coco -> [coco5k, coco1k]; mirflickr, nuswide (tag
+                 Defaults for the names of docs/datasets.md: coco -> [coco5k, coco1k]; mirflickr, nuswide (tag
                  texts) -> dedup_texts
 """
 from __future__ import annotations

@@ -214,8 +214,8 @@ def claims_markdown(results: list[ClaimResult], seeds: list[int], notes: list[st
            "**holds**: every interval lies on the claimed side of 0; **does not hold**: an interval lies entirely "
            "on the other side; **inconclusive**: an interval contains 0. A claim holds only when each of its "
            "comparisons holds. Every claim is checked on each dataset on its own: a verdict speaks for that "
-           "dataset's test set (a test set of a few dozen images gives wide intervals, which mostly contain 0). See README, "
-           "\"How to read the intervals and the verdicts\".", ""]
+           "dataset's test set (a test set of a few dozen images gives wide intervals, which mostly contain 0). "
+           "See docs/results.md, \"How to read the intervals and the verdicts\".", ""]
     if rising:
         notes = [f"{RISING_MARK}: the method's validation curve was still rising at its last epoch (results.md, "
                  "\"Convergence\"): its number measures how far it got in its epochs, not what it reaches."] + (notes or [])

@@ -74,7 +74,8 @@ def _sweep_notes(sweeps: Sweeps | None, current_params: dict | None, records) ->
         if stale:
             notes.append(f"The baseline of `{sweeps.source}` holds other numbers than the current metrics files for "
                          f"{', '.join(stale[:5])}{' and more' if len(stale) > 5 else ''}: the file was exported from "
-                         "other results (other code, or another machine class: README \"Determinism\"); rerun the sweep here.")
+                         "other results (other code, or another machine class: docs/reliability.md \"Determinism\"); "
+                         "rerun the sweep here.")
     return notes
 
 
@@ -227,7 +228,7 @@ def _intervals_markdown(records, summary: dict, opts: dict) -> list[str]:
     out = [f"Our numbers carry a 95% interval `[low, high]` from a bootstrap over the test images "
            f"({opts['bootstrap_resamples']} resamples, seed {opts['bootstrap_seed']}; an image is resampled with "
            "its caption queries). It measures how much the number would move on another test set of the same "
-           "size; it does not include training noise (another seed gives another model: see README, "
+           "size; it does not include training noise (another seed gives another model: see docs/results.md, "
            "\"How to read the intervals and the verdicts\").", ""]
     missing = [f"{r.dataset}/{r.method}" for r in records if not r.intervals]
     if missing:
@@ -255,7 +256,7 @@ def _seeds_markdown(summary: dict) -> list[str]:
     runs = summary.get("seed_runs") or {}
     how = ("To make one: `dvc exp run --queue -S seed=<n>` for each seed, `dvc queue start`, "
            "`dvc exp show --json > reports/experiments.json`, set `report.seeds`, then `dvc repro report` "
-           "(README, \"Seeds\").")
+           "(docs/results.md, \"Seeds\").")
     if runs:
         out += [f"Mean ± sample std over {len(runs)} seeds ({', '.join(f'{s}: `{n}`' for s, n in runs.items())}; "
                 "each seed trains every model again, detector and word vectors included). The intervals above "
