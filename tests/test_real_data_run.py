@@ -19,7 +19,7 @@ from pipeline.detection.settings import train_settings
 from pipeline.metrics import top_retrievals, write_rankings
 from pipeline.params import DATASET_SCHEMAS, ParamError, load_params, validate
 from pipeline.reporting.report import build_report
-from pipeline.run_plan import commands
+from pipeline.run_plan import DVC, plan
 from pipeline.training.recipes import DATASET_KINDS
 from pipeline.training.schema import method_train_settings
 
@@ -123,25 +123,35 @@ STAGES = ["check_params", "download@shapes", "download@coco_mini", "train@shapes
           "train@coco_mini-scan_i2t", "evaluate@coco_mini-cca", "evaluate@shapes-cca", "report"]
 
 
-def test_make_repro_skips_a_dataset_whose_folder_is_absent_in_one_line(tmp_path):
+def test_make_repro_runs_each_dataset_in_a_lane_and_skips_an_absent_folder_in_one_line(tmp_path):
     params = shipped_params()
     (tmp_path / "shared/coco-mini").mkdir(parents=True)
     (tmp_path / "checkout").mkdir()
-    assert commands(params, STAGES, project=tmp_path / "checkout") == ([["dvc", "repro"]], [])
+    steps, notes = plan(params, STAGES, project=tmp_path / "checkout")
+    assert notes == [] and steps == [
+        {"shared": DVC + ["check_params"]},
+        {"shapes": DVC + ["download@shapes", "train@shapes-ss", "evaluate@shapes-cca"],
+         "coco_mini": DVC + ["download@coco_mini", "train@coco_mini-ss", "train@coco_mini-scan_i2t",
+                             "evaluate@coco_mini-cca"]},
+        {"report": DVC}]
     (tmp_path / "shared/coco-mini").rmdir()
-    cmds, notes = commands(params, STAGES, project=tmp_path / "checkout")
-    assert cmds == [["dvc", "repro", "check_params", "download@shapes", "train@shapes-ss", "evaluate@shapes-cca"],
-                    ["dvc", "repro", "--single-item", "report"]]
+    steps, notes = plan(params, STAGES, project=tmp_path / "checkout")
+    assert steps == [{"shared": DVC + ["check_params"]},
+                     {"shapes": DVC + ["download@shapes", "train@shapes-ss", "evaluate@shapes-cca"]},
+                     {"report": DVC + ["--single-item", "report"]}]
     assert len(notes) == 1 and notes[0].startswith("make repro: coco_mini skipped (data.coco_mini.root")
 
 
-def test_every_coco_mini_stage_is_skipped_and_no_shapes_stage(tmp_path):
-    """The real stage list of dvc.yaml: the skip leaves out exactly coco_mini's stages and the report."""
+def test_the_lanes_cover_every_stage_of_dvc_yaml_once(tmp_path):
+    """The real stage list: every stage is in exactly one lane or step, coco_mini's in its own lane."""
     names = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
-    cmds, _ = commands(shipped_params(), names, project=tmp_path)
-    kept = set(cmds[0][2:])
-    assert {n for n in names if "coco_mini" not in n and n != "report"} == kept
+    (tmp_path / "shared/coco-mini").mkdir(parents=True)
+    (tmp_path / "checkout").mkdir()
+    steps, _ = plan(shipped_params(), names, project=tmp_path / "checkout")
+    planned = [n for step in steps for cmd in step.values() for n in cmd[len(DVC):]]
+    assert sorted(planned) == sorted(n for n in names if n != "report")  # the last step: plain dvc repro
+    assert {n for n in steps[1]["coco_mini"][len(DVC):]} == {n for n in names if "@coco_mini" in n}
     assert sum("@coco_mini" in n for n in names) >= 5 + 2 * 20
 
 
@@ -245,13 +255,14 @@ def test_run_plan_in_a_dvc_project_without_the_shared_folder(tmp_path):
 
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         assert run(*cmd).returncode == 0
-    plan = run(sys.executable, "-m", "pipeline.run_plan")
-    assert plan.returncode == 0, plan.stderr
-    assert plan.stdout.splitlines()[0].startswith("make repro: coco_mini skipped (data.coco_mini.root '../shared/coco-mini'")
+    done = run(sys.executable, "-m", "pipeline.run_plan")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("make repro: coco_mini skipped (data.coco_mini.root '../shared/coco-mini'")
     assert (project / "report.txt").read_text() == "shapes" and not (project / "out/coco_mini.txt").exists()
     (tmp_path / "shared/coco-mini").mkdir(parents=True)
-    plan = run(sys.executable, "-m", "pipeline.run_plan")
-    assert plan.returncode == 0 and "skipped" not in plan.stdout, plan.stderr
+    done = run(sys.executable, "-m", "pipeline.run_plan")
+    assert done.returncode == 0 and "skipped" not in done.stdout, done.stderr
+    assert "[coco_mini] Running stage 'make@coco_mini'" in done.stdout  # its own lane, beside shapes'
     assert (project / "report.txt").read_text() == "coco_mini shapes"
     status = run("dvc", "status")
     assert status.returncode == 0 and "changed" not in status.stdout and "modified" not in status.stdout, status.stdout
