@@ -6,7 +6,8 @@ Every train and evaluate stage opens data/<ds>/features.zarr and reads whole spl
 the per-inner-chunk overhead of Zarr is paid once per stage. The bench writes one synthetic store
 through `FeatureStoreWriter` (the current layout: features in runs of FEATURE_INNER_ROWS images, the
 small arrays one inner chunk per shard), copies it with every array re-chunked to one image per
-inner chunk (the earlier layout), and times on both, in one run:
+inner chunk (the earlier layout), and times on both, in one run, and on the current layout once more
+with every read through `oindex` (SPAN_READ_FACTOR 0: before reads of dense rows became one slice):
   split     `FeatureStore.read` of the first 90% of the rows (a training split) and the `valid` mask
   random    `FeatureStore.read` of 64 random rows (a mini-batch read without the cache)
 """
@@ -25,6 +26,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+import pipeline.detection.store as store_module
 from pipeline.detection.store import ARRAYS, FEATURE_INNER_ROWS, FeatureStore, FeatureStoreWriter
 
 
@@ -89,16 +91,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         current = synthetic_store(Path(tmp) / "current.zarr", args.images, args.boxes, args.dim, args.chunk_rows)
         earlier = one_image_chunks(current, Path(tmp) / "one_image.zarr")
+        span_factor, store_module.SPAN_READ_FACTOR = store_module.SPAN_READ_FACTOR, 0
         rows = {"one image per inner chunk (earlier)": time_reads(earlier, args.repeats),
-                f"features in runs of {FEATURE_INNER_ROWS}, small arrays per shard (current)": time_reads(current, args.repeats)}
-    before, after = rows.values()
+                f"runs of {FEATURE_INNER_ROWS}, every read through `oindex`": time_reads(current, args.repeats)}
+        store_module.SPAN_READ_FACTOR = span_factor
+        rows[f"runs of {FEATURE_INNER_ROWS}, dense rows as one slice (current)"] = time_reads(current, args.repeats)
+    before, oindex, after = rows.values()
     lines = [f"\n### `python bench/store_read.py --images {args.images} --dim {args.dim}` ({date.today()}, "
              f"{platform.machine()}, {args.repeats} repeats, median)\n",
              f"{args.images} images x {args.boxes} RoIs x {args.dim}-d float16, shards of {args.chunk_rows} images.\n",
              f"| layout | read 90% of rows + valid (s) | read 64 random rows (s) |", "|---|---|---|"]
     lines += [f"| {name} | {r['split']:.3f} | {r['random']:.3f} |" for name, r in rows.items()]
-    lines += ["", f"Split read: {before['split'] / after['split']:.1f}x faster; random rows: "
-                  f"{before['random'] / after['random']:.2f}x.\n"]
+    lines += ["", f"Split read: {before['split'] / after['split']:.1f}x faster than the earlier layout, "
+                  f"{oindex['split'] / after['split']:.1f}x faster than `oindex`; random rows: "
+                  f"{before['random'] / after['random']:.2f}x and {oindex['random'] / after['random']:.2f}x.\n"]
     text = "\n".join(lines)
     print(text)
     if args.record:

@@ -11,7 +11,7 @@ import os
 import typer
 from typer.core import TyperGroup
 
-from stages.common import DEBUG_ENV
+from stages.common import DEBUG_ENV, stop_on_sigterm
 
 # Command name -> the module whose `main` implements it (in the order `xmr --help` lists them).
 COMMANDS = {
@@ -50,4 +50,5 @@ def options(debug: bool = typer.Option(False, "--debug", help="Show the full tra
                                        "(also XMR_DEBUG=1) instead of a one-line message.")) -> None:
     if debug:
         os.environ[DEBUG_ENV] = "1"
+    stop_on_sigterm()
 

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import threading
+import warnings
 from pathlib import Path
 
 import typer
@@ -17,6 +20,20 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+# Exit status of a stage stopped by Ctrl-C or SIGTERM (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler, `kill`, DVC stopping a run) stops a stage the way Ctrl-C does: one line, the
+    resumable state kept."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def _fail(message: str, exc: BaseException):
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code=2) from exc
@@ -28,7 +45,8 @@ def stage_errors(func):
     Bad input is the library's ValueError (with its subclasses: params, annotations, stores, ...) and
     FileNotFoundError; a disk error is an OSError such as ENOSPC, EACCES, EROFS or EIO, reported with
     the path and what to do. Anything else (a KeyError, a TypeError, ...) is a bug in xmr and keeps its
-    traceback. With --debug (or XMR_DEBUG=1) every error keeps its traceback.
+    traceback. Ctrl-C and SIGTERM stop with one line and exit code 130. With --debug (or XMR_DEBUG=1)
+    every error keeps its traceback.
     """
 
     @functools.wraps(func)
@@ -46,5 +64,13 @@ def stage_errors(func):
                 raise
             where = exc.filename or "(path unknown)"
             _fail(f"{where}: {exc.strerror or os.strerror(exc.errno)}; {ADVICE[exc.errno]}", exc)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`stop_on_sigterm`)
+            if debug_enabled():
+                raise
+            # zarr's reads still in flight on its event-loop thread are dropped: not worth a warning
+            warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+            typer.secho("interrupted: stopped here; finished work is kept, and running the same command again "
+                        "resumes from it", err=True, fg=typer.colors.YELLOW)
+            raise typer.Exit(code=INTERRUPTED) from exc
 
     return wrapper

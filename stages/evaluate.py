@@ -33,7 +33,9 @@ def main(
     reports/per_query/<dataset>/<method>.npz (each query's NDCG, AP, rank and classifier counts: the
     report's bootstrap intervals) and
     reports/rankings/<dataset>/<method>.npz (top-10 captions per test image and top-10 images per
-    test caption). Params: metrics.* (k values, protocols per dataset), train.device,
+    test caption). A pairwise method's score matrix (SCAN) is computed in blocks with the time left shown;
+    a killed run keeps the finished blocks in reports/.partial/<dataset>/<method>/ and resumes from them.
+    Params: metrics.* (k values, protocols per dataset), train.device,
     train.eval_batch_size, train.amp, train.threads.
     """
     from pipeline.training.model_files import require_model
@@ -45,12 +47,14 @@ def main(
     require_model(models_dir / dataset / method, dataset, method)  # finished: its completion record
     import numpy as np
 
+    from pipeline.completion import RECORD_FILE
     from pipeline.io import write_json
     from pipeline.metrics import write_rankings
     from pipeline.metrics.per_query import write_per_query
     from pipeline.training.checkpoint import load_model
     from pipeline.training.data import RetrievalData
     from pipeline.training.loop import resolve_device
+    from pipeline.training.partial_scores import discard
     from pipeline.training.scoring import classify_split, metrics_file, score_split, split_metrics, split_rankings
 
     import torch
@@ -59,12 +63,15 @@ def main(
     if settings["threads"]:  # as in training: the thread count can change the last bits of the scores
         torch.set_num_threads(settings["threads"])
     data = RetrievalData.open(data_dir, dataset, cache_splits=(split,), cache_gb=settings["cache_features_gb"],
-                              progress=progress)
+                              progress=progress, log=typer.echo)
     device = resolve_device(settings["device"])
     model, config = load_model(models_dir / dataset / method, method, data.info, device)
     amp = settings["amp"] and device.type == "cuda"
+    partial_dir = reports_dir / ".partial" / dataset / method  # a killed run resumes its finished score blocks
+    partial_key = {"model": (models_dir / dataset / method / RECORD_FILE).read_text(), "split": split}
     scores = score_split(model, data, split, metrics_params=p["metrics"], dataset=dataset,
-                         batch_size=settings["eval_batch_size"], device=device, amp=amp, progress=progress)
+                         batch_size=settings["eval_batch_size"], device=device, amp=amp, progress=progress,
+                         partial_key=(partial_dir, partial_key))
     probabilities = classify_split(model, data, scores.items, batch_size=settings["eval_batch_size"],
                                    device=device, amp=amp)
     per_query: dict = {}
@@ -80,8 +87,12 @@ def main(
                    data.caption_rows[captions], caption_index, top["i2t_top"], top["t2i_top"])
     write_per_query(reports_dir / "per_query" / dataset / f"{method}.npz", per_query)
     write_json(reports_dir / "metrics" / dataset / f"{method}.json", metrics)
+    discard(partial_dir)
     shown = [k for k in metrics if k.endswith(("ndcg_i2t", "ndcg_t2i", "ndcg_ave", "map_ave", "rsum"))]
     typer.echo(f"{dataset}/{method} ({split}): " + ", ".join(f"{k} {metrics[k]:.2f}" for k in shown))
+    if data.without_captions(split):
+        typer.echo(f"{dataset}: {data.without_captions(split)} {split} images without any caption were left out "
+                   f"(no image-text pair; docs/fidelity.md)")
 
 
 def _f1_tuned_and_topk(model, data, split: str, items, probabilities, settings: dict, device, amp: bool) -> dict:

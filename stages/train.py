@@ -49,7 +49,7 @@ def main(
     from pipeline.training.scoring import describe_selection
 
     data = RetrievalData.open(data_dir, dataset, cache_splits=("train", "val"),
-                              cache_gb=p["train"]["cache_features_gb"], progress=progress)
+                              cache_gb=p["train"]["cache_features_gb"], progress=progress, log=typer.echo)
     with output_lock(models_dir / dataset / method):
         result = train_method(method, p, data, models_dir / dataset / method,
                               reports_dir / "training" / dataset / f"{method}.json", dataset=dataset, progress=progress)

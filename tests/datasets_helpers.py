@@ -183,6 +183,26 @@ def publish(server: FileServer, sources: dict[str, dict]) -> dict[str, list[str]
     return {name: [f"{server.url}/{name}"] for name in sources}
 
 
+def coco_mini_pictures(coco_mini: Path, n: int, split: str = "val2017") -> list[dict]:
+    """The first `n` captioned coco-mini images of `split` (id order): JPEG bytes, size and real captions,
+    for miniatures of the other formats that should hold real photographs."""
+    caps = json.loads((coco_mini / "annotations" / f"captions_{split}.json").read_text())
+    by_image: dict[int, list[tuple[int, str]]] = {}
+    for a in caps["annotations"]:
+        by_image.setdefault(a["image_id"], []).append((a["id"], a["caption"].strip()))
+    out = []
+    for im in sorted(caps["images"], key=lambda im: im["id"]):
+        if im["id"] in by_image and len(out) < n:
+            data = (coco_mini / split / im["file_name"]).read_bytes()
+            with Image.open(io.BytesIO(data)) as img:
+                size = img.size
+            out.append({"data": data, "size": size, "captions": [t for _, t in sorted(by_image[im["id"]])]})
+    if len(out) < n:
+        raise ValueError(f"{coco_mini / 'annotations' / f'captions_{split}.json'}: {len(out)} captioned images, "
+                         f"{n} asked for")
+    return out
+
+
 def download_params(tmp_path: Path, registry: Path, mirrors: dict, **overrides) -> dict:
     p = default_download_params()
     p.update(dir=str(tmp_path / "downloads"), registry=str(registry), lock_file=str(tmp_path / "registry.lock.json"),
@@ -200,8 +220,9 @@ MIR_R1 = ("baby", "bird", "car", "clouds", "dog", "female", "flower", "male", "n
           "sea", "tree")
 
 
-def mirflickr_sources(n: int = 14) -> tuple[dict, dict]:
+def mirflickr_sources(n: int = 14, pictures: list[dict] | None = None) -> tuple[dict, dict]:
     """mirflickr25k.zip + mirflickr25k_annotations_v080.zip with `n` images, and the facts to check.
+    `pictures` (coco_mini_pictures) replaces the generated images by real photographs.
 
     Image 3 has no label (but is listed in baby_r1.txt, which must not count), image 5 has no tag,
     image 7 only rare tags (not in common_tags.txt): with the default rules all three are dropped.
@@ -215,7 +236,8 @@ def mirflickr_sources(n: int = 14) -> tuple[dict, dict]:
             labels[MIR_LABELS[(i * 5) % 24]].append(i)
     tags[5] = []
     tags[7] = ["nikon", "canon"]
-    images = {f"mirflickr/im{i}.jpg": jpeg(10 + i, 8 + (i % 3), i * 9) for i in range(1, n + 1)}
+    images = {f"mirflickr/im{i}.jpg": pictures[i - 1]["data"] if pictures else jpeg(10 + i, 8 + (i % 3), i * 9)
+              for i in range(1, n + 1)}
     meta = {f"mirflickr/meta/tags/tags{i}.txt": "".join(t + "\n" for t in tags[i]) for i in range(1, n + 1)}
     raw = {f"mirflickr/meta/tags_raw/tags{i}.txt": "".join(t.upper() + "\n" for t in tags[i]) for i in range(1, n + 1)}
     exif = {f"mirflickr/meta/exif/exif{i}.txt": "-Model\nCanon\n" for i in range(1, n + 1)}
@@ -228,7 +250,8 @@ def mirflickr_sources(n: int = 14) -> tuple[dict, dict]:
     sources = {"mirflickr25k": {"used_by": ["mirflickr"], "files": [
         {"name": "mirflickr25k.zip", "data": make_zip({**images, **meta, **raw, **exif, **doc})},
         {"name": "mirflickr25k_annotations_v080.zip", "data": make_zip(ann)}]}}
-    facts = {"n": n, "tags": tags, "labels": labels, "common": set(common), "dropped": {3, 5, 7}}
+    facts = {"n": n, "tags": tags, "labels": labels, "common": set(common), "dropped": {3, 5, 7},
+             "sizes": {i: pictures[i - 1]["size"] if pictures else (10 + i, 8 + i % 3) for i in range(1, n + 1)}}
     return sources, facts
 
 
@@ -237,9 +260,10 @@ def mirflickr_sources(n: int = 14) -> tuple[dict, dict]:
 NUS_CONCEPTS = ("animal", "beach", "clouds", "person", "sky", "water")
 
 
-def nuswide_sources(n: int = 30) -> tuple[dict, dict]:
+def nuswide_sources(n: int = 30, pictures: list[dict] | None = None) -> tuple[dict, dict]:
     """Groundtruth.zip, NUS_WID_Tags.zip, ImageList.zip, ConceptsList.zip for `n` images, and the
-    user's image folder (rel path -> bytes). Frequencies: sky > clouds > water = person > others."""
+    user's image folder (rel path -> bytes; real photographs with `pictures`, see coco_mini_pictures).
+    Frequencies: sky > clouds > water = person > others."""
     pattern = {"sky": lambda i: i % 2 == 0, "clouds": lambda i: i % 3 == 0, "water": lambda i: i % 5 == 0,
                "person": lambda i: i % 5 == 1, "animal": lambda i: i == 7, "beach": lambda i: i in (7, 11)}
     labels = {c: [int(pattern[c](i)) for i in range(n)] for c in NUS_CONCEPTS}
@@ -266,17 +290,19 @@ def nuswide_sources(n: int = 30) -> tuple[dict, dict]:
         {"name": "NUS_WID_Tags.zip", "data": make_zip(tag_files)},
         {"name": "ImageList.zip", "data": make_zip(image_list)},
         {"name": "ConceptsList.zip", "data": make_zip(concepts)}]}}
-    images = {r.replace("\\", "/"): jpeg(12 + i % 4, 9, i) for i, r in enumerate(rel)}
-    facts = {"n": n, "labels": labels, "tag_names": tag_names, "tags": tags, "rel": rel, "images": images}
+    images = {r.replace("\\", "/"): pictures[i]["data"] if pictures else jpeg(12 + i % 4, 9, i) for i, r in enumerate(rel)}
+    sizes = [pictures[i]["size"] if pictures else (12 + i % 4, 9) for i in range(n)]
+    facts = {"n": n, "labels": labels, "tag_names": tag_names, "tags": tags, "rel": rel, "images": images,
+             "sizes": sizes}
     return sources, facts
 
 
 # --- MS-COCO 2014 + Karpathy (built from the real coco-mini) --------------------------------------
 
-def coco2014_sources(coco_mini: Path, per_set: int = 6) -> tuple[dict, dict]:
+def coco2014_sources(coco_mini: Path, per_set: int = 6, flickr_pictures: list[dict] | None = None) -> tuple[dict, dict]:
     """train2014.zip, val2014.zip, annotations_trainval2014.zip (COCO 2014 names and layout) holding
     `per_set` real coco-mini images of each 2017 set, and caption_datasets.zip with a Karpathy
-    dataset_coco.json over them (plus Flickr files, see flickr_karpathy)."""
+    dataset_coco.json over them (plus Flickr files, see flickr_karpathy, given `flickr_pictures`)."""
     zips = {}
     ann_files = {}
     entries = []
@@ -305,7 +331,7 @@ def coco2014_sources(coco_mini: Path, per_set: int = 6) -> tuple[dict, dict]:
     for e, s in zip(entries, karpathy_split):
         e["split"] = s
     zips["annotations_trainval2014.zip"] = make_zip(ann_files)
-    flickr = flickr_karpathy()
+    flickr = flickr_karpathy(flickr_pictures)
     caption_zip = make_zip({"dataset_coco.json": json.dumps({"images": entries, "dataset": "coco"}),
                             "dataset_flickr30k.json": json.dumps(flickr["flickr30k"]["json"]),
                             "dataset_flickr8k.json": json.dumps(flickr["flickr8k"]["json"])})
@@ -317,20 +343,26 @@ def coco2014_sources(coco_mini: Path, per_set: int = 6) -> tuple[dict, dict]:
     return sources, {"karpathy": entries, "annotations": ann_files, "flickr": flickr}
 
 
-def flickr_karpathy() -> dict:
-    """Karpathy-format dataset_flickr30k.json / dataset_flickr8k.json for a few images, and the images."""
+def flickr_karpathy(pictures: list[dict] | None = None) -> dict:
+    """Karpathy-format dataset_flickr30k.json / dataset_flickr8k.json for a few images, and the images:
+    generated, or with `pictures` (12, coco_mini_pictures) real photographs with their real captions."""
     out = {}
+    pictures = list(pictures or [])
     for kind, names, splits in (
             ("flickr30k", [f"{1000092795 + 7 * i}.jpg" for i in range(7)],
              ["train", "train", "val", "test", "train", "test", "val"]),
             ("flickr8k", [f"{2513260012 + i}_03d33305c{i}.jpg" for i in range(5)],
              ["train", "test", "val", "train", "train"])):
         images = []
+        real, pictures = pictures[:len(names)], pictures[len(names):]
         for i, (name, split) in enumerate(zip(names, splits)):
-            sents = [{"raw": f"A {kind} photo number {i} caption {k}.", "tokens": ["a", kind, "photo"],
-                      "imgid": i, "sentid": 5 * i + k} for k in range(5)]
-            images.append({"filename": name, "imgid": i, "split": split, "sentids": [5 * i + k for k in range(5)],
+            texts = real[i]["captions"][:5] if real else [f"A {kind} photo number {i} caption {k}." for k in range(5)]
+            sents = [{"raw": t, "tokens": t.lower().rstrip(".").split(), "imgid": i, "sentid": 5 * i + k}
+                     for k, t in enumerate(texts)]
+            images.append({"filename": name, "imgid": i, "split": split, "sentids": [5 * i + k for k in range(len(texts))],
                            "sentences": sents})
         out[kind] = {"json": {"images": images, "dataset": kind},
-                     "images": {name: jpeg(20 + i, 14 + i, 30 * i) for i, name in enumerate(names)}}
+                     "images": {name: real[i]["data"] if real else jpeg(20 + i, 14 + i, 30 * i)
+                                for i, name in enumerate(names)},
+                     "sizes": {name: real[i]["size"] if real else (20 + i, 14 + i) for i, name in enumerate(names)}}
     return out

@@ -74,8 +74,9 @@ def test_instance_loss_shares_one_classifier():
     textual = -(F.log_softmax(f_txt @ w.T, dim=1)[torch.arange(5), batch.texts.rows]).mean()
     assert parts["instance_visual"].item() == pytest.approx(visual.item(), rel=1e-5)
     assert parts["instance_textual"].item() == pytest.approx(textual.item(), rel=1e-5)
-    # stage II: ranking with weight 1 on top (sampled negatives are random, so take it from parts)
-    assert loss.item() == pytest.approx(visual.item() + textual.item() + parts["ranking"].item(), rel=1e-5)
+    # stage II: ranking with weight 1 times the official ranking_scale 0.5 on top (sampled negatives are
+    # random, so take it from parts)
+    assert loss.item() == pytest.approx(visual.item() + textual.item() + 0.5 * parts["ranking"].item(), rel=1e-5)
     # both instance losses reach W_share
     method.zero_grad()
     parts_only = F.cross_entropy(method.classifier(f_img.detach()), batch.images.rows)

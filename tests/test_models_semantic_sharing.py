@@ -1,6 +1,7 @@
 """Semantic Sharing: ablation switches, shapes, masking, encoder and BERT key mapping."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -299,3 +300,21 @@ def test_semantic_sharing_initialises_from_a_bert_checkpoint(tmp_path):
                               bert_checkpoint=str(path))
     model = build_method("ss", p, INFO)
     assert torch.equal(model.encoders[0].layers[0].query.weight, sd["encoder.layer.0.attention.self.query.weight"])
+
+
+def test_the_official_mask_selection_rule_the_bench_reproduces():
+    # bench/ss_mask_selection.py measures the official context loss's selection (a bug xmr does not copy):
+    # batch 10, sequence length 5, items 0-4 with 2 sampled segments each, items 5-9 with 1: the official
+    # loop walks items below min(10, 5) = 5 only and keeps 10 of the 15 (issue 26's example).
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "ss_mask_selection.py"
+    spec = importlib.util.spec_from_file_location("ss_mask_selection", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    masked = np.zeros((10, 5), dtype=bool)
+    masked[:5, :2] = True
+    masked[5:, 4] = True
+    assert masked.sum() == 15 and bench.official_kept(masked, 5) == 10
+    assert bench.official_kept(masked, 12) == 15  # L >= batch: every item is walked

@@ -236,6 +236,61 @@ def test_recipe_values_per_dataset_and_explicit_values_win():
     assert resolve_settings(dual, "dual_path", "shapes")["loss_weights"] == [1.0, 1.0, 1.0]
 
 
+def test_official_weights_and_schedules_per_dataset_kind():
+    # Each value per kind as the official scripts give it (recipes.py names the script of each).
+    params = _with_datasets({"scan_consistency": {}, "dscmr": {"recipe": "official"}})
+    for recipe in ("official", "paper"):
+        params["methods"]["scan_consistency"]["recipe"] = recipe
+        lambda_con = {kind: resolve_settings(params, "scan_consistency", kind)["lambda_con"]
+                      for kind in ("flickr30k", "coco", "flickr8k", "shapes")}
+        assert lambda_con == {"flickr30k": 1.0, "coco": 0.3, "flickr8k": 0.3, "shapes": 0.3}
+    written = _with_datasets({"scan_consistency": {"lambda_con": 0.7}})
+    assert resolve_settings(written, "scan_consistency", "flickr30k")["lambda_con"] == 0.7  # written wins
+    # DSCMR: lr 1e-4 and batch 100 (loop sizes) on real data; shapes keeps its train section's lr.
+    assert method_train_settings(params, "dscmr", "f30k")["lr"] == 1e-4
+    assert method_train_settings(params, "dscmr", "shapes")["lr"] == params["train"]["lr"]
+    # Dual-path: Flickr30k stage II weights 0 : 1 : 0.1, stage I 240 epochs, then 60 with x0.1 after 40 of them;
+    # COCO 2 : 1 : 0.1, stage I 90, then 21 with the decay after 15; the ranking term halved on every kind.
+    dual = _with_datasets({})
+    f30k = resolve_settings(dual, "dual_path", "flickr30k")
+    assert (f30k["loss_weights"], f30k["stage1_epochs"], f30k["ranking_scale"]) == ([0.0, 1.0, 0.1], 240, 0.5)
+    loop = method_train_settings(dual, "dual_path", "f30k")
+    assert (loop["epochs"], loop["lr_decay_epoch"], loop["lr"], loop["batch_size"]) == (300, 280, 0.1, 32)
+    lrs = [epoch_lr(loop, e) for e in range(300)]
+    assert lrs[:280] == [0.1] * 280 and lrs[280:] == pytest.approx([0.01] * 20)
+    coco = resolve_settings(dual, "dual_path", "coco")
+    assert (coco["loss_weights"], coco["stage1_epochs"]) == ([2.0, 1.0, 0.1], 90)
+    shapes = resolve_settings(dual, "dual_path", "shapes")
+    assert shapes["stage1_epochs"] is None and shapes["ranking_scale"] == 0.5
+    paper = _with_datasets({"dual_path": {"recipe": "paper"}})
+    assert resolve_settings(paper, "dual_path", "coco")["ranking_scale"] == 1.0
+    # A run of dual_path on a kind with no recipe stage I needs it written: an error at load names the key.
+    with pytest.raises(ParamError, match=r"methods\.dual_path\.stage1_epochs.*kind shapes"):
+        validate({"datasets": ["shapes"], "data": {"shapes": {"kind": "shapes"}},
+                  "run": {"methods": ["dual_path"], "lambda_methods": []}})
+
+
+def test_official_ranking_term_weighs_half_of_the_mean_over_all_anchor_pairs():
+    # All scores 0, margin 1, batch 4: every anchor's hinge is max(0, 1 - 0 + 0) = 1.
+    # Official RankLoss: the first 2 pairs are anchors (the last 2 give their negatives), each with an
+    # image-anchor and a text-anchor term: sum 2 * (1 + 1) = 4, divided by the batch 4 by MatConvNet -> 1.
+    # xmr: all 4 pairs, (4 + 4) / 4 = 2, times the official ranking_scale 0.5 -> 1.
+    scores = torch.zeros(4, 4)
+    official = sum(max(0.0, 1.0 - (0.0 - 0.0)) * 2 for _ in range(2)) / 4
+    xmr_mean = triplet_ranking_loss(scores, 1.0, mining="hardest", reduction="mean")
+    assert xmr_mean.item() == 2.0 and official == 1.0
+    dual = validate({"methods": {"dual_path": {"embed_dim": 8, "text_length": 6, "text_blocks": [1],
+                                               "text_widths": [8], "stage1_epochs": 0, "dropout": 0.0}}})
+    assert resolve_settings(dual, "dual_path")["ranking_scale"] * xmr_mean.item() == official
+    # In the model: the total is the instance terms plus weight x 0.5 x the ranking mean.
+    data = concept_data(n_images=6, seed=3)
+    torch.manual_seed(0)
+    method = build_method("dual_path", dual, data.info, word_vectors=data.word_vectors).eval()
+    loss, parts = method.training_loss(data.pair_batch(torch.tensor([0, 6, 12, 18])))
+    expected = parts["instance_visual"] + parts["instance_textual"] + 0.5 * parts["ranking"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 def test_lambda_combines_with_the_recipe_scale():
     for recipe, kind, scale in (("official", "shapes", 0.005), ("paper", "shapes", 1.0), ("paper", "coco", 0.1)):
         params = validate({"lambda": 0.2, "datasets": ["d"], "data": {"d": {"kind": kind, **({"root": "x"} if kind == "coco" else {})}},

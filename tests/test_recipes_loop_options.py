@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.models.encoder import sinusoidal_positions
+from pipeline.models.encoder import OfficialLayerNorm, TransformerEncoder
 from pipeline.models.segments import ImageSegments, TextSegments
 from pipeline.params import ParamError, validate
 from pipeline.training.data import RetrievalData
 from pipeline.training.loop import clipped_parameters, train_method
 from pipeline.training.recipes import recipe_train, resolve_settings
-from pipeline.training.registry import build_method, method_class
+from pipeline.training.registry import build_method, method_class, rebuild_method
 from pipeline.training.schedule import make_optimizer
 from pipeline.training.schema import METHOD_SCHEMAS, TEXT_CLIP_METHODS
 from retrieval_fixtures import make_dataset, small_params
@@ -38,55 +38,98 @@ def _set_linear(layer: nn.Linear, weight, bias) -> None:
 
 # --- Semantic Sharing input embedding ----------------------------------------------------------------
 
-def test_official_image_input_scales_positions_and_has_no_phi_or_layernorm():
-    # d = 2, features 2-d. psi1 = identity, psi2 maps the 5 box numbers to (sum, -sum).
-    # Box (0.5, 0.5, 1, 1, 0.25): sum 3.25. Feature (-1, 2).
-    # official: (-1, 2) + 1e-4 * (3.25, -3.25) = (-0.999675, 1.999675) (negative stays: no relu, no norm)
-    # paper: relu((-1, 2) + (3.25, -3.25)) = (2.25, 0) -> LayerNorm -> (1, -1) (up to its epsilon)
+def test_official_image_input_halves_the_sum_and_scales_the_box_projection_bias_included():
+    # d = 2, features 2-d. psi1 = identity; psi2 has zero weights and bias (3, -5), so its output is the bias.
+    # official: ((-1, 2) + 1e-4 * (3, -5)) / 2 = (-0.49985, 0.99975): the 1e-4 scales psi2's bias too, the
+    # sum is halved, nothing else (no relu, no norm, and no dropout although dropout is 0.5 in train mode).
+    # paper: relu((-1, 2) + (3, -5)) = (2, 0) -> LayerNorm -> (1, -1) (up to its epsilon).
     feats, boxes = torch.tensor([[[-1.0, 2.0]]]), torch.tensor([[[0.5, 0.5, 1.0, 1.0, 0.25]]])
     out = {}
     for form in ("official", "paper"):
-        seg = ImageSegments(2, 2, "relu", 0.0, form).eval()
+        seg = ImageSegments(2, 2, "relu", 0.5, form)
         _set_linear(seg.psi1, torch.eye(2), [0.0, 0.0])
-        _set_linear(seg.psi2, [[1.0] * 5, [-1.0] * 5], [0.0, 0.0])
-        out[form] = seg(feats, boxes)[0, 0]
-    assert torch.allclose(out["official"], torch.tensor([-0.999675, 1.999675]), atol=1e-7)
+        _set_linear(seg.psi2, torch.zeros(2, 5), [3.0, -5.0])
+        out[form] = seg.eval()(feats, boxes)[0, 0]
+        if form == "official":
+            assert torch.equal(seg.train()(feats, boxes)[0, 0], out[form])  # no input dropout
+    assert torch.allclose(out["official"], torch.tensor([-0.49985, 0.99975]), atol=1e-7)
     assert torch.allclose(out["paper"], torch.tensor([1.0, -1.0]), atol=1e-4)
 
 
-def test_official_text_input_puts_every_word_at_position_zero():
-    # Without the GRU, psi1 = identity: a word's input is its vector + psi2(position code). Official: the
-    # code of position 0 (sin 0 = 0, cos 0 = 1 alternating) for every word, so one word gives one input
-    # wherever it stands; paper: the codes of positions 0, 1, 2 differ.
-    vectors = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, -2.0, 0.5, 3.0]])
-    ids, lengths = torch.tensor([[2, 2, 2]]), torch.tensor([3])
-    for form in ("official", "paper"):
-        seg = TextSegments(3, 4, 4, "relu", 0.0, gru=False, word_vectors=vectors, form=form).eval()
-        _set_linear(seg.psi1, torch.eye(4), torch.zeros(4))
-        _set_linear(seg.psi2, torch.eye(4), torch.zeros(4))
-        x = seg(ids, lengths)[0]
-        if form == "official":
-            expected = torch.tensor([1.0, -1.0, 0.5, 4.0])  # (1, -2, 0.5, 3) + (0, 1, 0, 1); no relu, no norm
-            assert torch.allclose(x, expected.expand(3, 4), atol=1e-6)
-        else:
-            pos = sinusoidal_positions(3, 4)
-            raw = torch.relu(vectors[2] + pos)
-            assert torch.allclose(x, nn.functional.layer_norm(raw, (4,)), atol=1e-5)
-            assert not torch.allclose(x[0], x[1])
+def test_official_text_input_is_the_gru_output_plus_a_fixed_position_row_halved():
+    # The Bi-GRU with every weight and bias 0 outputs 0 (update gate 0.5, candidate tanh(0) = 0, h0 = 0), so
+    # each word's input is (0 + 1e-5 * row) / 2; with row (0.08, -0.06): (4e-7, -3e-7), at every position.
+    seg = TextSegments(4, 3, 2, "relu", 0.5, gru=True, form="official")
+    with torch.no_grad():
+        for p in seg.gru.parameters():
+            p.zero_()
+        seg.position_row.copy_(torch.tensor([0.08, -0.06]))
+    ids, lengths = torch.tensor([[2, 3, 1]]), torch.tensor([3])
+    x = seg.train()(ids, lengths)[0]
+    assert torch.allclose(x, torch.tensor([4e-7, -3e-7]).expand(3, 2), rtol=0, atol=1e-12)
+    # No projection after the GRU: the trainable parameters are the word table and the GRU only; the row is a
+    # saved buffer, never trained.
+    assert not hasattr(seg, "psi1") and not hasattr(seg, "psi2")
+    assert {n.split(".")[0] for n, _ in seg.named_parameters()} == {"words", "gru"}
+    assert "position_row" in seg.state_dict() and not seg.position_row.requires_grad
+    # With trained GRU weights the input is the GRU's output plus the same row, halved.
+    seg = TextSegments(4, 3, 2, "relu", 0.0, gru=True, form="official").eval()
+    assert float(seg.position_row.abs().max()) <= 0.1  # drawn U(-0.1, 0.1) as the official table
+    expected = (seg._contents(ids, lengths) + 1e-5 * seg.position_row) / 2
+    assert torch.allclose(seg(ids, lengths), expected, atol=1e-7)
+    # Without the GRU (no official form) psi1 brings the word vectors into d, then the same sum.
+    seg = TextSegments(4, 3, 2, "relu", 0.0, gru=False, form="official").eval()
+    expected = (seg.psi1(seg.words(ids)) + 1e-5 * seg.position_row) / 2
+    assert torch.allclose(seg(ids, lengths), expected, atol=1e-7) and not hasattr(seg, "psi2")
+
+
+def test_official_layer_norm_uses_the_unbiased_std_and_adds_eps_to_it():
+    # x = (1, 2, 3): mean 2, unbiased std sqrt((1 + 0 + 1) / 2) = 1 -> (-1, 0, 1) / (1 + 1e-6).
+    # torch's LayerNorm: biased variance 2/3 -> (-1, 0, 1) / sqrt(2/3 + 1e-6) = (-1.2247, 0, 1.2247).
+    x = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
+    norm = OfficialLayerNorm(3, eps=1e-6).double()
+    assert torch.allclose(norm(x), torch.tensor([[-1.0, 0.0, 1.0]], dtype=torch.float64) / (1 + 1e-6), atol=1e-15)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([2.0, 1.0, 1.0]))
+        norm.bias.copy_(torch.tensor([0.5, 0.5, 0.5]))
+    assert torch.allclose(norm(x)[0, 0], torch.tensor(-2.0 / (1 + 1e-6) + 0.5, dtype=torch.float64), atol=1e-15)
+    standard = nn.LayerNorm(3, eps=1e-6).double()(x)
+    assert torch.allclose(standard[0, 2], torch.tensor(1.0 / (2 / 3 + 1e-6) ** 0.5, dtype=torch.float64))
+    encoder = TransformerEncoder(4, 1, 2, 8, 0.0, layer_norm="official")
+    assert all(isinstance(m, OfficialLayerNorm) for m in (encoder.layers[0].attn_norm, encoder.final_norm))
 
 
 def test_recipes_choose_the_input_embedding_and_ablations_without_recipe_keep_the_paper_form(data):
     params = small_params()
+    d = params["methods"]["ss"]["d_model"]
     official = build_method("ss", params, data.info, np.asarray(data.text.embeddings), dataset="synthetic")
-    assert isinstance(official.image_in.norm, nn.Identity) and official.image_in.position_scale == 1e-4
-    assert official.text_in.positions_at_zero
+    assert official.image_in.official and official.text_in.official
+    assert isinstance(official.encoders[0].final_norm, OfficialLayerNorm)
     no_recipe = build_method("ss_wo_r", params, data.info, np.asarray(data.text.embeddings))
-    assert isinstance(no_recipe.image_in.norm, nn.LayerNorm) and not no_recipe.text_in.positions_at_zero
+    assert not no_recipe.image_in.official and isinstance(no_recipe.image_in.norm, nn.LayerNorm)
     params["methods"]["ss"]["recipe"] = "paper"
     paper = build_method("ss", params, data.info, np.asarray(data.text.embeddings))
-    assert isinstance(paper.text_in.norm, nn.LayerNorm)
+    assert isinstance(paper.text_in.norm, nn.LayerNorm) and isinstance(paper.encoders[0].final_norm, nn.LayerNorm)
+    # The paper's text input has psi2 (Linear(d, d) with bias) and a LayerNorm (2d) that the official code
+    # lacks; after a GRU also psi1 (another Linear(d, d)): 2 * (d * d + d) + 2d.
+    count = lambda m: sum(p.numel() for p in m.text_in.parameters())  # noqa: E731
+    assert count(paper) - count(official) == d * d + d + 2 * d
+    params["methods"]["ss"]["text_gru"] = True
+    gru_paper = build_method("ss", params, data.info)
+    params["methods"]["ss"]["recipe"] = "official"
+    assert count(gru_paper) - count(build_method("ss", params, data.info)) == 2 * (d * d + d) + 2 * d
     params["methods"]["ss_wo_r"]["input_embedding"] = "official"  # written: wins on a method without recipe
-    assert isinstance(build_method("ss_wo_r", params, data.info).image_in.norm, nn.Identity)
+    assert build_method("ss_wo_r", params, data.info).image_in.official
+
+
+def test_a_model_saved_before_the_official_embedding_changed_is_refused(data):
+    method = build_method("ss", small_params(), data.info, dataset="synthetic")
+    config = method.config()
+    assert config["config_version"] == 2
+    rebuild_method(config)  # the current version rebuilds
+    for old in ({k: v for k, v in config.items() if k != "config_version"}, {**config, "config_version": 1}):
+        with pytest.raises(ValueError, match="config version 1.*retrain"):
+            rebuild_method(old)
 
 
 # --- Adam betas (DSCMR official) ----------------------------------------------------------------------

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.losses.consistency import semantic_consistency_loss
 from pipeline.losses.ranking import distinct_images, triplet_ranking_loss
 from pipeline.models.scan import chunked_cross_attention, cross_attention_scores, l2_normalise
 from pipeline.params import validate
@@ -136,6 +137,18 @@ def test_consistency_objective_matches_hand_computation():
         ranking += max(0.0, 0.2 - score[i, i] + max(negs_t)) + max(0.0, 0.2 - score[i, i] + max(negs_i))
     assert parts["ranking"].item() == pytest.approx(float(ranking), rel=1e-4, abs=1e-6)
     assert loss.item() == pytest.approx(float(ranking + 0.7 * consistency), rel=1e-4, abs=1e-6)
+
+
+def test_consistency_is_the_sum_the_official_batchmean_computed_under_torch_1():
+    # F^V = [[1, 2], [3, 4]], F^S = [[0, 2], [1, 1]]: squared differences 1, 0, 4, 9 -> sum 14 (the mean would
+    # be 3.5, a mean per row ("batchmean") 7). The official MSELoss(reduction="batchmean") summed under torch
+    # 1.0; torch 2.x refuses the reduction, so xmr cannot call it and computes the sum itself.
+    fv = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    fs = torch.tensor([[0.0, 2.0], [1.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    loss = semantic_consistency_loss(fv, fs)
+    assert loss.item() == 14.0 and loss.dtype == torch.float32
+    with pytest.raises(ValueError, match="batchmean"):
+        torch.nn.MSELoss(reduction="batchmean")(fv, fs)
 
 
 def test_variants_score_with_their_grounding_and_round_trip():

@@ -156,6 +156,24 @@ def test_images_without_features_are_left_out_of_every_split():
     assert len(train.captions) == 2 * 79
 
 
+def test_images_without_captions_are_left_out_of_scoring(one_thread):
+    # A NUS-WIDE pair without tags (require_tags: false) has no text: it used to stop every validation.
+    table, store, text = make_dataset()
+    keep = ~np.isin(text.caption_rows, [3, 101])  # one train image, one test image lose their captions
+    text = FakeTextData(text.vocab, text.embeddings, text.caption_rows[keep], [i for i, k in zip(text.ids, keep) if k])
+    data = RetrievalData(table, store, text)
+    test = data.split_items("test")
+    assert 101 not in test.image_rows and len(test.image_rows) == 19 and len(test.captions) == 2 * 19
+    assert data.without_captions("test") == 1 and data.without_captions("train") == 1
+    assert data.without_captions("val") == 0 and len(data.split_items("val").image_rows) == 20
+    params = small_params("ss", epochs=1)
+    method = build_method("ss", params, data.info, word_vectors=np.asarray(text.embeddings)).eval()
+    scores = score_split(method, data, "test", metrics_params=params["metrics"], dataset="synthetic",
+                         batch_size=64, device=torch.device("cpu"))
+    metrics = split_metrics(scores, data, metrics_params=params["metrics"], dataset="synthetic")
+    assert metrics["n_images"] == 19 and np.isfinite(metrics["r1_i2t"]) and np.isfinite(metrics["ndcg_ave"])
+
+
 def test_early_stopping_after_patience_epochs_without_improvement(data, tmp_path):
     # n_images never improves after the first epoch: with patience 2 the run stops after epoch 3
     params = small_params(epochs=6, patience=2, select_metric="n_images")

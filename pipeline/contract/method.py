@@ -36,6 +36,10 @@ class RetrievalMethod(nn.Module):
     #: Validation metric used when `train.select_metric` is "auto" (None: label-wise NDCG when the
     #: dataset has labels, rsum otherwise); instance-level methods set "rsum".
     select_metric: str | None = None
+    #: Version of the model a config describes: raised when the same settings come to build another model
+    #: (other modules or arithmetic), so that a model saved by the old code is refused at load instead of
+    #: loading into the new one (`pipeline.training.registry.rebuild_method`).
+    config_version: int = 1
 
     def __init__(self, name: str, settings: dict[str, Any], info: DataInfo, lam: float | None = None):
         super().__init__()
@@ -50,7 +54,7 @@ class RetrievalMethod(nn.Module):
     def config(self) -> dict[str, Any]:
         """JSON-able arguments that rebuild this model (without its weights)."""
         return {"method": self.method_name, "settings": self.settings, "lambda": self.lam,
-                "info": self.info.to_json()}
+                "info": self.info.to_json(), "config_version": self.config_version}
 
     def start_epoch(self, epoch: int) -> None:
         """Called by the loop before training epoch `epoch` (0-based, also after a resume): a hook for

@@ -34,6 +34,8 @@ ARRAYS = ("features", "boxes", "positions", "scores", "classes", "image_size", "
 DTYPES = ("float16", "float32")
 FORMAT_VERSION = 2
 FEATURE_INNER_ROWS = 8
+# `read` takes one slice over the requested rows when their span is at most this many times their count.
+SPAN_READ_FACTOR = 4
 
 
 class StoreError(ValueError):
@@ -217,6 +219,11 @@ class FeatureStore:
         return list(self.attrs["class_names"])
 
     @property
+    def inner_chunk_rows(self) -> int:
+        """Rows of `features` that Zarr decompresses together (the unit a random row read costs)."""
+        return int(self.group["features"].chunks[0])
+
+    @property
     def valid(self) -> np.ndarray:
         """[N] bool: False for images skipped as unreadable (training must leave them out)."""
         if self._valid is None:
@@ -239,9 +246,14 @@ class FeatureStore:
         return out
 
     def _read_rows(self, name: str, arr, rows: np.ndarray) -> np.ndarray:
-        """`arr.oindex[rows]`; a damaged shard (truncated, checksum mismatch) is a StoreError naming the
-        array, the shard and its file, found by reading the requested shards one at a time."""
+        """`arr[rows]` for sorted unique `rows`: one slice over their span when they fill at least a quarter
+        of it (a cache fill, a split's consecutive rows: Zarr reads a slice ~35x faster than the same rows
+        through `oindex`), else `arr.oindex[rows]`. A damaged shard (truncated, checksum mismatch) is a
+        StoreError naming the array, the shard and its file, found by reading the shards one at a time."""
         try:
+            first, stop = int(rows[0]), int(rows[-1]) + 1
+            if stop - first <= SPAN_READ_FACTOR * len(rows):
+                return arr[first:stop][rows - first]
             return arr.oindex[rows]
         except Exception as exc:  # zarr/numcodecs raise ValueError, RuntimeError, ... for damaged bytes
             shard_rows = arr.shards[0] if arr.shards else arr.chunks[0]

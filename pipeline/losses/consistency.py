@@ -1,7 +1,7 @@
 """Consistency losses between the embeddings of the two modalities.
 
 `imc_loss` is papers/000 Eq. 1 (the IMC ablation); `triplet_consistency_loss` is the triplet
-consistency term added by the "Ours+Con" ablation.
+consistency term added by the "Ours+Con" ablation; `semantic_consistency_loss` is papers/002's D.
 """
 from __future__ import annotations
 
@@ -66,3 +66,14 @@ def triplet_consistency_loss(z_image: torch.Tensor, z_text: torch.Tensor, negati
     cost_text = (margin - positive.unsqueeze(1) + sim).clamp_min(0) * neg
     cost_image = (margin - positive.unsqueeze(0) + sim).clamp_min(0) * neg
     return (cost_text.sum() + cost_image.sum()) / sim.shape[0]
+
+
+def semantic_consistency_loss(fv: torch.Tensor, fs: torch.Tensor) -> torch.Tensor:
+    """papers/002 Eq. 11-12 and 16: the sum over every (image, caption) pair of the batch of (F^V - F^S)^2, in fp32.
+
+    The official code (`train_gpus.py`) calls `nn.MSELoss(reduction="batchmean")`, a reduction MSELoss never
+    had. Under torch 1.0 (the paper's) a target that requires grad, as F^S does, took MSELoss's Python branch,
+    which summed for every reduction but "none" and "mean" (pytorch issues 11149, 43228): the sum, as here.
+    Torch 2.x refuses the name (ValueError), so the official line no longer runs.
+    """
+    return (fv.float() - fs.float()).pow(2).sum()

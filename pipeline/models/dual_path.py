@@ -23,7 +23,12 @@ pretrained ResNet-50, the word table and the new layers (`lr_groups`, honoured b
 with `image_backbone: resnet50`, an evaluated image's f is the mean over the image and its mirror (RoI
 features have no mirror: not applicable there).
 
-Losses are means over the batch (the papers sum; the ratio of the three terms is the same).
+The instance losses are means over the batch, as the official code's (MatConvNet divides every gradient by
+the batch size). The ranking loss is the sum over the batch's B anchor pairs (an image-anchor and a
+text-anchor term each) divided by B, times `ranking_scale`. The official `RankLoss` sums over the first half of
+the batch's pairs only (the second half supplies their negatives), and that sum is divided by B too, so its
+ranking term weighs half of the mean over all pairs: official `ranking_scale` 0.5, paper 1 (the paper sums
+all three terms, so there the ratio of ranking to instance terms depends on the batch size).
 """
 from __future__ import annotations
 
@@ -116,6 +121,8 @@ class DualPath(RetrievalMethod):
     # --- stages ---------------------------------------------------------------------------------
     @property
     def stage(self) -> int:
+        if self.settings["stage1_epochs"] is None:
+            raise ValueError("dual_path: stage1_epochs is null (no recipe value for this dataset kind): write it")
         return 1 if self.epoch < self.settings["stage1_epochs"] else 2
 
     def start_epoch(self, epoch: int) -> None:
@@ -206,7 +213,8 @@ class DualPath(RetrievalMethod):
             else:
                 ranking = triplet_ranking_loss(scores, self.settings["margin"], negatives,
                                                mining=mining, reduction="mean")
-            total = total + w_rank * ranking
+            scale = self.settings.get("ranking_scale")
+            total = total + w_rank * (1.0 if scale is None else float(scale)) * ranking
             parts["ranking"] = ranking.detach()
         return total, parts
 

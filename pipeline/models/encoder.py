@@ -5,6 +5,7 @@ BERT's layout (separate query/key/value projections; see `pipeline.models.bert`)
 through `F.scaled_dot_product_attention` (flash / memory-efficient kernels on GPU).
 `norm_first=True` gives the official code's pre-norm blocks with a final LayerNorm; False gives
 BERT's post-norm blocks. As in the official code the encoder output goes through a ReLU.
+`layer_norm` "official" swaps every LayerNorm for the official code's (`OfficialLayerNorm`).
 """
 from __future__ import annotations
 
@@ -27,12 +28,32 @@ def sinusoidal_positions(length: int, dim: int, device=None) -> torch.Tensor:
     return out
 
 
+class OfficialLayerNorm(nn.Module):
+    """The Semantic Sharing official code's LayerNorm (its `model/transformer.py`): `weight * (x - mean) /
+    (std + eps) + bias` with the unbiased std (divisor n - 1) and eps added to the std, where
+    `nn.LayerNorm` divides by `sqrt(biased variance + eps)`. Parameter names as `nn.LayerNorm`'s."""
+
+    def __init__(self, d_model: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.bias = nn.Parameter(torch.zeros(d_model))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(-1, keepdim=True)
+        return self.weight * (x - mean) / (x.std(-1, keepdim=True) + self.eps) + self.bias
+
+
+LAYER_NORMS = {"torch": nn.LayerNorm, "official": OfficialLayerNorm}
+
+
 class EncoderLayer(nn.Module):
     """Self-attention + feed-forward block with residuals (pre- or post-norm)."""
 
     def __init__(self, d_model: int, heads: int, d_ff: int, dropout: float, activation: str,
-                 norm_first: bool, eps: float):
+                 norm_first: bool, eps: float, layer_norm: str = "torch"):
         super().__init__()
+        norm = LAYER_NORMS[layer_norm]
         self.heads = heads
         self.dropout = dropout
         self.norm_first = norm_first
@@ -41,10 +62,10 @@ class EncoderLayer(nn.Module):
         self.key = nn.Linear(d_model, d_model)
         self.value = nn.Linear(d_model, d_model)
         self.attn_out = nn.Linear(d_model, d_model)
-        self.attn_norm = nn.LayerNorm(d_model, eps=eps)
+        self.attn_norm = norm(d_model, eps=eps)
         self.ff_in = nn.Linear(d_model, d_ff)
         self.ff_out = nn.Linear(d_ff, d_model)
-        self.ff_norm = nn.LayerNorm(d_model, eps=eps)
+        self.ff_norm = norm(d_model, eps=eps)
         self.drop = nn.Dropout(dropout)
 
     def _attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
@@ -70,13 +91,15 @@ class TransformerEncoder(nn.Module):
     """A stack of `layers` encoder blocks; `valid` masks padded segments out of the attention keys."""
 
     def __init__(self, d_model: int, layers: int, heads: int, d_ff: int, dropout: float,
-                 activation: str = "relu", norm_first: bool = True, eps: float = 1e-6):
+                 activation: str = "relu", norm_first: bool = True, eps: float = 1e-6, layer_norm: str = "torch"):
         super().__init__()
         if d_model % heads:
             raise ValueError(f"d_model {d_model} is not divisible by heads {heads}")
+        if layer_norm not in LAYER_NORMS:
+            raise ValueError(f"layer_norm {layer_norm!r}: expected one of {', '.join(LAYER_NORMS)}")
         self.layers = nn.ModuleList(
-            EncoderLayer(d_model, heads, d_ff, dropout, activation, norm_first, eps) for _ in range(layers))
-        self.final_norm = nn.LayerNorm(d_model, eps=eps) if norm_first else nn.Identity()
+            EncoderLayer(d_model, heads, d_ff, dropout, activation, norm_first, eps, layer_norm) for _ in range(layers))
+        self.final_norm = LAYER_NORMS[layer_norm](d_model, eps=eps) if norm_first else nn.Identity()
         for p in self.parameters():  # Glorot init of the weight matrices, as the official code
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)

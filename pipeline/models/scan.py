@@ -32,6 +32,7 @@ from torch import nn
 
 from pipeline.contract.batches import PAD_ID, DataInfo, ImageBatch, PairBatch, TextBatch
 from pipeline.contract.method import RetrievalMethod, build_kwargs_word_vectors
+from pipeline.losses.consistency import semantic_consistency_loss
 from pipeline.losses.ranking import distinct_images, triplet_ranking_loss
 from pipeline.models.word_encoders import BiGRUWords, valid_words
 
@@ -233,7 +234,7 @@ class SCAN(RetrievalMethod):
         parts = {"ranking": ranking.detach()}
         total = ranking
         if self.variant.consistency:
-            consistency = (fv.float() - fs.float()).pow(2).sum()                      # Eq. 11-12, all pairs of the batch
+            consistency = semantic_consistency_loss(fv, fs)  # Eq. 11-12, all pairs of the batch
             parts["consistency"] = consistency.detach()
             total = total + self.settings["lambda_con"] * consistency  # Eq. 16
         return total, parts

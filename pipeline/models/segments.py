@@ -6,9 +6,14 @@ by a learned [MASK] before psi1: a learned vector in RoI-feature space for image
 word (whose vector is trained) for text. `pooled=True` (the w/o R ablation) averages the contents
 into a single global segment. After phi a LayerNorm and dropout follow, as in BERT's embeddings.
 
-`form` "official" is the Semantic Sharing official code's input (`methods.<m>.input_embedding`):
-e = psi1(x) + psi2(position) with box positions scaled by `OFFICIAL_BOX_POSITION_SCALE` and every word
-at position 0 (a constant position signal), no phi and no LayerNorm; dropout stays.
+`form` "official" computes what the Semantic Sharing official code computes
+(`methods.<m>.input_embedding`; its `model/Model.py`, `EncoderImagePrecomp` and `EncoderText`):
+- image: e = (psi1(x) + 1e-4 * psi2(box)) / 2, the 1e-4 scaling the box projection's output, bias included;
+- text: e = (Bi-GRU(w) + 1e-5 * p) / 2 with no projection after the GRU (no psi1, no psi2): p is the
+  official position table's row 0 (`padding_idx` 0, so never trained; every word reads it) drawn once
+  U(-0.1, 0.1) and kept as a buffer (with `text_gru: false`, which the official code has no form of, psi1
+  maps the word vectors into d first);
+- no phi, no LayerNorm and no dropout on either input.
 """
 from __future__ import annotations
 
@@ -22,17 +27,14 @@ from pipeline.models.encoder import sinusoidal_positions
 _PHI = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh}
 _WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0, 1.0)
 INPUT_FORMS = ("paper", "official")
-# The official code scales its position inputs by 1e-4 (one configuration 1e-5): no position signal in practice.
+# The official code's factors on its position terms (image boxes, text position row); both sums are halved.
 OFFICIAL_BOX_POSITION_SCALE = 1e-4
+OFFICIAL_TEXT_POSITION_SCALE = 1e-5
 
 
-def _phi_and_norm(form: str, phi: str, d_model: int) -> tuple:
-    """phi and the LayerNorm of the segment input: both identities in the official form."""
+def _check_form(form: str) -> None:
     if form not in INPUT_FORMS:
         raise ValueError(f"segment input form {form!r}: expected one of {', '.join(INPUT_FORMS)}")
-    if form == "official":
-        return (lambda x: x), nn.Identity()
-    return _PHI[phi], nn.LayerNorm(d_model)
 
 
 def random_segment_mask(valid: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -52,12 +54,13 @@ class ImageSegments(nn.Module):
 
     def __init__(self, feature_dim: int, d_model: int, phi: str, dropout: float, form: str = "paper"):
         super().__init__()
+        _check_form(form)
+        self.official = form == "official"
         self.psi1 = nn.Linear(feature_dim, d_model)
         self.psi2 = nn.Linear(5, d_model)
         self.mask_vector = nn.Parameter(torch.zeros(feature_dim).normal_(0.0, 0.02))
-        self.phi, self.norm = _phi_and_norm(form, phi, d_model)
-        self.position_scale = OFFICIAL_BOX_POSITION_SCALE if form == "official" else 1.0
-        self.drop = nn.Dropout(dropout)
+        if not self.official:
+            self.phi, self.norm, self.drop = _PHI[phi], nn.LayerNorm(d_model), nn.Dropout(dropout)
 
     def forward(self, features: torch.Tensor, positions: torch.Tensor, masked: torch.Tensor | None = None,
                 pooled: bool = False) -> torch.Tensor:
@@ -66,7 +69,9 @@ class ImageSegments(nn.Module):
         if pooled:
             features = features.mean(dim=1, keepdim=True)
             positions = positions.new_tensor(_WHOLE_IMAGE).expand(features.shape[0], 1, 5)
-        return self.drop(self.norm(self.phi(self.psi1(features) + self.psi2(positions * self.position_scale))))
+        if self.official:
+            return (self.psi1(features) + OFFICIAL_BOX_POSITION_SCALE * self.psi2(positions)) / 2
+        return self.drop(self.norm(self.phi(self.psi1(features) + self.psi2(positions))))
 
 
 class TextSegments(nn.Module):
@@ -83,13 +88,17 @@ class TextSegments(nn.Module):
                 if not bool(word_vectors[MASK_ID].any()):  # give <mask> a vector of its own
                     self.words.weight[MASK_ID].normal_(0.0, float(word_vectors.std()) or 0.1)
         self.words.weight.requires_grad_(finetune_words)
+        _check_form(form)
+        self.official = form == "official"
         self.gru = nn.GRU(word_dim, d_model, batch_first=True, bidirectional=True) if gru else None
-        self.psi1 = nn.Linear(d_model if gru else word_dim, d_model)
-        self.psi2 = nn.Linear(d_model, d_model)
         self.d_model = d_model
-        self.phi, self.norm = _phi_and_norm(form, phi, d_model)
-        self.positions_at_zero = form == "official"
-        self.drop = nn.Dropout(dropout)
+        if not (self.official and gru):  # without the GRU (no official form) psi1 brings the words into d
+            self.psi1 = nn.Linear(d_model if gru else word_dim, d_model)
+        if self.official:  # the official position table's row 0: never trained, so a buffer
+            self.register_buffer("position_row", torch.empty(d_model).uniform_(-0.1, 0.1))
+        else:
+            self.psi2 = nn.Linear(d_model, d_model)
+            self.phi, self.norm, self.drop = _PHI[phi], nn.LayerNorm(d_model), nn.Dropout(dropout)
 
     def _contents(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.words(ids)
@@ -109,7 +118,8 @@ class TextSegments(nn.Module):
         if pooled:
             valid = torch.arange(ids.shape[1], device=ids.device) < lengths.unsqueeze(1)
             x = masked_mean(x, valid).unsqueeze(1)
+        if self.official:
+            x = x if self.gru is not None else self.psi1(x)
+            return (x + OFFICIAL_TEXT_POSITION_SCALE * self.position_row.to(x.dtype)) / 2
         pos = sinusoidal_positions(x.shape[1], self.d_model, device=x.device).to(x.dtype)
-        if self.positions_at_zero:  # every word at position 0
-            pos = pos[:1].expand_as(pos)
         return self.drop(self.norm(self.phi(self.psi1(x) + self.psi2(pos))))

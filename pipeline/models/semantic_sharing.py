@@ -20,6 +20,8 @@ recipe sets them, pipeline/training/recipes.py): `context_loss` "logits" (paper:
 logits) or "sigmoid" (official: cross-entropy applied to sigmoid outputs); `mask_rois` true (paper:
 sampled RoIs are replaced by a learned [MASK]) or false (official: predicted from unmasked inputs;
 words are always replaced by <mask>). One forward pass serves both losses, as in the official code.
+`input_embedding` "paper" or "official" (the segment inputs, `pipeline/models/segments.py`) and `layer_norm`
+"standard" or "official" (the encoder's LayerNorm, `pipeline/models/encoder.py`).
 """
 from __future__ import annotations
 
@@ -63,6 +65,9 @@ VARIANTS: dict[str, Switches] = {
 
 class SemanticSharing(RetrievalMethod):
     needs_labels = True
+    # 2: `input_embedding: official` computes the official code's arithmetic (issue 26); version-1 models
+    # of it had other modules and sums.
+    config_version = 2
 
     def __init__(self, name: str, settings: dict, info: DataInfo, lam: float | None = None,
                  word_vectors: np.ndarray | None = None):
@@ -93,7 +98,8 @@ class SemanticSharing(RetrievalMethod):
         if self.switches.encoder == "fc":
             return FCEncoder(s["d_model"], s["dropout"])
         return TransformerEncoder(s["d_model"], s["layers"], s["heads"], s["d_ff"], s["dropout"],
-                                  s["activation"], s["norm_first"])
+                                  s["activation"], s["norm_first"],
+                                  layer_norm="official" if s.get("layer_norm") == "official" else "torch")
 
     def text_parameters(self) -> list[nn.Parameter]:
         """The parameters only the text path uses (`train.grad_clip_scope: text`; the official code clips its

@@ -3,14 +3,16 @@
 `RetrievalData` joins the three upstream artifacts by table row (the canonical image order),
 checks that they agree before any training starts, and serves `ImageBatch` / `TextBatch` /
 `PairBatch` objects. Region features of the splits in use are held in memory as float16 when
-they fit in `cache_gb`; otherwise each batch is read from the Zarr store.
+they fit in `cache_gb` (None: what the machine has available minus a margin); otherwise each batch is
+read from the Zarr store. `cache_note` says which, and why, in one line.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +24,26 @@ from pipeline.data.labels import multi_hot
 from pipeline.data.table import SPLITS, label_names, read_table, table_path
 
 READ_CHUNK = 512  # rows per store read while filling the cache
+
+
+def available_memory_gb() -> float:
+    """Memory this machine can give without swapping now (Linux `MemAvailable`; else the physical total)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def cache_limit_gb(setting: float | None) -> tuple[float, str]:
+    """`(GiB, where the number came from)`: `train.cache_features_gb`, or for null what the machine has
+    available minus a margin (a quarter of it, at least 2 GiB) for the model, the optimiser and the rest."""
+    if setting is not None:
+        return float(setting), "train.cache_features_gb"
+    available = available_memory_gb()
+    return max(0.0, available - max(2.0, available / 4)), f"the {available:.1f} GiB available minus a margin"
 
 
 class DataInputError(ValueError):
@@ -48,7 +70,8 @@ class RetrievalData:
     """Table + feature store + text store of one dataset, validated against each other."""
 
     def __init__(self, table: pa.Table, store: Any, text: Any, *, cache_splits: Iterable[str] = (),
-                 cache_gb: float = 8.0, names: dict[str, str] | None = None, progress: bool = False):
+                 cache_gb: float | None = 8.0, names: dict[str, str] | None = None, progress: bool = False,
+                 log: Callable[[str], None] | None = None):
         names = {"table": "table", "features": "feature store", "text": "text store", **(names or {})}
         self.names = names
         self.table, self.store, self.text = table, store, text
@@ -66,6 +89,7 @@ class RetrievalData:
         self.valid = np.asarray(getattr(store, "valid", np.ones(n, dtype=bool)), dtype=bool)
         if self.valid.shape != (n,):
             raise DataInputError(f"{names['features']}: 'valid' has shape {self.valid.shape}, expected ({n},)")
+        self._has_caption = np.bincount(caption_rows, minlength=n)[:n] > 0
         self.labels = multi_hot(table).astype(np.float32)
         first = store.read(np.array([0]))
         embeddings = np.asarray(text.embeddings)
@@ -79,8 +103,16 @@ class RetrievalData:
         self._cache: dict[str, np.ndarray] | None = None
         rows = np.flatnonzero(np.isin(self.split, list(cache_splits)) & self.valid)
         need = len(rows) * self.info.num_regions * self.info.feature_dim * 2 / 2**30
-        if len(rows) and need <= cache_gb:
+        limit, source = cache_limit_gb(cache_gb)
+        if len(rows) and need <= limit:
             self._fill_cache(rows, progress)
+            self.cache_note = (f"features of {', '.join(cache_splits)}: held in memory ({need:.2f} GiB; limit "
+                               f"{limit:.1f} GiB from {source})")
+        else:
+            self.cache_note = (f"features of {', '.join(cache_splits)}: read from {names['features']} batch by batch: "
+                               f"they need {need:.2f} GiB, over the limit of {limit:.1f} GiB from {source}")
+        if log is not None and len(rows):
+            log(self.cache_note)
 
     @classmethod
     def open(cls, data_dir: str | Path, dataset: str, **kwargs) -> "RetrievalData":
@@ -99,14 +131,33 @@ class RetrievalData:
 
     # --- items -------------------------------------------------------------------------------
     def split_items(self, split: str, max_images: int = 0) -> SplitItems:
-        """Images of `split` that have features, and their captions; `max_images` > 0 keeps the first
-        that many images in table order (SCAN's official COCO validation on the first 1,000 dev images)."""
+        """Images of `split` that have features and at least one caption, and their captions;
+        `max_images` > 0 keeps the first that many images in table order (SCAN's official COCO
+        validation on the first 1,000 dev images).
+
+        An image without any caption (a NUS-WIDE pair without any of the 1k tags, kept by
+        `require_tags: false`) forms no image-text pair: it is never trained on, and scoring leaves it
+        out, since its instance-level rank is undefined (docs/fidelity.md; `without_captions` counts them)."""
         if split not in SPLITS:
             raise ValueError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
-        rows = np.flatnonzero((self.split == split) & self.valid)
+        rows = np.flatnonzero((self.split == split) & self.valid & self._has_caption)
         if max_images > 0:
             rows = rows[:max_images]
         return SplitItems(rows, np.flatnonzero(np.isin(self.caption_rows, rows)))
+
+    def without_captions(self, split: str) -> int:
+        """Images of `split` with features but no caption: left out of `split_items`."""
+        return int(np.count_nonzero((self.split == split) & self.valid & ~self._has_caption))
+
+    def is_streamed(self, captions: np.ndarray) -> bool:
+        """Some of these captions' images are read from the store, not the cache."""
+        return bool((self._slot[self.caption_rows[captions]] < 0).any())
+
+    def stream_block_rows(self, captions: np.ndarray) -> int | None:
+        """Rows per inner chunk of the store when these captions are streamed from it (the unit of block
+        shuffling, `pipeline.training.order`); None when they are cached or the store has no chunks."""
+        rows = getattr(self.store, "inner_chunk_rows", None)
+        return int(rows) if rows and self.is_streamed(captions) else None
 
     def fingerprint(self) -> str:
         """Hash of what a trained model depends on: shapes, splits, caption ownership, labels."""

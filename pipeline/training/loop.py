@@ -36,6 +36,7 @@ from pipeline.io import write_json
 from pipeline.training.checkpoint import (CONFIG_FILE, MODEL_FILE, STATE_FILE, load_state, resumable, save_model,
                                           save_torch)
 from pipeline.training.data import RetrievalData
+from pipeline.training.order import epoch_order, prefetched
 from pipeline.training.registry import build_method
 from pipeline.training.schedule import make_optimizer, set_epoch_lr
 from pipeline.training.schema import method_train_settings
@@ -322,7 +323,8 @@ def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module
     settings, method, device, rank, world = run.settings, run.method, run.device, run.rank, run.world
     batch_size = settings["batch_size"]
     torch.manual_seed(_epoch_seed(run.seed, epoch) + rank)
-    order = np.random.default_rng([run.seed, epoch]).permutation(run.train_captions)
+    order = epoch_order(run.train_captions, run.data.caption_rows, run.seed, epoch,
+                        run.data.stream_block_rows(run.train_captions))
     method.start_epoch(epoch)
     method.train()
     trainable = [p for group in run.optimizer.param_groups for p in group["params"]]
@@ -332,8 +334,10 @@ def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module
     window, window_steps = torch.zeros((), device=device), 0
     bar = tqdm(range(n_steps), desc=f"{run.name} epoch {epoch + 1}/{settings['epochs']}", unit="batch",
                disable=not run.progress or rank > 0, leave=False)
-    for step in bar:
-        batch = run.data.pair_batch(order[step * batch_size:(step + 1) * batch_size][rank::world]).to(device)
+    batches = prefetched(run.data.pair_batch, (order[step * batch_size:(step + 1) * batch_size][rank::world]
+                                               for step in range(n_steps)), run.data.is_streamed(run.train_captions))
+    for step, batch in zip(bar, batches):
+        batch = batch.to(device)
         with autocast(device, run.amp):
             loss, parts = step_model(batch) if world > 1 else method.training_loss(batch)
         run.optimizer.zero_grad(set_to_none=True)

@@ -35,10 +35,11 @@ from typing import Any
 RECIPE_NAMES = ("paper", "official")
 
 _SS_PAPER = {"context_loss": "logits", "mask_rois": True, "lambda_scale": {"coco": 0.1, "*": 1.0},
-             "input_embedding": "paper"}
+             "input_embedding": "paper", "layer_norm": "standard"}
 # Official loop behaviours on every kind: clipping of the text path only, and the model kept is the
 # epoch of the lowest training loss (xmr: the epoch's mean loss; the official code a mini-batch's).
 _SS_OFFICIAL = {"context_loss": "sigmoid", "mask_rois": False, "lambda_scale": 0.005, "input_embedding": "official",
+                "layer_norm": "official",
                 "train": {"*": {"grad_clip_scope": "text", "select_metric": "train_loss"}}}
 
 # SCAN's official scripts (README of kuanghuei/SCAN; the consistency code for Flickr8k): lr, epochs,
@@ -52,12 +53,23 @@ _SCAN_PAPER = {"attention_activation": "relu", "aggregation": "mean", "negatives
                "word_init": "word2vec", "lambda1": 9.0, "lambda2": 9.0}
 _SCAN_OFFICIAL = {"attention_activation": "leaky_relu", "negatives": "diagonal", "word_init": "random",
                   "lambda1": 9.0, "lambda2": 9.0, "train": _SCAN_TRAIN}
+# Semantic consistency weight: 0.3 on Flickr8k and COCO, 1.0 on Flickr30k, in the paper (papers/002 Sec. 4.4)
+# and in the official scripts (`mse_lambda` of script/tune_{f8k,coco,f30k}_t-i-AVG_vsesc.sh).
+_LAMBDA_CON = {"flickr30k": 1.0, "*": 0.3}
 
 # Dual-path official per-layer learning-rate multipliers (layumi/Image-Text-Embedding, `coco_word2_pool.m`
 # and `coco_word2_Rankloss.m`): the word table 1e-3; the ImageNet ResNet-50 0 in stage I (frozen: xmr's
 # stage1_freeze) and 1e-3 in stage II (the code alternates 1e-3 / 2e-2 over the backbone's parameter
 # list, 1e-4 for conv1: xmr uses one factor); every new layer 1.
 _DUAL_PATH_MULTIPLIERS = {"backbone": 1e-3, "words": 1e-3, "new": 1.0}
+# Dual-path official schedules, lr 0.1 throughout stage I, then stage II at 0.1 and x0.1 after `stage2_decay`
+# of its epochs: COCO stage I 90 epochs (`train_coco_word2_1_pool.m`), stage II [0.1 x 15, 0.01 x 5, 0.001 x 1]
+# (`train_coco_Rankloss_shift_hard.m`; xmr's loop decays once, so its 21st epoch runs at 0.01); Flickr30k stage
+# I 240 epochs (`train_flickr_word2_1_pool.m`), stage II [0.1 x 40, 0.01 x 20] (`train_flickr_word_Rankloss_
+# shift_hard.m`).
+_DUAL_PATH_SCHEDULE = {"coco": {"stage1_epochs": 90, "stage2_epochs": 21, "stage2_decay": 15},
+                       "flickr30k": {"stage1_epochs": 240, "stage2_epochs": 60, "stage2_decay": 40}}
+_DUAL_PATH_KINDS = tuple(_DUAL_PATH_SCHEDULE)
 
 # Dataset kinds of real data (every kind but the embedded `shapes`): DSCMR's official scripts train on
 # other datasets (Wikipedia, Pascal Sentence, NUS-WIDE-10k, XMediaNet), all at batch 100.
@@ -72,29 +84,36 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                               "lse_temperature": {"flickr30k": 5.0, "coco": 20.0, "*": 6.0}}},
     "scan_t2i": {"paper": {**_SCAN_PAPER, "lse_temperature": 6.0},
                  "official": {**_SCAN_OFFICIAL, "aggregation": "mean", "lse_temperature": 6.0}},
-    "scan_consistency": {"paper": {**_SCAN_PAPER, "lse_temperature": 6.0},
-                         "official": {**_SCAN_OFFICIAL, "aggregation": "mean", "lse_temperature": 6.0}},
-    # Dual-path: stage-II weights 1 : 1 : 1 in the paper, 2 : 1 : 0.1 in the official COCO script.
-    # The official optimiser (SGD + Nesterov, lr 0.1, weight decay 1e-4, batch 32) and its per-layer
-    # multipliers (relative to that lr 0.1, so only with it) on the datasets its scripts train; the
-    # official head layout on every dataset; test-time flip in both (papers/003 Sec. 5 and the code),
-    # applied with image_backbone resnet50 only.
+    "scan_consistency": {"paper": {**_SCAN_PAPER, "lse_temperature": 6.0, "lambda_con": _LAMBDA_CON},
+                         "official": {**_SCAN_OFFICIAL, "aggregation": "mean", "lse_temperature": 6.0,
+                                      "lambda_con": _LAMBDA_CON}},
+    # Dual-path: stage-II weights 1 : 1 : 1 in the paper; the official scripts 2 : 1 : 0.1 on COCO and
+    # 0 : 1 : 0.1 on Flickr30k. The official ranking loss sums over half the batch's anchors while
+    # MatConvNet divides every gradient by the whole batch: ranking_scale 0.5 on xmr's mean over all anchors.
+    # The official optimiser (SGD + Nesterov, lr 0.1, weight decay 1e-4, batch 32), its per-layer
+    # multipliers (relative to that lr 0.1, so only with it) and its schedule (stage I then stage II, lr
+    # x0.1 once in stage II) on the datasets its scripts train; the official head layout on every dataset;
+    # test-time flip in both (papers/003 Sec. 5 and the code), applied with image_backbone resnet50 only.
     "dual_path": {
         "paper": {"ranking_negatives": "sampled", "loss_weights": [1.0, 1.0, 1.0], "head": "paper",
-                  "test_flip": True},
+                  "test_flip": True, "ranking_scale": 1.0},
         "official": {"ranking_negatives": "hardest_of_pool", "head": "official", "test_flip": True,
-                     "lr_multipliers": {**{kind: _DUAL_PATH_MULTIPLIERS for kind in ("coco", "flickr30k")},
-                                        "*": None},
-                     "loss_weights": {"coco": [2.0, 1.0, 0.1], "*": [1.0, 1.0, 1.0]},
-                     "train": {kind: {"optimizer": "sgd_nesterov", "lr": 0.1, "weight_decay": 1e-4, "batch_size": 32}
-                               for kind in ("coco", "flickr30k")}},
+                     "ranking_scale": 0.5,
+                     "lr_multipliers": {**{kind: _DUAL_PATH_MULTIPLIERS for kind in _DUAL_PATH_KINDS}, "*": None},
+                     "loss_weights": {"coco": [2.0, 1.0, 0.1], "flickr30k": [0.0, 1.0, 0.1], "*": [1.0, 1.0, 1.0]},
+                     "stage1_epochs": {**{k: v["stage1_epochs"] for k, v in _DUAL_PATH_SCHEDULE.items()}, "*": None},
+                     "train": {kind: {"optimizer": "sgd_nesterov", "lr": 0.1, "weight_decay": 1e-4, "batch_size": 32,
+                                      "epochs": v["stage1_epochs"] + v["stage2_epochs"],
+                                      "lr_decay_epoch": v["stage1_epochs"] + v["stage2_decay"]}
+                               for kind, v in _DUAL_PATH_SCHEDULE.items()}},
     },
     # DSCMR: the paper's single-label S (same class) read as "shares a label"; the official code's
-    # label product y_i . y_j (counts). Official optimiser settings: Adam betas (0.5, 0.999), batch 100.
+    # label product y_i . y_j (counts). Official optimiser settings (main.py): Adam lr 1e-4, betas (0.5, 0.999),
+    # batch 100; lr and batch are loop sizes, so on the real-data kinds only.
     "dscmr": {"paper": {"label_similarity": "shares_label"},
               "official": {"label_similarity": "label_count",
                            "train": {"*": {"adam_betas": [0.5, 0.999]},
-                                     **{kind: {"batch_size": 100} for kind in _REAL_KINDS}}}},
+                                     **{kind: {"batch_size": 100, "lr": 1e-4} for kind in _REAL_KINDS}}}},
     # JFSSL has no authors' code: "official" is the public port the Semantic Sharing baselines ran
     # (heat-kernel kNN and label-product weights, no rescaling); "paper" xmr's reading of the paper's graph.
     "jfssl": {"paper": {"graph": "xmr"}, "official": {"graph": "public_port"}},
@@ -122,6 +141,10 @@ OPTION_CHOICES: dict[str, tuple[str, ...] | None] = {
     "lr_multipliers": None,
     "graph": ("xmr", "public_port"),
     "input_embedding": ("paper", "official"),
+    "layer_norm": ("standard", "official"),
+    "lambda_con": None,
+    "ranking_scale": None,
+    "stage1_epochs": None,
 }
 
 # Kinds that read another kind's recipe values (the same dataset in another layout).

@@ -120,4 +120,9 @@ def rebuild_method(config: dict[str, Any]):
             raise ValueError(f"model config lacks '{key}'")
     name = config["method"]
     check_method(name)
-    return method_class(name)(name, config["settings"], DataInfo.from_json(config["info"]), config.get("lambda"))
+    cls = method_class(name)
+    saved = config.get("config_version", 1)  # configs written before versions existed are version 1
+    if saved != cls.config_version:
+        raise ValueError(f"model config version {saved}, but method '{name}' now builds version "
+                         f"{cls.config_version} (another model for the same settings); retrain it")
+    return cls(name, config["settings"], DataInfo.from_json(config["info"]), config.get("lambda"))

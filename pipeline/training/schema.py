@@ -53,8 +53,9 @@ TRAIN_SCHEMA: dict[str, Any] = {
     # Validate on the first N images of the val split (in table order) and their captions; 0 = all
     # (SCAN's official COCO validation: the first 1,000 dev images).
     "val_limit_images": 0,
-    # Region features are held in memory (float16) when they need at most this many GiB.
-    "cache_features_gb": 8.0,
+    # Region features are held in memory (float16) when they need at most this many GiB; null: what the
+    # machine has available when the stage starts, minus a margin (a quarter, at least 2 GiB).
+    "cache_features_gb": Optional_(float),
     # Stop with an error when an epoch's mean loss exceeds this multiple of the first steps' loss.
     "diverge_ratio": 20.0,
     # CPU threads for torch (0 = torch's default).
@@ -73,8 +74,9 @@ _SS_INPUT: dict[str, Any] = {
     # Fine-tune the word-vector table (initialised from text/embeddings.npy).
     "finetune_words": True,
     # Segment input form (null = the recipe's; paper for the ablations without a recipe): paper
-    # (phi(psi1(x) + psi2(position)), then LayerNorm) | official (psi1(x) + psi2(position) with box
-    # positions scaled by 1e-4 and every word at position 0; no phi, no LayerNorm).
+    # (phi(psi1(x) + psi2(position)), then LayerNorm and dropout) | official (image (psi1(x) + 1e-4 *
+    # psi2(box)) / 2; text (Bi-GRU(w) + 1e-5 * a fixed random row) / 2 (psi1(w) without text_gru); no phi,
+    # no LayerNorm, no dropout; pipeline/models/segments.py).
     "input_embedding": Optional_(str),
 }
 # The shared transformer encoder (supplementary: 6 layers, 8 heads; official code d_ff 2048).
@@ -86,6 +88,9 @@ _SS_TRANSFORMER: dict[str, Any] = {
     "norm_first": True,
     # Feed-forward activation: relu (official code) | gelu (BERT).
     "activation": "relu",
+    # The encoder's LayerNorms (null = the recipe's; standard for the ablations without a recipe):
+    # standard (torch: biased variance, eps inside the root) | official (unbiased std, eps added to it).
+    "layer_norm": Optional_(str),
     # Optional BERT-base checkpoint (HF BertModel state dict, .bin/.pt) to initialise the encoder
     # ("" = random init). Needs d_model 768, d_ff 3072, layers <= 12, norm_first false, gelu.
     "bert_checkpoint": "",
@@ -102,8 +107,8 @@ _SS_CON: dict[str, Any] = {"con_weight": 0.1, "con_margin": 0.2}
 
 # SCAN (papers/002): region FC + Bi-GRU width d, triplet margin 0.2 (hardest negatives), inverse
 # softmax temperatures lambda1 (regions attend words, F^V) / lambda2 (words attend regions, F^S) 9,
-# lambda_con 0.3 (best on COCO and Flickr8k; 1.0 on Flickr30k). attention_memory_mb bounds the
-# working tensors of one scoring block at evaluation (raise it on a GPU).
+# lambda_con null = the recipe's (1.0 on Flickr30k; 0.3 on COCO, Flickr8k and other kinds). attention_memory_mb
+# bounds the working tensors of one scoring block at evaluation (raise it on a GPU).
 # Null options take the recipe's value: attention_activation relu (papers) | leaky_relu (official, slope
 # 0.1); aggregation of the region/word relevances mean (Eq. 6/8) | lse (LogSumExp with inverse
 # temperature lse_temperature, SCAN's best i-t rows); negatives distinct_images (captions of the same
@@ -132,7 +137,10 @@ _DUAL_PATH: dict[str, Any] = {
     # {backbone, words, new} factors on the learning rate. test_flip (null = the recipe's): mirror averaging
     # of evaluated images, image_backbone resnet50 only.
     "head": Optional_(str), "lr_multipliers": Optional_(AnyMapping), "test_flip": Optional_(bool),
-    "stage1_epochs": 20, "stage1_freeze": "pretrained",
+    # stage1_epochs null = the recipe's (official: COCO 90, Flickr30k 240; none elsewhere: write it).
+    # ranking_scale null = the recipe's: factor on the ranking loss, xmr's mean over the batch's anchors
+    # (official 0.5: its RankLoss sums over half the batch's anchors, divided by the whole batch).
+    "stage1_epochs": Optional_(int), "stage1_freeze": "pretrained", "ranking_scale": Optional_(float),
     "image_backbone": "roi", "resnet_weights": "", "image_table": "", "image_size": 224,
 }
 
@@ -147,7 +155,8 @@ METHOD_SCHEMAS: dict[str, dict[str, Any]] = {
     "imc": {**_SS_INPUT, **_SS_TRANSFORMER},
     "scan_i2t": {**_SCAN, "lambda1": Optional_(float)},
     "scan_t2i": {**_SCAN, "lambda2": Optional_(float)},
-    "scan_consistency": {**_SCAN, "lambda1": Optional_(float), "lambda2": Optional_(float), "lambda_con": 0.3},
+    "scan_consistency": {**_SCAN, "lambda1": Optional_(float), "lambda2": Optional_(float),
+                         "lambda_con": Optional_(float)},
     "dual_path": dict(_DUAL_PATH),
     # Stage I throughout (papers/003's "Stage I" rows): the same section as dual_path (params.yaml writes it
     # as a YAML merge of dual_path's, so one source of truth); `stage1_epochs` is not read.
@@ -199,7 +208,9 @@ def check_training_params(params: dict, source: str = "params.yaml") -> None:
             fail(f"train.{key}", "an integer >= 0", train[key])
     if not train["lr"] > 0:
         fail("train.lr", "> 0", train["lr"])
-    for key in ("weight_decay", "grad_clip", "cache_features_gb"):
+    if train["cache_features_gb"] is not None and not train["cache_features_gb"] >= 0:
+        fail("train.cache_features_gb", ">= 0 or null (what the machine has available)", train["cache_features_gb"])
+    for key in ("weight_decay", "grad_clip"):
         if not train[key] >= 0:
             fail(f"train.{key}", ">= 0", train[key])
     if not train["diverge_ratio"] > 1:
@@ -249,7 +260,7 @@ def _check_scan_section(key: str, s: dict, fail) -> None:
         if s.get(k) is not None and not s[k] > 0:
             fail(key + k, "> 0", s[k])
     for k in ("margin", "lambda_con"):
-        if k in s and not s[k] >= 0:
+        if s.get(k) is not None and not s[k] >= 0:
             fail(key + k, ">= 0", s[k])
 
 
@@ -271,7 +282,7 @@ def _check_dual_path_section(key: str, s: dict, fail) -> None:
         fail(key + "text_blocks", "positive block counts with positive text_widths", s["text_blocks"])
     if not s["margin"] >= 0:
         fail(key + "margin", ">= 0", s["margin"])
-    if s["stage1_epochs"] < 0:
+    if s["stage1_epochs"] is not None and s["stage1_epochs"] < 0:
         fail(key + "stage1_epochs", "an integer >= 0", s["stage1_epochs"])
     if s["stage1_freeze"] not in DUAL_PATH_FREEZE:
         fail(key + "stage1_freeze", " or ".join(DUAL_PATH_FREEZE), s["stage1_freeze"])
@@ -307,6 +318,12 @@ def _check_recipe(params: dict, name: str, section: dict, fail) -> None:
         for opt in ("lse_temperature", "lambda1", "lambda2", "lambda_scale"):
             if resolved.get(opt) is not None and not resolved[opt] > 0:
                 fail(key + opt, "> 0", resolved[opt])
+        for opt in ("lambda_con", "ranking_scale"):
+            if resolved.get(opt) is not None and not resolved[opt] >= 0:
+                fail(key + opt, ">= 0", resolved[opt])
+        if name == "dual_path" and resolved.get("stage1_epochs") is None and name in _run_methods(params):
+            fail(key + "stage1_epochs", f"an integer >= 0 (the {section.get('recipe')} recipe gives none for "
+                                        f"dataset kind {kind})", None)
         if resolved.get("ranking_negatives") is not None and resolved["ranking_negatives"] not in DUAL_PATH_NEGATIVES:
             fail(key + "ranking_negatives", " or ".join(DUAL_PATH_NEGATIVES), resolved["ranking_negatives"])
         if "negative_pool" in resolved and resolved["negative_pool"] < 1:
@@ -317,6 +334,12 @@ def _check_recipe(params: dict, name: str, section: dict, fail) -> None:
                 isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)):
             fail(key + "loss_weights", "three numbers >= 0 (ranking, visual, textual)", weights)
         _check_loop(params, name, kind, fail)
+
+
+def _run_methods(params: dict) -> set[str]:
+    """The methods params.yaml's `run` lists trains (none when it has no `run` section)."""
+    run = params.get("run") or {}
+    return {*run.get("methods", []), *run.get("lambda_methods", [])}
 
 
 def _check_lr_multipliers(key: str, mult, fail) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from tqdm import tqdm
 from pipeline.contract.method import RetrievalMethod
 from pipeline.metrics import evaluate_similarity, metric_options, top_retrievals
 from pipeline.training.data import RetrievalData, SplitItems
+from pipeline.training.partial_scores import PartialScores, ProgressLines, items_digest
 
 
 def autocast(device: torch.device, amp: bool):
@@ -90,11 +92,14 @@ DENSE_IMAGE_CHUNK = 64
 
 
 def score_source(method: RetrievalMethod, image_rep: Any, text_rep: Any, n_images: int, n_texts: int,
-                 dense_pairs: int = DENSE_PAIRS):
+                 dense_pairs: int = DENSE_PAIRS, *, progress: bool = False, partial: PartialScores | None = None):
     """What `evaluate_similarity` / `top_retrievals` accept: embeddings; for a pairwise method (its own
     `similarity`, e.g. SCAN's cross attention) the score matrix when it fits in `dense_pairs` (the
     metrics read it in both directions and the rankings again, so computing it once is 4x less
-    cross attention), else a block callable."""
+    cross attention), else a block callable.
+
+    The matrix is computed `DENSE_IMAGE_CHUNK` image rows at a time, with a bar (`progress`) or a line a
+    minute, each with the time left; `partial` keeps finished blocks on disk so that a killed run resumes."""
     if type(method).similarity is RetrievalMethod.similarity:
         return image_rep, text_rep
 
@@ -105,8 +110,21 @@ def score_source(method: RetrievalMethod, image_rep: Any, text_rep: Any, n_image
     if n_images * n_texts > dense_pairs:
         return block
     texts = torch.arange(n_texts)
-    return torch.cat([block(torch.arange(a, min(a + DENSE_IMAGE_CHUNK, n_images)), texts).cpu()
-                      for a in range(0, n_images, DENSE_IMAGE_CHUNK)])
+    starts = range(0, n_images, DENSE_IMAGE_CHUNK)
+    lines = None if progress else ProgressLines("scoring image-caption pairs", len(starts))
+    rows, computed = [], 0
+    for done, start in enumerate(tqdm(starts, desc="scoring pairs", unit="block", disable=not progress), 1):
+        stop = min(start + DENSE_IMAGE_CHUNK, n_images)
+        part = partial.load(start, (stop - start, n_texts)) if partial is not None else None
+        if part is None:
+            part = block(torch.arange(start, stop), texts).cpu()
+            computed += 1
+            if partial is not None:
+                partial.save(start, part)
+        rows.append(part)
+        if lines is not None:
+            lines.update(done, computed)
+    return torch.cat(rows)
 
 
 @dataclass
@@ -119,7 +137,10 @@ class SplitScores:
 
 def score_split(method: RetrievalMethod, data: RetrievalData, split: str, *, metrics_params: dict, dataset: str,
                 batch_size: int, device: torch.device, amp: bool = False, progress: bool = False,
-                max_images: int = 0) -> SplitScores:
+                max_images: int = 0, partial_key: tuple[Path, dict] | None = None) -> SplitScores:
+    """Encode and score `split`. `partial_key` `(folder, key)`: keep the finished blocks of a pairwise
+    method's score matrix in `folder` (`pipeline.training.partial_scores`); the caller discards it once
+    its outputs are written."""
     items = data.split_items(split, max_images)
     if len(items.image_rows) == 0 or len(items.captions) == 0:
         raise ValueError(f"split '{split}' of {data.names['table']} has {len(items.image_rows)} images and "
@@ -129,7 +150,13 @@ def score_split(method: RetrievalMethod, data: RetrievalData, split: str, *, met
     dedup = metric_options(metrics_params, dataset)["dedup_texts"]
     keys = [data.text.ids[c] for c in items.captions] if dedup else None
     caption_image = np.searchsorted(items.image_rows, data.caption_rows[items.captions])
-    source = score_source(method, image_rep, text_rep, len(items.image_rows), len(items.captions))
+    partial = None
+    if partial_key is not None:
+        folder, key = partial_key
+        partial = PartialScores(folder, {**key, "items": items_digest(items.image_rows, items.captions),
+                                         "threads": torch.get_num_threads(), "device": str(device)})
+    source = score_source(method, image_rep, text_rep, len(items.image_rows), len(items.captions),
+                          progress=progress, partial=partial)
     return SplitScores(items, source, caption_image, keys)
 
 

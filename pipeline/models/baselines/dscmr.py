@@ -10,8 +10,9 @@ sentence CNN). Objective (official code): `J = J1 + alpha * J2 + beta * J3` with
   `pipeline.losses.consistency.imc_loss`; option `label_similarity` (recipe): "shares_label" (S = 1 when
   the pair shares a label, the paper's same-class S) or "label_count" (official: S = y_i . y_j);
 - J3 modality invariance, `pipeline.losses.discrimination.modality_invariance_loss`.
-Retrieval: cosine between common representations. Not reproduced: the official optimizer settings
-(Adam betas (0.5, 0.999), batch 100, lr 1e-4) are replaced by the shared `train` section.
+Retrieval: cosine between common representations. The official optimiser settings (`main.py`: Adam lr 1e-4,
+betas (0.5, 0.999), batch 100) are the official recipe's loop values (`pipeline/training/recipes.py`): the
+betas on every dataset kind, lr and batch (loop sizes) on the real-data kinds only.
 """
 from __future__ import annotations
 

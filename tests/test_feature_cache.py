@@ -1,0 +1,49 @@
+"""The in-memory feature cache: its size limit (a param, or what the machine has available) and the one
+line that says whether the features are held or streamed, and why."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.training import data as data_module
+from pipeline.training.data import RetrievalData, cache_limit_gb
+from retrieval_fixtures import make_dataset
+
+# make_dataset: 80 train images x 8 regions x 16-d float16
+TRAIN_GB = 80 * 8 * 16 * 2 / 2**30
+
+
+def test_a_set_limit_is_used_as_given():
+    assert cache_limit_gb(3.5) == (3.5, "train.cache_features_gb")
+    assert cache_limit_gb(0) == (0.0, "train.cache_features_gb")
+
+
+@pytest.mark.parametrize("available, limit", [(16.0, 12.0), (4.0, 2.0), (1.5, 0.0)])
+def test_null_takes_what_is_available_minus_a_margin(monkeypatch, available, limit):
+    monkeypatch.setattr(data_module, "available_memory_gb", lambda: available)
+    got, source = cache_limit_gb(None)
+    assert got == pytest.approx(limit)
+    assert f"{available:.1f} GiB available" in source
+
+
+def test_available_memory_is_positive_here():
+    assert data_module.available_memory_gb() > 0
+
+
+def test_one_line_says_held_or_streamed_and_why(monkeypatch):
+    table, store, text = make_dataset()
+    lines: list[str] = []
+    held = RetrievalData(table, store, text, cache_splits=("train",), cache_gb=1.0, log=lines.append)
+    assert held._cache is not None
+    streamed = RetrievalData(table, store, text, cache_splits=("train",), cache_gb=TRAIN_GB / 2, log=lines.append)
+    assert streamed._cache is None
+    monkeypatch.setattr(data_module, "available_memory_gb", lambda: 0.5)
+    auto = RetrievalData(table, store, text, cache_splits=("train",), cache_gb=None, log=lines.append)
+    assert auto._cache is None
+    assert len(lines) == 3
+    assert lines[0].startswith("features of train: held in memory") and "train.cache_features_gb" in lines[0]
+    assert "batch by batch" in lines[1] and "over the limit of 0.0 GiB from train.cache_features_gb" in lines[1]
+    assert "the 0.5 GiB available minus a margin" in lines[2]
+    rows = np.array([5, 3, 5, 0])
+    assert torch.equal(held.image_batch(rows).features, streamed.image_batch(rows).features)
