@@ -260,20 +260,51 @@ def references(dataset: Path, ref_gb: float) -> dict:
 
 # --- the data layer -----------------------------------------------------------------------------------
 
+class Float32Reads:
+    """The feature store as the data layer read it before `read(float32=False)`: features converted to
+    float32 by numpy on every read (and back to float16 by a cache fill). For the before/after rows."""
+
+    def __init__(self, store: FeatureStore):
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def read(self, rows, float32: bool = True) -> dict:
+        return self._store.read(rows)
+
+
+def open_data(dataset: Path, *, float32_reads: bool = False, **kwargs):
+    """`RetrievalData` of the built dataset; `float32_reads`: over `Float32Reads` (the earlier data layer)."""
+    from pipeline.data.table import read_table
+    from pipeline.text.store import TextData
+    from pipeline.training.data import RetrievalData
+
+    if not float32_reads:
+        return RetrievalData.open(dataset.parent, DATASET, **kwargs)
+    return RetrievalData(read_table(dataset / "table.parquet"), Float32Reads(FeatureStore(dataset / "features.zarr")),
+                         TextData.load(dataset / "text"), **kwargs)
+
+
 def batch_bytes(data, batch: int) -> int:
     return batch * data.info.num_regions * data.info.feature_dim * 2
 
 
 def stream_rates(dataset: Path, batches: int, batch: int = 64, seed: int = 0) -> dict:
     """Batches/s and feature bytes/s of `pair_batch` streamed from the store, cold: the shipped order
-    (block shuffle + prefetch) and the uniform permutation read in the loop's thread."""
-    from pipeline.training.data import RetrievalData
+    (block shuffle + prefetch) and the uniform permutation read in the loop's thread; the shipped order
+    once more over `Float32Reads` (before)."""
     from pipeline.training.order import epoch_order, prefetched
 
-    data = RetrievalData.open(dataset.parent, DATASET, cache_splits=())
-    captions = data.split_items("train").captions
     out = {}
-    for name, block_rows, prefetch in (("uniform", None, False), ("shipped", data.stream_block_rows(captions), True)):
+    for name, shuffled, prefetch, float32_reads in (("uniform", False, False, False), ("shipped", True, True, False),
+                                                    ("float32_reads", True, True, True)):
+        data = open_data(dataset, float32_reads=float32_reads, cache_splits=())
+        captions = data.split_items("train").captions
+        block_rows = data.stream_block_rows(captions) if shuffled else None
         order = epoch_order(captions, data.caption_rows, seed, 0, block_rows)
         keys = [order[i * batch:(i + 1) * batch] for i in range(min(batches, len(order) // batch))]
         evict(store_files(dataset / "features.zarr"))
@@ -303,18 +334,16 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def fill_child(dataset: Path, splits: list[str]) -> dict:
+def fill_child(dataset: Path, splits: list[str], float32_reads: bool = False) -> dict:
     """Run in a child process: open the data without cache, then fill the cache of `splits` the shipped
     way; time, cache bytes, peak RSS over the fill (VmHWM after resetting it, else ru_maxrss)."""
     import resource
 
-    from pipeline.training.data import RetrievalData
-
     t0 = time.perf_counter()
-    RetrievalData.open(dataset.parent, DATASET, cache_splits=())  # imports, table and text: subtracted below
+    open_data(dataset, float32_reads=float32_reads, cache_splits=())  # imports, table, text: subtracted below
     opening = time.perf_counter() - t0
     t0 = time.perf_counter()
-    RetrievalData.open(dataset.parent, DATASET, cache_splits=())
+    open_data(dataset, float32_reads=float32_reads, cache_splits=())
     opening = min(opening, time.perf_counter() - t0)
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
@@ -323,7 +352,7 @@ def fill_child(dataset: Path, splits: list[str]) -> dict:
     base = _rss_bytes()
     evict(store_files(dataset / "features.zarr"))
     t0 = time.perf_counter()
-    data = RetrievalData.open(dataset.parent, DATASET, cache_splits=splits, cache_gb=None)
+    data = open_data(dataset, float32_reads=float32_reads, cache_splits=splits, cache_gb=None)
     seconds = time.perf_counter() - t0 - opening
     peak = None
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -336,8 +365,9 @@ def fill_child(dataset: Path, splits: list[str]) -> dict:
             "transient_bytes": max(0, peak - base - cache), "peak_over_base": peak - base, "note": data.cache_note}
 
 
-def cache_fill(dataset: Path, splits: tuple[str, ...]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--fill-child", str(dataset), *splits], capture_output=True,
+def cache_fill(dataset: Path, splits: tuple[str, ...], float32_reads: bool = False) -> dict:
+    flag = ["--float32-reads"] if float32_reads else []
+    out = subprocess.run([sys.executable, __file__, *flag, "--fill-child", str(dataset), *splits], capture_output=True,
                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if out.returncode != 0:
         raise RuntimeError(f"cache fill child failed: {out.stderr.strip().splitlines()[-1:]}")
@@ -436,6 +466,7 @@ def measure(dataset: Path, *, ref_gb: float, batches: int, steps: int, eval_imag
     splits = cache_splits_that_fit(dataset)
     log(f"cache fill ({', '.join(splits)}) ...")
     res["fill"] = cache_fill(dataset, splits)
+    res["fill_float32_reads"] = cache_fill(dataset, splits, float32_reads=True)
     res["cache_splits"] = splits
     cached = RetrievalData.open(dataset.parent, DATASET, cache_splits=splits, cache_gb=None)
     res["cached"] = cached_rates(cached, splits, batches * 10)
@@ -461,25 +492,33 @@ def table(res: dict, spec: dict, command: str, build_seconds: float | None, disk
     evicted = {True: "eviction verified by mincore", False: "eviction NOT verified (pages still resident)",
                None: "eviction could not be verified"}[ref["evicted"]]
     s, f, c = res["stream"], res["fill"], res["cached"]
-    fill_rate = f["feature_bytes"] / f["seconds"]
     rows = [
         ("disk, sequential read, cold", f"{cold / mib:,.0f} MB/s", f"{ref['disk_bytes'] / 2**30:.2f} GiB of shards; {evicted}"),
         ("disk, sequential read, page-cached", f"{warm / mib:,.0f} MB/s", ""),
         ("memory, numpy copy (read + write)", f"{ref['memory'] / mib:,.0f} MB/s", ""),
     ]
     for name, label in (("uniform", "uniform permutation, no prefetch"),
+                        ("float32_reads", "block shuffle + prefetch, float32 reads (before)"),
                         ("shipped", f"shipped: block shuffle ({s['shipped']['block_rows']}-row blocks) + prefetch")):
         r = s[name]
         rows.append((f"streamed batches of 64, {label}", f"{r['batches_per_s']:.2f} batches/s, {r['bytes_per_s'] / mib:,.0f} MB/s",
                      f"{r['bytes_per_s'] / cold:.0%} of cold disk, {r['bytes_per_s'] / warm:.1%} of cached disk ({r['batches']} batches)"))
     rows += [
-        ("shipped over uniform (streamed)", f"{s['shipped']['batches_per_s'] / s['uniform']['batches_per_s']:.2f}x", ""),
+        ("shipped over uniform; over float32 reads (streamed)",
+         f"{s['shipped']['batches_per_s'] / s['uniform']['batches_per_s']:.2f}x; "
+         f"{s['shipped']['batches_per_s'] / s['float32_reads']['batches_per_s']:.2f}x", ""),
         (f"batches of 64 from the cache ({', '.join(res['cache_splits'])})", f"{c['batches_per_s']:,.0f} batches/s",
          f"{c['bytes_per_s'] / ref['memory']:.1%} of memory bandwidth; target 1,000"),
-        ("cache fill, cold", f"{f['seconds']:.1f} s, {fill_rate / mib:,.0f} MB/s",
-         f"{fill_rate / cold:.0%} of cold disk (target 70%); {f['feature_bytes'] / 2**30:.2f} GiB of features"),
-        ("cache fill, peak transient memory", f"{f['transient_bytes'] / mib:,.0f} MiB",
-         f"{(f['transient_bytes'] + f['cache_bytes']) / f['cache_bytes']:.2f}x the cache of {f['cache_bytes'] / mib:,.0f} MiB (target 1.2x)"),
+    ]
+    for fill, label in ((res["fill_float32_reads"], "float32 reads (before)"), (f, "shipped")):
+        rate = fill["feature_bytes"] / fill["seconds"]
+        rows += [
+            (f"cache fill, cold, {label}", f"{fill['seconds']:.1f} s, {rate / mib:,.0f} MB/s",
+             f"{rate / cold:.0%} of cold disk (target 70%); {fill['feature_bytes'] / 2**30:.2f} GiB of features"),
+            (f"cache fill, peak transient memory, {label}", f"{fill['transient_bytes'] / mib:,.0f} MiB",
+             f"peak {(fill['transient_bytes'] + fill['cache_bytes']) / fill['cache_bytes']:.2f}x the cache of "
+             f"{fill['cache_bytes'] / mib:,.0f} MiB (target 1.2x)")]
+    rows += [
         ("`ss` steps/s at batch 64, streamed", f"{res['ss_streamed']:.2f}", ""),
         ("`ss` steps/s at batch 64, cached", f"{res['ss_cached']:.2f}",
          f"streamed / cached = {res['ss_streamed'] / res['ss_cached']:.0%} (target 80%)"),
@@ -519,9 +558,10 @@ def main(argv=None) -> None:
     ap.add_argument("--images", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--dim", type=int, default=DIM, help=argparse.SUPPRESS)
     ap.add_argument("--fill-child", nargs="+", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--float32-reads", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.fill_child:
-        print(json.dumps(fill_child(Path(args.fill_child[0]), args.fill_child[1:])))
+        print(json.dumps(fill_child(Path(args.fill_child[0]), args.fill_child[1:], args.float32_reads)))
         return
     if not 0 < args.fraction <= 1:
         ap.error(f"--fraction must be in (0, 1], got {args.fraction}")
@@ -536,9 +576,10 @@ def main(argv=None) -> None:
         print(f"dataset at {dataset} ({'reused' if reuse else f'built in {build_seconds:.0f} s'})")
         res = measure(dataset, ref_gb=args.ref_gb, batches=args.batches, steps=args.steps,
                       eval_images=args.eval_images)
-        command = "python bench/scale.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
-                                                       if not a.startswith("/"))
-        emit(table(res, spec, command.strip(), build_seconds, du(dataset)), args.record)
+        command = f"python bench/scale.py --size {args.size} --fraction {args.fraction}" + \
+            "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                    if k in ("images", "dim", "ref_gb", "batches", "steps", "eval_images") and v != ap.get_default(k))
+        emit(table(res, spec, command, build_seconds, du(dataset)), args.record)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

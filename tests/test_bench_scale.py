@@ -59,10 +59,11 @@ def test_measurements_have_the_table_structure(built):
     ref = res["ref"]
     assert ref["disk_cold"] > 0 and ref["disk_cached"] > 0 and ref["memory"] > 0 and ref["disk_bytes"] > 0
     assert ref["evicted"] in (True, False, None)
-    for name in ("uniform", "shipped"):
+    for name in ("uniform", "shipped", "float32_reads"):
         assert res["stream"][name]["batches"] == 2 and res["stream"][name]["bytes_per_s"] > 0
     assert res["stream"]["shipped"]["block_rows"] == RetrievalData.open(dataset.parent, scale.DATASET).store.inner_chunk_rows
     assert res["stream"]["uniform"]["block_rows"] is None
+    assert res["fill_float32_reads"]["feature_bytes"] == res["fill"]["feature_bytes"]
     fill = res["fill"]
     assert fill["feature_bytes"] == (300 - spec["val"] - spec["test"]) * scale.BOXES * 96 * 2
     assert fill["cache_bytes"] >= fill["feature_bytes"] and fill["transient_bytes"] >= 0 and "held in memory" in fill["note"]
@@ -70,4 +71,4 @@ def test_measurements_have_the_table_structure(built):
     assert res["eval_scan"]["images"] == 10 and res["eval_scan"]["captions"] == 50
     assert res["eval_ss"]["images"] == spec["test"] and res["eval_ss"]["coco5k_seconds"] > 0
     text = scale.table(res, spec, "python bench/scale.py --images 300", 1.0, scale.du(dataset))
-    assert text.count("\n|") == 2 + 13 and "300 images" in text
+    assert text.count("\n|") == 2 + 16 and "300 images" in text

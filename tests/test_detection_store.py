@@ -104,3 +104,5 @@ def test_slice_and_scattered_reads_return_the_requested_rows(tmp_path, rows):
     for name in ARRAYS:
         expected = truth[name][wanted]
         assert np.array_equal(got[name], expected.astype(np.float32) if name == "features" else expected), name
+    stored = FeatureStore(path).read(rows, float32=False)["features"]  # what the training data read
+    assert stored.dtype == np.float16 and np.array_equal(stored, truth["features"][wanted])

@@ -230,8 +230,10 @@ class FeatureStore:
             self._valid = np.asarray(self.arrays["valid"][:], dtype=bool)
         return self._valid
 
-    def read(self, rows) -> dict[str, np.ndarray]:
-        """Arrays of the given table rows, in the given order; features as float32."""
+    def read(self, rows, float32: bool = True) -> dict[str, np.ndarray]:
+        """Arrays of the given table rows, in the given order; features as float32, or as stored with
+        `float32=False` (the training data keep float16 and convert in torch: numpy's float16 -> float32
+        cost more than the decompression, and a cache fill converted back to float16 after it)."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         n = len(self)
         if rows.size and (rows.min() < -n or rows.max() >= n):
@@ -241,8 +243,8 @@ class FeatureStore:
         out = {}
         for name, arr in self.arrays.items():
             values = self._read_rows(name, arr, uniq) if uniq.size else np.zeros((0,) + arr.shape[1:], dtype=arr.dtype)
-            values = np.asarray(values)[inverse]
-            out[name] = values.astype(np.float32) if name == "features" else values
+            values = np.asarray(values) if np.array_equal(uniq, rows) else np.asarray(values)[inverse]
+            out[name] = values.astype(np.float32) if name == "features" and float32 else values
         return out
 
     def _read_rows(self, name: str, arr, rows: np.ndarray) -> np.ndarray:
