@@ -59,11 +59,11 @@ def test_measurements_have_the_table_structure(built):
     ref = res["ref"]
     assert ref["disk_cold"] > 0 and ref["disk_cached"] > 0 and ref["memory"] > 0 and ref["disk_bytes"] > 0
     assert ref["evicted"] in (True, False, None)
-    for name in ("uniform", "shipped", "float32_reads"):
+    for name in ("uniform", "shipped", "earlier"):
         assert res["stream"][name]["batches"] == 2 and res["stream"][name]["bytes_per_s"] > 0
     assert res["stream"]["shipped"]["block_rows"] == RetrievalData.open(dataset.parent, scale.DATASET).store.inner_chunk_rows
     assert res["stream"]["uniform"]["block_rows"] is None
-    assert res["fill_float32_reads"]["feature_bytes"] == res["fill"]["feature_bytes"]
+    assert res["fill_earlier"]["feature_bytes"] == res["fill"]["feature_bytes"]
     fill = res["fill"]
     assert fill["feature_bytes"] == (300 - spec["val"] - spec["test"]) * scale.BOXES * 96 * 2
     assert fill["cache_bytes"] >= fill["feature_bytes"] and fill["transient_bytes"] >= 0 and "held in memory" in fill["note"]
