@@ -23,7 +23,8 @@ Measured, in one run (each rate also as a ratio to the physical reference it is 
             the shipped order (block shuffle + prefetch thread) and the uniform permutation without
             prefetch; feature bytes delivered = 64 images x 36 x 2048 x 2 bytes per batch (float16, as stored)
   cache     filling the in-memory cache the shipped way (`train.cache_features_gb: null`): the train
-            split when it fits, else val + test; seconds, rate, peak transient memory (RSS in a child
+            split when it fits (and `--cache-gb`, default 4: COCO's 15.6 GiB is not filled three times),
+            else val + test; seconds, rate, peak transient memory (RSS in a child
             process) as a ratio to the cache; then batches/s served from it
   train     `ss` optimizer steps/s at batch 64 (params.yaml `train` + `methods.ss`), streamed and cached
   evaluate  `scan_t2i` (untrained, params.yaml settings) through `score_split` on `--eval-images` test images
@@ -31,10 +32,12 @@ Measured, in one run (each rate also as a ratio to the physical reference it is 
             `score_split` + `split_metrics` on the test split, extrapolated the same way.
 The report step is not timed (5.5 s for 30,000 queries; issue 24).
 
-Cost on the 2-core sandbox (estimated from `--fraction 0.1`, reports/benchmarks.md): the full `--size coco`
-store is 15.3 GB on disk; building it takes about 10x the 0.1 build, the measurements are bounded by
-`--ref-gb`, `--batches` and `--steps` and barely grow with the size; within 40 minutes, 40 GB of disk and
-20 GB of RAM (the cache measurement falls back to val + test when train does not fit).
+Cost on the 2-core sandbox, estimated from a `--fraction 0.1` run under load (reports/benchmarks.md: build
+77 s, measurements about 6 minutes): the full `--size coco` store is 15.3 GB on disk and builds in about
+13 minutes (10x); the measurements are bounded by `--ref-gb`, `--batches`, `--steps` and `--eval-images`
+(`scan_t2i` on 1,000 x 5,000 pairs: about 2 minutes at the 0.1 run's rate) and the cache is val + test
+(1.4 GiB), so the whole run should take about 25 minutes, 16 GB of disk and under 6 GB of RAM. Not yet run
+at full size.
 """
 from __future__ import annotations
 
@@ -324,8 +327,9 @@ def stream_rates(dataset: Path, batches: int, batch: int = 64, seed: int = 0) ->
     return out
 
 
-def cache_splits_that_fit(dataset: Path) -> tuple[str, ...]:
-    """The train split when its features fit the shipped cache limit (`cache_features_gb: null`), else val + test."""
+def cache_splits_that_fit(dataset: Path, at_most_gb: float) -> tuple[str, ...]:
+    """The train split when its features fit the shipped cache limit (`cache_features_gb: null`) and
+    `at_most_gb` (the bench fills the cache three times), else val + test."""
     import pyarrow.parquet as pq
 
     from pipeline.training.data import cache_limit_gb
@@ -333,7 +337,7 @@ def cache_splits_that_fit(dataset: Path) -> tuple[str, ...]:
     split = np.asarray(pq.read_table(dataset / "table.parquet", columns=["split"]).column("split").to_pylist())
     spec = json.loads((dataset / SPEC_FILE).read_text())
     need = np.count_nonzero(split == "train") * spec["boxes"] * spec["dim"] * 2 / 2**30
-    return ("train",) if need <= cache_limit_gb(None)[0] else ("val", "test")
+    return ("train",) if need <= min(at_most_gb, cache_limit_gb(None)[0]) else ("val", "test")
 
 
 def _rss_bytes() -> int:
@@ -460,7 +464,8 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def measure(dataset: Path, *, ref_gb: float, batches: int, steps: int, eval_images: int, log=print) -> dict:
+def measure(dataset: Path, *, ref_gb: float, batches: int, steps: int, eval_images: int, cache_gb: float = 4.0,
+            log=print) -> dict:
     """Every measurement of the module docstring on the dataset at `dataset`, as one dict."""
     from pipeline.training.data import RetrievalData
 
@@ -470,7 +475,7 @@ def measure(dataset: Path, *, ref_gb: float, batches: int, steps: int, eval_imag
     res["ref"] = references(dataset, ref_gb)
     log("streamed data layer ...")
     res["stream"] = stream_rates(dataset, batches)
-    splits = cache_splits_that_fit(dataset)
+    splits = cache_splits_that_fit(dataset, cache_gb)
     log(f"cache fill ({', '.join(splits)}) ...")
     res["fill"] = cache_fill(dataset, splits)
     res["fill_earlier"] = cache_fill(dataset, splits, earlier=True)
@@ -562,6 +567,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batches", type=int, default=60, help="streamed batches timed per order (x10 from the cache)")
     ap.add_argument("--steps", type=int, default=40, help="ss steps timed, streamed and cached")
     ap.add_argument("--eval-images", type=int, default=1000, help="test images scan_t2i is timed on")
+    ap.add_argument("--cache-gb", type=float, default=4.0,
+                    help="cache the train split when its features fit in this (and the machine), else val + test")
     ap.add_argument("--images", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--dim", type=int, default=DIM, help=argparse.SUPPRESS)
     ap.add_argument("--fill-child", nargs="+", default=None, help=argparse.SUPPRESS)
@@ -582,10 +589,10 @@ def main(argv=None) -> None:
         build_seconds = None if reuse else time.perf_counter() - t0
         print(f"dataset at {dataset} ({'reused' if reuse else f'built in {build_seconds:.0f} s'})")
         res = measure(dataset, ref_gb=args.ref_gb, batches=args.batches, steps=args.steps,
-                      eval_images=args.eval_images)
+                      eval_images=args.eval_images, cache_gb=args.cache_gb)
         command = f"python bench/scale.py --size {args.size} --fraction {args.fraction}" + \
             "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                    if k in ("images", "dim", "ref_gb", "batches", "steps", "eval_images") and v != ap.get_default(k))
+                    if k in ("images", "dim", "ref_gb", "batches", "steps", "eval_images", "cache_gb") and v != ap.get_default(k))
         emit(table(res, spec, command, build_seconds, du(dataset)), args.record)
     finally:
         if not args.keep:
