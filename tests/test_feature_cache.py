@@ -47,15 +47,3 @@ def test_one_line_says_held_or_streamed_and_why(monkeypatch):
     assert "the 0.5 GiB available minus a margin" in lines[2]
     rows = np.array([5, 3, 5, 0])
     assert torch.equal(held.image_batch(rows).features, streamed.image_batch(rows).features)
-
-
-def test_cached_and_streamed_batches_are_the_same_float32_features():
-    """Both paths read the store's float16 as stored and convert in torch: one batch, two paths, same tensors."""
-    table, store, text = make_dataset()
-    held = RetrievalData(table, store, text, cache_splits=("train",), cache_gb=1.0)
-    streamed = RetrievalData(table, store, text, cache_splits=("train",), cache_gb=0.0)
-    rows = held.split_items("train").image_rows[[5, 0, 5, 17]]
-    a, b = held.image_batch(rows), streamed.image_batch(rows)
-    assert a.features.dtype == b.features.dtype == torch.float32
-    assert torch.equal(a.features, b.features) and torch.equal(a.positions, b.positions)
-    assert torch.equal(a.features, torch.from_numpy(store.read(rows)["features"]))
