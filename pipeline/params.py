@@ -47,6 +47,10 @@ COCO_SCHEMA: dict[str, Any] = {
     # Table split name -> annotation-file suffix (annotations/captions_<suffix>.json,
     # images in <root>/<suffix>/).
     "splits": AnyMapping({"train": "train2017", "val": "val2017"}),
+    # Images of the train file moved to `val` (the first n_val by sha256("<split_seed>:<image id>"),
+    # pipeline/data/splits.py), for a folder without a val file of its own (`splits` maps no `val`).
+    "n_val": 0,
+    "split_seed": 0,
 }
 
 # Real datasets (pipeline/data/mirflickr.py, nuswide.py, karpathy.py; docs/datasets.md "Real datasets"). An empty
@@ -162,7 +166,8 @@ SCHEMA: dict[str, Any] = {
     },
     # Region features (pipeline/detection/schema.py): `xmr extract`, and `xmr train-detector` for shapes.
     "extract": {**EXTRACT_SCHEMA, "detectors": AnyMapping(), "weights": AnyMapping()},
-    "detector": DETECTOR_SCHEMA,
+    # `datasets`: <dataset>: {key: value} overrides of the keys above for one dataset.
+    "detector": {**DETECTOR_SCHEMA, "datasets": AnyMapping()},
     "text": {
         # Tokens kept per caption (papers/001: maximum sequence length 150).
         "max_len": 150,
@@ -219,10 +224,14 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
     _check_run_lists(params["run"], source)
     for name, section in params["methods"].items():
         for key, value in section["train"].items():
-            if key not in METHOD_TRAIN_OVERRIDES:
-                raise ParamError(f"{source}: unknown parameter 'methods.{name}.train.{key}' "
-                                 f"(expected one of: {', '.join(METHOD_TRAIN_OVERRIDES)})")
-            section["train"][key] = check_value(value, SCHEMA["train"][key], f"methods.{name}.train.{key}", source)
+            if key in DATASET_SCHEMAS:  # the overrides of one dataset kind (`train: {shapes: {epochs: 1}}`)
+                if not isinstance(value, dict):
+                    raise ParamError(f"{source}: parameter 'methods.{name}.train.{key}' must be a mapping of "
+                                     f"loop keys for dataset kind {key}, got {value!r}")
+                for sub, v in value.items():
+                    _check_train_override(name, f"{key}.{sub}", sub, v, section["train"][key], source)
+                continue
+            _check_train_override(name, key, key, value, section["train"], source)
     if params["prepare"]["images_without_labels"] not in ("keep", "drop"):
         raise ParamError(f"{source}: parameter 'prepare.images_without_labels' must be 'keep' or "
                          f"'drop', got {params['prepare']['images_without_labels']!r}")
@@ -233,6 +242,14 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
     check_metrics_params(params["metrics"], source)
     _check_seeds(params, source)
     return params
+
+
+def _check_train_override(method: str, path: str, key: str, value, into: dict, source: str) -> None:
+    """One `methods.<m>.train` override (`path` as written, `key` the loop key), checked into `into`."""
+    if key not in METHOD_TRAIN_OVERRIDES:
+        raise ParamError(f"{source}: unknown parameter 'methods.{method}.train.{path}' (expected one of: "
+                         f"{', '.join(METHOD_TRAIN_OVERRIDES)}, or a dataset kind: {', '.join(DATASET_SCHEMAS)})")
+    into[key] = check_value(value, SCHEMA["train"][key], f"methods.{method}.train.{path}", source)
 
 
 # Choices of the dataset kinds' string params (the readers in pipeline/data/ rely on them).
@@ -259,6 +276,9 @@ def _check_data_values(params: dict, source: str) -> None:
             if not 1 <= entry["min_object_size"] <= entry["max_object_size"]:
                 fail(f"data.{name}.min_object_size", f"in [1, max_object_size ({entry['max_object_size']})]",
                      entry["min_object_size"])
+        if entry["kind"] == "coco" and entry["n_val"] and ("val" in entry["splits"] or "train" not in entry["splits"]):
+            fail(f"data.{name}.n_val", f"0 when data.{name}.splits maps a val file or no train file "
+                                       f"(n_val moves train images to val)", entry["n_val"])
         if "annotation_sets" in entry and not all(isinstance(v, str) and v for v in entry["annotation_sets"]):
             fail(f"data.{name}.annotation_sets", "a list of annotation-file suffixes (e.g. train2014)",
                  entry["annotation_sets"])

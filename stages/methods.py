@@ -21,7 +21,9 @@ def catalogue(params: dict | None) -> list[dict[str, str]]:
 
     rows = []
     for name, entry in METHODS.items():
-        train = method_train_settings(params, name) if params else TRAIN_SCHEMA
+        # the loop on the run's first dataset (the embedded `shapes`: kind-keyed overrides such as SCAN's
+        # `train: {shapes: {epochs: 1}}` apply there)
+        train = method_train_settings(params, name, (params["datasets"] or [None])[0]) if params else TRAIN_SCHEMA
         training = ("closed form, one fit" if entry.closed_form
                     else f"{train['epochs']} epochs, lr {train['lr']:g}, batch {train['batch_size']}")
         if not entry.closed_form:

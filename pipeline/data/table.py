@@ -63,6 +63,10 @@ def read_table(path: str | Path) -> pa.Table:
     missing = [name for name in SCHEMA.names if name not in table.column_names]
     if missing:
         raise TableError(f"{path}: column '{missing[0]}' missing (expected columns: {', '.join(SCHEMA.names)})")
+    unknown = sorted(set(table.column("split").unique().to_pylist()) - set(SPLITS), key=str)
+    if unknown:
+        raise TableError(f"{path}: column 'split' holds the value {unknown[0]!r}; expected one of: {', '.join(SPLITS)} "
+                         f"(rerun `xmr prepare`)")
     return table
 
 

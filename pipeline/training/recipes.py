@@ -9,7 +9,10 @@ Torch-free (read by `pipeline.params` at load and by `xmr methods`).
 
 A recipe value is either a plain value or a mapping `{dataset kind: value, "*": value}`; `"*"` is the
 value for every other kind. How the values combine (highest first):
-1. a value written in `methods.<m>` (an option key that is not null) or `methods.<m>.train`;
+1. a value written in `methods.<m>` (an option key that is not null) or `methods.<m>.train`; in
+   `methods.<m>.train` a key named after a dataset kind holds overrides for that kind only
+   (`train: {shapes: {epochs: 1}}`: short loops on the embedded data, the recipe's on real kinds);
+   they win over the method's plain `train` keys;
 2. the recipe's value for the dataset's kind;
 3. the shared `train` section (loop keys) / the schema default.
 Recipe `train` values are keyed by dataset kind. Loop *sizes* (epochs, batch, lr, decay epoch) are
@@ -180,12 +183,23 @@ def resolve_settings(params: dict, name: str, kind: str | None = None) -> dict:
     return section
 
 
+# Dataset kinds a `methods.<m>.train` key may name (pipeline.params.DATASET_SCHEMAS, checked by a test).
+DATASET_KINDS = ("shapes", "coco", "mirflickr", "nuswide", "coco2014", "flickr30k", "flickr8k")
+
+
+def method_train_overrides(section: dict, kind: str | None) -> dict:
+    """`methods.<m>.train` as it applies on dataset kind `kind`: the plain keys, then that kind's own keys."""
+    own = section.get("train", {})
+    plain = {k: v for k, v in own.items() if k not in DATASET_KINDS}
+    return {**plain, **(own.get(kind, {}) if kind is not None else {})}
+
+
 def recipe_train(params: dict, name: str, kind: str | None = None) -> dict:
     """The loop settings method `name` trains with: `train`, then the recipe's values for `kind`, then
-    the method's own `methods.<m>.train` overrides."""
+    the method's own `methods.<m>.train` overrides (plain, then those of the kind)."""
     section = params["methods"].get(name, {})
     _, train = recipe_values(name, section.get("recipe", ""), kind)
-    return {**params["train"], **train, **section.get("train", {})}
+    return {**params["train"], **train, **method_train_overrides(section, kind)}
 
 
 def dataset_kind(params: dict, dataset: str | None) -> str | None:

@@ -356,14 +356,16 @@ def _check_loop(params: dict, name: str, kind: str | None, fail) -> None:
     """A decay epoch within the run and a known optimiser, for the loop values method `name` trains with on
     a dataset of kind `kind`; the error names where the value came from (the method's `train` override,
     its recipe, or the shared `train` section)."""
-    from pipeline.training.recipes import recipe_values
+    from pipeline.training.recipes import method_train_overrides, recipe_values
 
     train = recipe_train(params, name, kind)
     own = params["methods"][name].get("train", {})
     _, from_recipe = recipe_values(name, params["methods"][name].get("recipe", ""), kind)
 
     def where(key: str) -> str:
-        if key in own:
+        if kind is not None and key in own.get(kind, {}):
+            return f"methods.{name}.train.{kind}.{key}"
+        if key in method_train_overrides(params["methods"][name], kind):
             return f"methods.{name}.train.{key}"
         if key in from_recipe:
             return f"methods.{name}.recipe ({params['methods'][name]['recipe']}, {kind}: {key})"
