@@ -372,7 +372,8 @@ def fill_child(dataset: Path, splits: list[str], earlier: bool = False) -> dict:
     if peak is None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     cache = sum(v.nbytes for v in (data._cache or {}).values())
-    return {"seconds": seconds, "cache_bytes": cache, "feature_bytes": int(data._cache["features"].nbytes) if data._cache else 0,
+    features = int(data._cache["features"].nbytes) if data._cache else 0
+    return {"seconds": seconds, "cache_bytes": cache, "feature_bytes": features,
             "transient_bytes": max(0, peak - base - cache), "peak_over_base": peak - base, "note": data.cache_note}
 
 
@@ -505,7 +506,8 @@ def table(res: dict, spec: dict, command: str, build_seconds: float | None, disk
                None: "eviction could not be verified"}[ref["evicted"]]
     s, f, c = res["stream"], res["fill"], res["cached"]
     rows = [
-        ("disk, sequential read, cold", f"{cold / mib:,.0f} MB/s", f"{ref['disk_bytes'] / 2**30:.2f} GiB of shards; {evicted}"),
+        ("disk, sequential read, cold", f"{cold / mib:,.0f} MB/s",
+         f"{ref['disk_bytes'] / 2**30:.2f} GiB of shards; {evicted}"),
         ("disk, sequential read, page-cached", f"{warm / mib:,.0f} MB/s", ""),
         ("memory, numpy copy (read + write)", f"{ref['memory'] / mib:,.0f} MB/s", ""),
     ]
@@ -513,12 +515,15 @@ def table(res: dict, spec: dict, command: str, build_seconds: float | None, disk
                         ("earlier", "block shuffle + prefetch, earlier reads (before)"),
                         ("shipped", f"shipped: block shuffle ({s['shipped']['block_rows']}-row blocks) + prefetch")):
         r = s[name]
-        rows.append((f"streamed batches of 64, {label}", f"{r['batches_per_s']:.2f} batches/s, {r['bytes_per_s'] / mib:,.0f} MB/s",
-                     f"{r['bytes_per_s'] / cold:.0%} of cold disk, {r['bytes_per_s'] / warm:.1%} of cached disk ({r['batches']} batches)"))
+        rows.append((f"streamed batches of 64, {label}",
+                     f"{r['batches_per_s']:.2f} batches/s, {r['bytes_per_s'] / mib:,.0f} MB/s",
+                     f"{r['bytes_per_s'] / cold:.0%} of cold disk, {r['bytes_per_s'] / warm:.1%} of cached disk "
+                     f"({r['batches']} batches)"))
     rows += [
         ("shipped over uniform; over earlier reads (streamed)",
          f"{s['shipped']['batches_per_s'] / s['uniform']['batches_per_s']:.2f}x; "
-         f"{s['shipped']['batches_per_s'] / s['earlier']['batches_per_s']:.2f}x", "before: float32 reads, scattered rows by `oindex`"),
+         f"{s['shipped']['batches_per_s'] / s['earlier']['batches_per_s']:.2f}x",
+         "before: float32 reads, scattered rows by `oindex`"),
         (f"batches of 64 from the cache ({', '.join(res['cache_splits'])})", f"{c['batches_per_s']:,.0f} batches/s",
          f"{c['bytes_per_s'] / ref['memory']:.1%} of memory bandwidth; target 1,000"),
     ]
