@@ -193,7 +193,7 @@ class RetrievalData:
                  "classes": np.empty((len(rows), r), np.int64)}
         for start in tqdm(range(0, len(rows), READ_CHUNK), desc="loading features", unit="chunk",
                           disable=not progress, leave=False):
-            part = self.store.read(rows[start:start + READ_CHUNK])
+            part = self.store.read(rows[start:start + READ_CHUNK], float32=False)
             for key in cache:
                 cache[key][start:start + READ_CHUNK] = part[key]
         self._check_classes(cache["classes"])
@@ -205,7 +205,7 @@ class RetrievalData:
         if self._cache is not None and (slots >= 0).all():
             return {k: v[slots] for k, v in self._cache.items()}
         unique, inverse = np.unique(rows, return_inverse=True)  # sorted reads are faster on Zarr
-        part = self.store.read(unique)
+        part = self.store.read(unique, float32=False)
         out = {k: np.asarray(part[k])[inverse] for k in ("features", "positions", "classes")}
         self._check_classes(out["classes"])
         return out
