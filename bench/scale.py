@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.record import emit  # noqa: E402
-from pipeline.data.table import write_table  # noqa: E402
+from pipeline.data.table import read_table, table_fingerprint, write_table  # noqa: E402
 from pipeline.detection.store import FeatureStore, FeatureStoreWriter  # noqa: E402
 from pipeline.text.store import write_text_data  # noqa: E402
 from pipeline.text.vocab import RESERVED  # noqa: E402
@@ -131,6 +131,7 @@ def build(root: Path, spec: dict, seed: int = 0, log=print) -> Path:
                  "width": [640] * n, "height": [480] * n, "captions": [["synthetic"] * per_image] * n,
                  "labels": label_lists, "boxes": [[]] * n, "box_labels": [[]] * n, "split": split},
                 [f"label{i}" for i in range(n_labels)], DATASET, out / "table.parquet")
+    table = read_table(out / "table.parquet")  # the stores record the fingerprint of the table as read back
 
     # captions: two label words of the image, then random words
     n_caps = n * per_image
@@ -146,13 +147,14 @@ def build(root: Path, spec: dict, seed: int = 0, log=print) -> Path:
     embeddings[0] = 0
     write_text_data(out / "text", vocab=vocab, rows=caption_rows, caption_index=np.tile(np.arange(per_image), n),
                     offsets=np.arange(n_caps + 1) * CAPTION_LEN, flat_ids=ids.reshape(-1), embeddings=embeddings,
-                    stats={"captions": n_caps, "synthetic": True})
+                    stats={"captions": n_caps, "synthetic": True}, table_fingerprint=table_fingerprint(table))
 
     boxes, dim, chunk_rows = spec["boxes"], spec["dim"], spec["chunk_rows"]
     pool = np.maximum(rng.standard_normal((POOL_BLOCKS * chunk_rows, boxes, dim), dtype=np.float32), 0).astype(np.float16)
     writer = FeatureStoreWriter(out / "features.zarr", n_rows=n, num_boxes=boxes, feature_dim=dim,
                                 chunk_rows=chunk_rows, signature={"bench": "scale", "seed": seed},
-                                attrs={"num_classes": n_labels, "class_names": [f"label{i}" for i in range(n_labels)]})
+                                attrs={"num_classes": n_labels, "class_names": [f"label{i}" for i in range(n_labels)],
+                                       "table_fingerprint": table_fingerprint(table)})
     xy = rng.uniform(0, 320, (chunk_rows, boxes, 2)).astype(np.float32)
     box = np.concatenate([xy, xy + 160], -1)
     positions = np.concatenate([box / 640, np.full((chunk_rows, boxes, 1), 0.0625, np.float32)], -1)
