@@ -89,7 +89,8 @@ def report_stage(methods: list[str], raw: dict) -> dict:
         "deps": [CHECKED, "reports/metrics", "reports/training", "reports/rankings", "reports/per_query",
                  "reports/experiments.json", "pipeline/reporting", "pipeline/metrics/rankings.py",
                  "pipeline/metrics/per_query.py", "pipeline/metrics/bootstrap.py", "stages/report.py"],
-        "params": ["lambda", "report", "metrics.ndcg_k", "metrics.map_k", *recipes],
+        # datasets: the report names a dataset of the run without metrics (skipped by `make repro`)
+        "params": ["lambda", "report", "datasets", "metrics.ndcg_k", "metrics.map_k", *recipes],
         "outs": [{"reports/results.md": {"cache": False}}, {"reports/claims.md": {"cache": False}},
                  {"reports/claims.json": {"cache": False}}, {"reports/qualitative": {"cache": False}}],
         "plots": [{"reports/plots": {"cache": False}},

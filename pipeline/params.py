@@ -18,7 +18,8 @@ import yaml
 
 from pipeline.detection.schema import DETECTOR_SCHEMA, EXTRACT_SCHEMA, check_detection_params
 from pipeline.metrics.schema import METRICS_SCHEMA, check_metrics_params
-from pipeline.param_checks import AnyMapping, Optional_, ParamError, check_value, failer, merge_section
+from pipeline.param_checks import (AnyMapping, Optional_, ParamError, check_name, check_value, failer, merge_section,
+                                   shown)
 from pipeline.training.schema import (METHOD_SCHEMAS, METHOD_TRAIN_OVERRIDES, TRAIN_SCHEMA,
                                       check_training_params)
 
@@ -47,6 +48,10 @@ COCO_SCHEMA: dict[str, Any] = {
     # Table split name -> annotation-file suffix (annotations/captions_<suffix>.json,
     # images in <root>/<suffix>/).
     "splits": AnyMapping({"train": "train2017", "val": "val2017"}),
+    # Images of the train file moved to `val` (the first n_val by sha256("<split_seed>:<image id>"),
+    # pipeline/data/splits.py), for a folder without a val file of its own (`splits` maps no `val`).
+    "n_val": 0,
+    "split_seed": 0,
 }
 
 # Real datasets (pipeline/data/mirflickr.py, nuswide.py, karpathy.py; docs/datasets.md "Real datasets"). An empty
@@ -137,6 +142,10 @@ DOWNLOAD_SCHEMA: dict[str, Any] = {
     # Seconds without data before a connection counts as dropped.
     "timeout": 60.0,
     "progress": True,
+    # Caps on what one archive may extract to: total GB its members declare, and bytes per archive byte
+    # (the largest registry archive, train2014.zip, extracts to ~13.5 GB at ~1x; a zip bomb to 1000x).
+    "max_extract_gb": 50.0,
+    "max_extract_ratio": 100.0,
 }
 
 SCHEMA: dict[str, Any] = {
@@ -167,7 +176,8 @@ SCHEMA: dict[str, Any] = {
     },
     # Region features (pipeline/detection/schema.py): `xmr extract`, and `xmr train-detector` for shapes.
     "extract": {**EXTRACT_SCHEMA, "detectors": AnyMapping(), "weights": AnyMapping()},
-    "detector": DETECTOR_SCHEMA,
+    # `datasets`: <dataset>: {key: value} overrides of the keys above for one dataset.
+    "detector": {**DETECTOR_SCHEMA, "datasets": AnyMapping()},
     "text": {
         # Tokens kept per caption (papers/001: maximum sequence length 150).
         "max_len": 150,
@@ -208,16 +218,18 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
     params = merge_section(raw, SCHEMA, "", source)
     datasets = {}
     for name, entry in params["data"].items():
+        check_name(name, "data", source)
         if not isinstance(entry, dict) or "kind" not in entry:
             raise ParamError(f"{source}: parameter 'data.{name}' must be a mapping with a 'kind' "
                              f"(one of: {', '.join(sorted(DATASET_SCHEMAS))})")
         kind = entry["kind"]
         if kind not in DATASET_SCHEMAS:
-            raise ParamError(f"{source}: parameter 'data.{name}.kind' is {kind!r}, "
+            raise ParamError(f"{source}: parameter 'data.{name}.kind' is {shown(kind)}, "
                              f"expected one of: {', '.join(sorted(DATASET_SCHEMAS))}")
         datasets[name] = merge_section(entry, DATASET_SCHEMAS[kind], f"data.{name}.", source)
     params["data"] = datasets
     for name in params["datasets"]:
+        check_name(name, "datasets", source)
         if name not in datasets:
             raise ParamError(f"{source}: dataset '{name}' is listed in 'datasets' but has no entry "
                              f"under 'data' (known: {', '.join(sorted(datasets)) or 'none'})")
@@ -228,7 +240,7 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
                              for name, entry in params["per_dataset"].items()}
     if params["prepare"]["images_without_labels"] not in ("keep", "drop"):
         raise ParamError(f"{source}: parameter 'prepare.images_without_labels' must be 'keep' or "
-                         f"'drop', got {params['prepare']['images_without_labels']!r}")
+                         f"'drop', got {shown(params['prepare']['images_without_labels'])}")
     _check_data_values(params, source)
     check_text_params(params["text"], source)
     check_training_params(params, source)
@@ -305,6 +317,9 @@ def _check_data_values(params: dict, source: str) -> None:
             if not 1 <= entry["min_object_size"] <= entry["max_object_size"]:
                 fail(f"data.{name}.min_object_size", f"in [1, max_object_size ({entry['max_object_size']})]",
                      entry["min_object_size"])
+        if entry["kind"] == "coco" and entry["n_val"] and ("val" in entry["splits"] or "train" not in entry["splits"]):
+            fail(f"data.{name}.n_val", f"0 when data.{name}.splits maps a val file or no train file "
+                                       f"(n_val moves train images to val)", entry["n_val"])
         if "annotation_sets" in entry and not all(isinstance(v, str) and v for v in entry["annotation_sets"]):
             fail(f"data.{name}.annotation_sets", "a list of annotation-file suffixes (e.g. train2014)",
                  entry["annotation_sets"])
@@ -316,6 +331,9 @@ def _check_data_values(params: dict, source: str) -> None:
     for key in ("retry_wait", "timeout"):
         if not download[key] >= 0:
             fail(f"download.{key}", ">= 0", download[key])
+    for key in ("max_extract_gb", "max_extract_ratio"):
+        if not download[key] > 0:
+            fail(f"download.{key}", "> 0", download[key])
     report = params["report"]
     for key in ("qualitative_queries", "thumbnail_px", "bootstrap_resamples"):
         if report[key] < 1:
@@ -334,9 +352,10 @@ def check_text_params(text: dict, source: str = "params.yaml") -> None:
     """Range checks of the `text` section that its type checks cannot express."""
     for key in ("max_len", "min_count", "embedding_dim", "w2v_epochs", "w2v_window"):
         if text[key] < 1:
-            raise ParamError(f"{source}: parameter 'text.{key}' must be at least 1, got {text[key]!r}")
+            raise ParamError(f"{source}: parameter 'text.{key}' must be at least 1, got {shown(text[key])}")
     if text.get("punctuation", "drop") not in ("drop", "keep"):
-        raise ParamError(f"{source}: parameter 'text.punctuation' must be 'drop' or 'keep', got {text['punctuation']!r}")
+        raise ParamError(f"{source}: parameter 'text.punctuation' must be 'drop' or 'keep', "
+                         f"got {shown(text['punctuation'])}")
 
 
 def _check_seeds(params: dict, source: str) -> None:
@@ -346,7 +365,7 @@ def _check_seeds(params: dict, source: str) -> None:
         seeds.update({f"data.{name}.{key}": entry[key] for key in ("seed", "split_seed") if key in entry})
     for key, value in seeds.items():
         if value < 0:
-            raise ParamError(f"{source}: parameter '{key}' must be a non-negative integer, got {value!r}")
+            raise ParamError(f"{source}: parameter '{key}' must be a non-negative integer, got {shown(value)}")
 
 
 def _check_run_lists(run: dict, source: str) -> None:
@@ -358,15 +377,43 @@ def _check_run_lists(run: dict, source: str) -> None:
                                  f"(known: {', '.join(sorted(METHOD_SCHEMAS))})")
 
 
+MAX_PARAM_NODES = 1_000_000
+
+
+def _expanded_nodes(root) -> int:
+    """How many values a composed YAML document holds once its aliases are expanded (aliases share nodes,
+    so this counts each shared node once per use, in time linear in the file)."""
+    memo: dict[int, int] = {}
+
+    def count(node) -> int:
+        if id(node) in memo:
+            return memo[id(node)]
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(count(k) + count(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(count(v) for v in node.value)
+        else:
+            total = 1
+        memo[id(node)] = total
+        return total
+
+    return count(root) if root is not None else 0
+
+
 def load_params(path: str | Path = "params.yaml") -> dict:
     """Read and validate a params file."""
     path = Path(path)
     if not path.is_file():
         raise ParamError(f"{path}: params file not found")
+    text = path.read_text()
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        expanded = _expanded_nodes(yaml.compose(text, Loader=yaml.SafeLoader))
+        if expanded > MAX_PARAM_NODES:  # nested aliases ("billion laughs"): every reader that walks it explodes
+            raise ParamError(f"{path}: its YAML aliases expand to {expanded:.3g} values (at most {MAX_PARAM_NODES:,}); "
+                             f"refusing what looks like an alias bomb")
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ParamError(f"{path}: not valid YAML ({exc})") from exc
+        raise ParamError(f"{path}: not valid YAML ({shown(str(exc), 300)})") from exc
     return validate(raw, str(path))
 
 

@@ -32,6 +32,7 @@ def check_all(path: Path) -> dict:
     for dataset in p["datasets"]:
         dataset_params(p, dataset, str(path))
         extract_settings(p, dataset)
+        train_settings(p, dataset)
         metric_options(p["metrics"], dataset, str(path))
     return p
 

@@ -1,6 +1,7 @@
 """Options and error handling shared by every stage command."""
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
@@ -34,8 +35,16 @@ def stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, interrupt)
 
 
+MAX_LINE = 1000  # a message quoting a hostile value (a 10 MB path or seed) is cut, not printed whole
+
+
+def _cut(message: str) -> str:
+    return "\n".join(line if len(line) <= MAX_LINE else f"{line[:MAX_LINE]}... ({len(line)} characters)"
+                     for line in message.splitlines() or [""])
+
+
 def _fail(message: str, exc: BaseException):
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    typer.secho(f"error: {_cut(message)}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code=2) from exc
 
 
@@ -60,6 +69,8 @@ def stage_errors(func):
                 raise
             _fail(str(exc), exc)
         except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG and not debug_enabled():  # a path param of megabytes
+                _fail(f"{exc.filename or '(path unknown)'}: file name too long; check the path parameters", exc)
             if debug_enabled() or exc.errno not in DISK_ERRNOS:
                 raise
             where = exc.filename or "(path unknown)"

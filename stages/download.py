@@ -29,7 +29,9 @@ def main(
     first download and enforced afterwards) and archives are extracted safely into
     download.dir/<source>/extracted/. data/<dataset>/raw/manifest.json records what was fetched.
     Sources the user provides (data.<dataset>.root, karpathy_json) are skipped; NUS-WIDE and Flickr
-    images always come from the user (images_root).
+    images always come from the user (images_root). Kind coco (a COCO-layout folder read in place from
+    data.<dataset>.root, e.g. coco_mini) fetches nothing: the folder is checked and its annotation files'
+    sha256 recorded in the manifest, which prepare checks.
 
     Assets: `xmr download word2vec` (GoogleNews-vectors-negative300.bin.gz) and `xmr download weights`
     (torchvision Faster R-CNN v2 COCO, bua-caffe-frcn-r101-k36.pth, faster_rcnn_from_caffe.pkl) into
@@ -48,8 +50,13 @@ def main(
             typer.echo(f"{dataset}: {f['path']} (sha256 {f['sha256']}, {f['hash_checked_against']})")
         return
     counts = download_dataset(dataset, dataset_params(p, dataset, str(params)), data_dir, p["download"])
-    if dataset_params(p, dataset, str(params))["kind"] == "shapes":
+    kind = dataset_params(p, dataset, str(params))["kind"]
+    if kind == "shapes":
         typer.echo(f"{dataset}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " images")
+    elif kind == "coco":
+        typer.echo(f"{dataset}: read in place from {p['data'][dataset]['root']} (nothing to download; "
+                   + ", ".join(f"{k}/ {v} files" for k, v in counts.items())
+                   + f"); annotation hashes in {data_dir / dataset / 'raw' / 'manifest.json'}")
     else:
         typer.echo(f"{dataset}: " + (", ".join(f"{k} {v} files" for k, v in counts.items()) or "nothing to download")
                    + f"; manifest in {data_dir / dataset / 'raw' / 'manifest.json'}")

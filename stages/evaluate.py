@@ -50,8 +50,9 @@ def main(
     from pipeline.completion import RECORD_FILE
     from pipeline.io import write_json
     from pipeline.metrics import write_rankings
+    from pipeline.metrics.evaluation_set import EVALUATION_ID, evaluation_id
     from pipeline.metrics.per_query import write_per_query
-    from pipeline.training.checkpoint import load_model
+    from pipeline.training.checkpoint import check_inputs, load_model
     from pipeline.training.data import RetrievalData
     from pipeline.training.loop import resolve_device
     from pipeline.training.partial_scores import discard
@@ -66,6 +67,7 @@ def main(
                               progress=progress, log=typer.echo)
     device = resolve_device(settings["device"])
     model, config = load_model(models_dir / dataset / method, method, data.info, device)
+    check_inputs(models_dir / dataset / method, config, data.inputs)
     amp = settings["amp"] and device.type == "cuda"
     partial_dir = reports_dir / ".partial" / dataset / method  # a killed run resumes its finished score blocks
     partial_key = {"model": (models_dir / dataset / method / RECORD_FILE).read_text(), "split": split}
@@ -83,9 +85,12 @@ def main(
     top = split_rankings(scores, 10, device=device)
     captions = scores.items.captions
     caption_index = np.asarray(getattr(data.text, "caption_index", np.zeros(len(data.caption_rows))))[captions]
+    # One id on the three outputs: the report refuses a set from two evaluations (a kill between the writes)
+    evaluation = evaluation_id(models_dir / dataset / method, data.inputs, split, p["metrics"])
+    metrics[EVALUATION_ID] = evaluation
     write_rankings(reports_dir / "rankings" / dataset / f"{method}.npz", scores.items.image_rows,
-                   data.caption_rows[captions], caption_index, top["i2t_top"], top["t2i_top"])
-    write_per_query(reports_dir / "per_query" / dataset / f"{method}.npz", per_query)
+                   data.caption_rows[captions], caption_index, top["i2t_top"], top["t2i_top"], evaluation=evaluation)
+    write_per_query(reports_dir / "per_query" / dataset / f"{method}.npz", {**per_query, EVALUATION_ID: evaluation})
     write_json(reports_dir / "metrics" / dataset / f"{method}.json", metrics)
     discard(partial_dir)
     shown = [k for k in metrics if k.endswith(("ndcg_i2t", "ndcg_t2i", "ndcg_ave", "map_ave", "rsum"))]

@@ -66,9 +66,12 @@ def main(
                                               f"and `xmr evaluate` it")
     import yaml
 
+    written = yaml.safe_load(params.read_text()) or {}
+    # a dataset taken out of the `datasets` list leaves its metrics files behind: they are not results
+    listed = p["datasets"] if "datasets" in written else None
     summary = build_report(reports_dir, data_dir, experiments=experiments, current_lambda=p["lambda"],
                            report_params=p["report"], metrics_params=p["metrics"],
-                           current_params=yaml.safe_load(params.read_text()),
+                           current_params=written, datasets=listed,
                            recipes={m: s["recipe"] for m, s in p["methods"].items() if "recipe" in s})
     verdicts = list(summary["claims"].values())
     typer.echo(f"report: {summary['metrics_files']} metrics files, {len(summary['training_plots'])} training "

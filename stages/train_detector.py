@@ -53,7 +53,7 @@ def main(
         typer.echo(f"{dataset}: uses the downloaded {record['detector']} (sha256 {record['weights_sha256'][:12]}...); "
                    "nothing to train")
         return
-    settings = train_settings(p)
+    settings = train_settings(p, dataset)
     if settings.threads:
         import torch
 

@@ -30,9 +30,10 @@ class FakeFeatureStore:
     def __len__(self):
         return len(self.features)
 
-    def read(self, rows):
+    def read(self, rows, float32=True):
         rows = np.asarray(rows)
-        return {"features": self.features[rows].astype(np.float32), "positions": self.positions[rows],
+        features = self.features[rows].astype(np.float32 if float32 else self.features.dtype)
+        return {"features": features, "positions": self.positions[rows],
                 "classes": self.classes[rows], "boxes": self.positions[rows, :, :4] * 100,
                 "scores": np.ones(self.classes[rows].shape, np.float32)}
 

@@ -19,7 +19,11 @@ def test_bad_param_is_a_one_line_error(tmp_path):
 
 
 def test_dvc_repro_runs_prepare_then_has_nothing_to_do(tmp_path):
-    project = create_project(tmp_path / "p", lambda p: p["data"]["shapes"].update(n_images=20, n_val=4, n_test=4))
+    def shapes_only(p):  # the copy has no ../shared beside it, so coco_mini is left out
+        p["datasets"] = ["shapes"]
+        p["data"]["shapes"].update(n_images=20, n_val=4, n_test=4)
+
+    project = create_project(tmp_path / "p", shapes_only)
     first = dvc(["repro", "prepare"], project).stdout
     assert "Running stage 'download@shapes'" in first and "Running stage 'prepare@shapes'" in first
     assert (project / "data" / "shapes" / "table.parquet").is_file()

@@ -73,24 +73,25 @@ def test_the_run_on_coco_lines_pass_check_params_literally(page, snippets, tmp_p
 
 
 def test_precedence_of_the_layers():
-    """per_dataset method > method > per_dataset > recipe > train (pipeline/training/recipes.py)."""
+    """per_dataset method > method > recipe > per_dataset > train (pipeline/training/recipes.py)."""
     raw = {"datasets": ["f30k", "other"],
            "data": {"f30k": {"kind": "flickr30k"}, "other": {"kind": "flickr30k"}},
            "train": {"epochs": 40, "lr": 1e-4, "weight_decay": 0.5},
            "methods": {"scan_i2t": {"train": {"batch_size": 16}}},
-           "per_dataset": {"f30k": {"train": {"epochs": 5, "batch_size": 8, "lr_decay_epoch": 2},
+           "per_dataset": {"f30k": {"train": {"epochs": 5, "batch_size": 8},
                                     "methods": {"scan_i2t": {"train": {"lr": 0.5}, "d_model": 32}}}}}
     p = validate(raw)
     f30k = recipe_train(p, "scan_i2t", "flickr30k", "f30k")
     assert f30k["lr"] == 0.5            # 1. per_dataset.f30k.methods.scan_i2t.train
     assert f30k["batch_size"] == 16     # 2. methods.scan_i2t.train over per_dataset.f30k.train (8)
-    assert f30k["epochs"] == 5          # 3. per_dataset.f30k.train over the recipe's 30
+    assert f30k["epochs"] == 30         # 3. the recipe's over per_dataset.f30k.train (5)
     assert f30k["weight_decay"] == 0.5  # 5. the shared train section
+    assert recipe_train(p, "ss", "flickr30k", "f30k")["epochs"] == 5  # 4. per_dataset.f30k.train: no recipe size
     other = recipe_train(p, "scan_i2t", "flickr30k", "other")
     assert (other["epochs"], other["lr"], other["batch_size"]) == (30, 2e-4, 16)  # 4. the recipe, no layer
     assert resolve_settings(p, "scan_i2t", "flickr30k", "f30k")["d_model"] == 32
     assert resolve_settings(p, "scan_i2t", "flickr30k", "other")["d_model"] == 1024
-    assert recipe_train(p, "scan_t2i", "flickr30k", "f30k")["batch_size"] == 8  # a method without its own
+    assert recipe_train(p, "ss", "flickr30k", "f30k")["batch_size"] == 8  # a method without its own
 
 
 @pytest.mark.parametrize("layer, key", [
@@ -117,7 +118,8 @@ def test_a_datasets_settings_file_changes_only_with_its_own_entry(tmp_path):
     from stages.cli import app
 
     raw = copy.deepcopy(SHIPPED)
-    raw["datasets"] = ["shapes", "coco_mini"]
+    raw["datasets"] = ["shapes", "other"]
+    raw["data"]["other"] = {"kind": "coco2014"}  # a dataset without settings of its own
 
     def write(name: str) -> bytes:
         path = tmp_path / "params.yaml"
@@ -128,7 +130,7 @@ def test_a_datasets_settings_file_changes_only_with_its_own_entry(tmp_path):
         return out.read_bytes()
 
     before = {name: write(name) for name in raw["datasets"]}
-    assert b'"epochs": 3' in before["shapes"] and b'"per_dataset": {}' in before["coco_mini"]
+    assert b'"epochs": 3' in before["shapes"] and b'"per_dataset": {}' in before["other"]
     raw["per_dataset"]["shapes"]["train"]["epochs"] = 2
     assert write("shapes") != before["shapes"]
-    assert write("coco_mini") == before["coco_mini"]
+    assert write("other") == before["other"]

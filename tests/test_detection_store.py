@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+import pipeline.detection.store as store_module
 from pipeline.detection.store import ARRAYS, FeatureStore, FeatureStoreWriter, StoreError, partial_path
 
 N, K, D = 10, 3, 4
@@ -104,3 +105,26 @@ def test_slice_and_scattered_reads_return_the_requested_rows(tmp_path, rows):
     for name in ARRAYS:
         expected = truth[name][wanted]
         assert np.array_equal(got[name], expected.astype(np.float32) if name == "features" else expected), name
+    stored = FeatureStore(path).read(rows, float32=False)["features"]  # what the training data read
+    assert stored.dtype == np.float16 and np.array_equal(stored, truth["features"][wanted])
+
+
+@pytest.mark.parametrize("rows, by_chunks", [([1, 3, 5, 60, 62, 5], True), ([62, 1, 9, 14], False),
+                                             ([0, 30, 63], False), ([17, 40, 41, 42], True)])
+@pytest.mark.parametrize("inner_chunks", [True, False])
+def test_rows_scattered_over_inner_chunks_read_exactly(tmp_path, monkeypatch, rows, by_chunks, inner_chunks):
+    """Scattered rows whose inner chunks hold at most 4x as many rows are read as those chunks' slices
+    (features here: runs of 8 in shards of 16), others through `oindex`; every path gives the rows asked."""
+    monkeypatch.setattr(store_module, "READ_INNER_CHUNKS", inner_chunks)
+    path = tmp_path / "features.zarr"
+    w = writer(path, n_rows=64, chunk_rows=16)
+    for c in range(w.num_chunks):
+        w.write_chunk(c, chunk_data(w.chunk_rows_range(c)))
+    w.finalize()
+    truth = chunk_data(range(64))
+    calls, read_blocks = [], store_module._read_blocks
+    monkeypatch.setattr(store_module, "_read_blocks", lambda *a: calls.append(a[0].name) or read_blocks(*a))
+    got = FeatureStore(path).read(rows, float32=False)
+    for name in ARRAYS:
+        assert np.array_equal(got[name], truth[name][rows]), name
+    assert [name.strip("/") for name in calls] == (["features"] if by_chunks and inner_chunks else [])

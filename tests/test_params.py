@@ -9,7 +9,7 @@ REPO_PARAMS = REPO / "params.yaml"
 
 def test_repository_params_are_valid_and_complete():
     p = load_params(REPO_PARAMS)
-    assert p["datasets"] == ["shapes"]
+    assert p["datasets"] == ["shapes", "coco_mini"]
     assert isinstance(p["lambda"], float)
     assert dataset_params(p, "shapes")["kind"] == "shapes"
 

@@ -3,16 +3,29 @@
 Every member is checked before anything is written: absolute paths, `..` components, links whose
 target leaves the extraction folder, and devices/FIFOs are rejected (zip-slip). While writing, each
 file's byte count must equal the size its header declares (zip CRCs are checked by zipfile), and the
-declared total must fit on the disk.
+declared total must fit on the disk and under the caps `download.max_extract_gb` and
+`download.max_extract_ratio` (extracted bytes per archive byte: a zip bomb is refused before it fills
+the disk).
+
+Names are not enough where links are: `a -> .` then `a/a/p -> ../../etc/passwd` passes every lexical
+check. So each member's real path is resolved against what is already extracted (links included)
+before it is written, no folder is created before its real path is known to be inside the target, a
+hard link copies only a regular file whose real path is inside, and after the last member every link
+is resolved once more (a later link can change where an earlier one leads).
+
+`verify_archive` reads a whole archive once (zip CRCs, tar to its end): a download without a published
+hash is checked with it before its hash is locked on first use.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
 import stat
 import tarfile
 import zipfile
+from zlib import error as zlib_error
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -21,6 +34,10 @@ from tqdm import tqdm
 from pipeline.io import write_json
 
 COPY_CHUNK = 1 << 20
+# The largest registry archive, train2014.zip (13.5 GB of JPEGs), extracts to about its own size; annotation
+# and tag archives (JSON, text) to at most ~10x theirs. The caps leave room above both (params.yaml `download`).
+MAX_EXTRACT_GB = 50.0
+MAX_EXTRACT_RATIO = 100.0
 
 
 class ArchiveError(ValueError):
@@ -138,11 +155,85 @@ def _copy(src, dest: Path, expected: int, archive: Path, name: str) -> None:
         raise ArchiveError(f"{archive}: member '{name}' has {written} bytes, its header declares {expected}")
 
 
-def extract(archive: str | Path, target: str | Path, progress: bool = True) -> dict:
+def _check_caps(archive: Path, need: int, max_gb: float, max_ratio: float) -> None:
+    if need > max_gb * 1e9:
+        raise ArchiveError(f"{archive}: its members declare {need / 1e9:.2f} GB, more than download.max_extract_gb "
+                           f"({max_gb:g} GB); raise it if this archive is genuine")
+    size = max(archive.stat().st_size, 1)
+    if need > 1e6 and need / size > max_ratio:
+        raise ArchiveError(f"{archive}: {size} bytes that declare {need} bytes of members ({need / size:.0f}x, more "
+                           f"than download.max_extract_ratio {max_ratio:g}): refusing what looks like a zip bomb")
+
+
+def _real_inside(real_target: str, path: Path | str) -> bool:
+    return _inside(real_target, os.path.realpath(path))
+
+
+def _make_dirs(real_target: str, target: Path, name: str, archive: Path) -> None:
+    """Create target/name one component at a time, each checked (through links) to stay inside."""
+    current = target
+    for part in PurePosixPath(name).parts:
+        current = current / part
+        if not _real_inside(real_target, current):
+            raise UnsafeArchiveError(f"{archive}: member path '{name}' would be written through a link outside "
+                                     f"{target} ('{current.relative_to(target)}'); refusing to extract")
+        if not current.is_dir():
+            current.mkdir()
+
+
+def _check_links_after(real_target: str, target: Path, links: list[Member], archive: Path) -> None:
+    """Every extracted link must still resolve inside the target; the first that does not is removed, named."""
+    for m in links:
+        dest = target / m.name
+        if dest.is_symlink() and not _real_inside(real_target, dest):
+            dest.unlink()
+            raise UnsafeArchiveError(f"{archive}: link '{m.name}' -> '{m.link}' leads outside {target} through "
+                                     f"other links of the archive; removed it, refusing the archive")
+
+
+def verify_archive(archive: str | Path) -> None:
+    """Read every member of `archive` to its end (zip: CRCs); ArchiveError naming it when it is truncated or
+    corrupt. Used before a first-use hash is locked: a cut download must not become the trusted file."""
+    archive = Path(archive)
+    try:
+        kind, handle = _open(archive)
+        with handle:
+            if kind == "zip":
+                bad = handle.testzip()
+                if bad is not None:
+                    raise ArchiveError(f"{archive}: member '{bad}' fails its CRC check; the archive is corrupt")
+            else:
+                for info in handle:
+                    if info.isreg():
+                        src = handle.extractfile(info)
+                        while src.read(COPY_CHUNK):
+                            pass
+    except ArchiveError:
+        raise
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib_error) as exc:
+        raise ArchiveError(f"{archive}: does not open completely ({type(exc).__name__}: {exc}); the download is "
+                           f"truncated or corrupt") from exc
+
+
+def verify_gzip(path: str | Path) -> None:
+    """Decompress `path` to its end: gzip's trailer (CRC-32 and length) catches a cut or spliced download."""
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(COPY_CHUNK):
+                pass
+    except (OSError, EOFError, zlib_error) as exc:
+        raise ArchiveError(f"{path}: does not decompress completely ({type(exc).__name__}: {exc}); the download is "
+                           f"truncated or corrupt") from exc
+
+
+def extract(archive: str | Path, target: str | Path, progress: bool = True, max_gb: float = MAX_EXTRACT_GB,
+            max_ratio: float = MAX_EXTRACT_RATIO) -> dict:
     """Extract `archive` into `target` after checking every member; returns counts."""
     archive, target = Path(archive), Path(target)
     members = list_members(archive, target)
     need = sum(m.size for m in members)
+    _check_caps(archive, need, max_gb, max_ratio)
     target.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(target).free
     if need > free:
@@ -150,6 +241,7 @@ def extract(archive: str | Path, target: str | Path, progress: bool = True) -> d
     real_target = os.path.realpath(target)
     kind, handle = _open(archive)
     files = 0
+    links: list[Member] = []
     with handle, tqdm(total=need, unit="B", unit_scale=True, desc=f"extract {archive.name}", leave=False,
                       disable=not progress) as bar:
         for m in members:
@@ -157,19 +249,30 @@ def extract(archive: str | Path, target: str | Path, progress: bool = True) -> d
                 continue
             dest = target / m.name
             if m.kind == "dir":
-                dest.mkdir(parents=True, exist_ok=True)
+                _make_dirs(real_target, target, m.name, archive)
                 continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if not _inside(real_target, os.path.realpath(dest.parent)):
+            parent = str(PurePosixPath(m.name).parent)
+            if parent != ".":
+                _make_dirs(real_target, target, parent, archive)
+            if not _real_inside(real_target, dest.parent):
                 raise UnsafeArchiveError(f"{archive}: member '{m.name}' would be written through a link outside {target}")
             if dest.is_symlink() or dest.exists():
                 if dest.is_dir() and not dest.is_symlink():
                     raise ArchiveError(f"{archive}: member '{m.name}' is a file but {dest} is a folder")
                 dest.unlink()
             if m.kind == "symlink":
+                resolved = os.path.join(os.path.realpath(dest.parent), m.link)
+                if not _real_inside(real_target, resolved):
+                    raise UnsafeArchiveError(f"{archive}: link '{m.name}' -> '{m.link}' leads outside {target} through "
+                                             f"the links extracted before it; refusing to extract")
                 os.symlink(m.link, dest)
+                links.append(m)
             elif m.kind == "hardlink":
-                shutil.copyfile(target / m.link, dest)
+                source = os.path.realpath(target / m.link)
+                if not _inside(real_target, source) or not os.path.isfile(source):
+                    raise UnsafeArchiveError(f"{archive}: hard link '{m.name}' -> '{m.link}' resolves to {source}, "
+                                             f"not a file inside {target}; refusing to extract")
+                shutil.copyfile(source, dest, follow_symlinks=False)
             else:
                 src = handle.open(m.ref) if kind == "zip" else handle.extractfile(m.ref)
                 try:
@@ -179,10 +282,12 @@ def extract(archive: str | Path, target: str | Path, progress: bool = True) -> d
                     raise ArchiveError(f"{archive}: member '{m.name}' is corrupt ({exc})") from exc
                 files += 1
                 bar.update(m.size)
+    _check_links_after(real_target, target, links, archive)
     return {"files": files, "bytes": need}
 
 
-def extract_once(archive: str | Path, target: str | Path, sha256: str, progress: bool = True) -> bool:
+def extract_once(archive: str | Path, target: str | Path, sha256: str, progress: bool = True,
+                 max_gb: float = MAX_EXTRACT_GB, max_ratio: float = MAX_EXTRACT_RATIO) -> bool:
     """Extract unless a marker says this exact archive (by sha256) was fully extracted into `target`.
 
     Returns True when it extracted. An interrupted extraction leaves no marker and is redone.
@@ -195,6 +300,6 @@ def extract_once(archive: str | Path, target: str | Path, sha256: str, progress:
                 return False
         except json.JSONDecodeError:
             pass
-    counts = extract(archive, target, progress)
+    counts = extract(archive, target, progress, max_gb, max_ratio)
     write_json(marker, {"archive": archive.name, "sha256": sha256, **counts})
     return True

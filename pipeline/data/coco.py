@@ -23,6 +23,9 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
+from pipeline.data.locate import check_inside
+from pipeline.param_checks import shown
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
@@ -37,6 +40,8 @@ def _load_json(path: Path, required: tuple[str, ...]) -> dict:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"{path}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:  # hostile nesting (100,000 levels) exhausts the parser's stack
+        raise AnnotationError(f"{path}: JSON nested too deeply to read; not an annotation file") from exc
     if not isinstance(doc, dict):
         raise AnnotationError(f"{path}: expected a JSON object at the top level")
     for key in required:
@@ -45,10 +50,22 @@ def _load_json(path: Path, required: tuple[str, ...]) -> dict:
     return doc
 
 
+def unicode_problem(text: str) -> str | None:
+    """Why `text` cannot be written as UTF-8 (JSON allows lone surrogates such as "\\ud800"), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds a lone surrogate at character {exc.start}, not valid Unicode"
+    return None
+
+
 def _field(record: dict, key: str, types, path: Path, what: str):
     value = record.get(key) if isinstance(record, dict) else None
     if not isinstance(value, types) or isinstance(value, bool):
-        raise AnnotationError(f"{path}: {what} has no valid '{key}' (got {value!r})")
+        raise AnnotationError(f"{path}: {what} has no valid '{key}' (got {shown(value)})")
+    problem = unicode_problem(value) if isinstance(value, str) else None
+    if problem:
+        raise AnnotationError(f"{path}: {what} has field '{key}' that {problem}")
     return value
 
 
@@ -189,6 +206,7 @@ def read_split(root: Path, suffix: str, category_index: dict[int, int],
         path = image_dir / info["file_name"]
         if not path.is_file():
             raise AnnotationError(f"{ins_path}: image {image_id} is listed but its file {path} does not exist")
+        check_inside([path], image_dir, f"{ins_path}, image {image_id}")
         texts = [text for _, text in sorted(captions.get(image_id, []))]
         if max_captions:
             texts = texts[:max_captions]

@@ -36,7 +36,7 @@ def fetch_source(src: reg.Source, settings: FetchSettings) -> dict:
         info = fetch_file(entry, settings, src.alternatives)
         if entry.extract:
             archives.extract_once(info["path"], reg.extracted_dir(settings.download_dir, src.name), info["sha256"],
-                                  settings.progress)
+                                  settings.progress, settings.max_extract_gb, settings.max_extract_ratio)
         files[entry.name] = info
     out = {"files": files}
     if any(e.extract for e in src.files):
@@ -51,10 +51,7 @@ def download_dataset(dataset: str, dparams: dict, data_dir: str | Path = "data",
     if kind == "shapes":
         return shapes.generate(raw_dir(data_dir, dataset), dparams)
     if kind == "coco":
-        raise ValueError(
-            f"params: data.{dataset} has kind 'coco', which is read in place from data.{dataset}.root "
-            f"by `xmr prepare {dataset}`; it has nothing to download"
-        )
+        return record_local_coco(dataset, dparams, data_dir)
     download_params = download_params or default_download_params()
     settings = FetchSettings.from_params(download_params)
     sources = reg.load_registry(download_params["registry"])
@@ -72,6 +69,36 @@ def download_dataset(dataset: str, dparams: dict, data_dir: str | Path = "data",
         manifest["sources"][src.name] = fetched
     write_json(raw_dir(data_dir, dataset) / MANIFEST, manifest)
     return {name: len(entry["files"]) for name, entry in manifest["sources"].items()}
+
+
+def record_local_coco(dataset: str, dparams: dict, data_dir: str | Path = "data") -> dict:
+    """Kind `coco` is read in place from `data.<dataset>.root`: nothing to fetch. Checks that the folder
+    holds every split's annotation files and image folder, and records their sha256 and image counts in
+    `data/<dataset>/raw/manifest.json`, the stage's output (prepare checks it: `check_local_coco`)."""
+    root = Path(dparams["root"]) if dparams["root"] else None
+    if root is None or not root.is_dir():
+        raise FileNotFoundError(f"params: data.{dataset}.root is {dparams['root']!r}: expected the folder of a "
+                                f"COCO-layout dataset (annotations/, one image folder per split), not found")
+    manifest = {"dataset": dataset, "kind": "coco", "root": str(dparams["root"]), "sources": {},
+                "user_provided": ["root"], "annotations": local_coco_hashes(root, dparams["splits"])}
+    write_json(raw_dir(data_dir, dataset) / MANIFEST, manifest)
+    return {suffix: sum(1 for f in (root / suffix).iterdir() if f.is_file()) for suffix in dparams["splits"].values()}
+
+
+def local_coco_hashes(root: Path, splits: dict) -> dict[str, str]:
+    """sha256 of each annotation file the split suffixes name; a missing file or image folder is an error."""
+    from pipeline.data.splits import file_sha256
+
+    out = {}
+    for suffix in dict.fromkeys(splits.values()):
+        if not (root / suffix).is_dir():
+            raise FileNotFoundError(f"{root / suffix}: image folder of split file suffix '{suffix}' not found")
+        for name in (f"captions_{suffix}.json", f"instances_{suffix}.json"):
+            path = root / "annotations" / name
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: annotation file not found")
+            out[name] = file_sha256(path)
+    return out
 
 
 def download_asset(name: str, download_params: dict | None = None) -> dict:

@@ -6,7 +6,8 @@ the partial file and the next attempt (a retry, or the next `xmr download`) asks
 rest with `Range: bytes=<size>-`; a server that ignores Range (200) restarts from zero. The complete
 file's first bytes are checked against its expected content (an HTML page where a zip is expected is
 an error naming the URL, and the next URL is tried); then pooch checks the sha256 and moves it into
-place, or deletes it on mismatch. A first-use hash is locked only after the content check.
+place, or deletes it on mismatch. A first-use hash is locked only after the content check and, for an archive,
+after it opened completely (`archives.verify_archive`).
 
 Mirrors (`download.mirrors.<source>` in params.yaml): either a list of base URLs (`<base>/<file>`)
 or a mapping from the registry's file name to its own URL (or list of URLs), for hosts whose file
@@ -25,6 +26,7 @@ import requests
 from tqdm import tqdm
 
 from pipeline.data import registry as reg
+from pipeline.data.archives import MAX_EXTRACT_GB, MAX_EXTRACT_RATIO, ArchiveError, verify_archive, verify_gzip
 from pipeline.data.content import ContentError, check_content
 
 # Bytes received but not yet written when a connection drops are lost (at most one chunk).
@@ -56,11 +58,14 @@ class FetchSettings:
     retry_wait: float = 1.0
     timeout: float = 60.0
     progress: bool = True
+    max_extract_gb: float = MAX_EXTRACT_GB
+    max_extract_ratio: float = MAX_EXTRACT_RATIO
 
     @classmethod
     def from_params(cls, dparams: dict) -> "FetchSettings":
         return cls(Path(dparams["dir"]), Path(dparams["lock_file"]), dict(dparams["mirrors"]),
-                   dparams["retries"], dparams["retry_wait"], dparams["timeout"], dparams["progress"])
+                   dparams["retries"], dparams["retry_wait"], dparams["timeout"], dparams["progress"],
+                   dparams.get("max_extract_gb", MAX_EXTRACT_GB), dparams.get("max_extract_ratio", MAX_EXTRACT_RATIO))
 
 
 def _url_list(value, key: str) -> list[str]:
@@ -218,8 +223,15 @@ def fetch_file(entry: reg.FileEntry, settings: FetchSettings, alternatives=()) -
     if expected is None:
         try:  # a local copy left by an earlier version was never content-checked
             check_content(dest, entry.content, used)
-        except ContentError:
+            if entry.extract:  # a cut or corrupt archive must not become the trusted file
+                verify_archive(dest)
+            elif entry.content == "gzip":
+                verify_gzip(dest)
+        except (ContentError, ArchiveError) as exc:
             dest.unlink()
+            if isinstance(exc, ArchiveError):
+                raise ArchiveError(f"{exc}; downloaded from {used}, removed and not locked: run the download "
+                                   f"again") from exc
             raise
         reg.record_lock(settings.lock_file, entry, sha, size, used)
     return {"path": str(dest), "sha256": sha, "size": size, "url": used,

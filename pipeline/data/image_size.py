@@ -23,7 +23,7 @@ def _size(path: str) -> tuple[int, int]:
             return im.size
     except FileNotFoundError:
         return -1, -1
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:  # a header declaring 30000x30000
         raise ImageFileError(f"{path}: not a readable image ({exc})") from exc
 
 

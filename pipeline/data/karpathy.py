@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data import coco, splits
+from pipeline.data import coco, locate, splits
 from pipeline.data.image_size import image_sizes
 from pipeline.params import ParamError
 
@@ -39,6 +39,8 @@ def load(path: Path, expected_dataset: str) -> list[dict]:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise KarpathyError(f"{path}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:  # hostile nesting exhausts the parser's stack
+        raise KarpathyError(f"{path}: JSON nested too deeply to read; not a Karpathy split file") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
         raise KarpathyError(f"{path}: expected an object with an 'images' list")
     if doc.get("dataset") not in (None, expected_dataset):
@@ -61,6 +63,10 @@ def load(path: Path, expected_dataset: str) -> list[dict]:
         sents = img.get("sentences")
         if not isinstance(sents, list) or not all(isinstance(s, dict) and isinstance(s.get("raw"), str) for s in sents):
             raise KarpathyError(f"{where} ({img['filename']}) has no 'sentences' list with 'raw' captions")
+        for k, sentence in enumerate(sents):
+            problem = coco.unicode_problem(sentence["raw"])
+            if problem:
+                raise KarpathyError(f"{where} ({img['filename']}): sentence {k} field 'raw' {problem}")
     return doc["images"]
 
 
@@ -142,6 +148,7 @@ def read_flickr(json_path: Path, dparams: dict, dataset: str, kind: str, max_cap
     assignment, created = _freeze(dparams, kind, ordered, json_path, f"Karpathy split of {json_path.name}; file order kept")
     ids = [i for split in ordered for i in assignment if assignment[i] == split]
     paths = [images_root / by_id[i]["filename"] for i in ids]
+    locate.check_inside(paths, images_root, str(json_path))
     sizes = image_sizes(paths, progress)
     present = sizes[:, 0] >= 0
     if not present.all() and dparams["missing_images"] == "error":

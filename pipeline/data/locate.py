@@ -55,3 +55,28 @@ def find_dir(root: str | Path, name: str, what: str, max_depth: int = MAX_DEPTH)
         raise MissingSourceFileError(f"{root}: folder {name}/ ({what}) found {len(hits)} times: "
                                      f"{', '.join(str(h) for h in hits[:3])}")
     return hits[0]
+
+
+class SourcePathError(ValueError):
+    """An image path of a dataset that leads outside the dataset's image folder."""
+
+
+def check_inside(paths: list[Path], folder: str | Path, listed_in: str) -> None:
+    """Refuse the first image path that leads out of `folder`: by its name (absolute, `..`), or because
+    the file is a symlink to a file outside its own folder (a same-size stand-in would be used silently).
+    A linked *folder* (images on another disk) stays allowed: the check is on the file."""
+    folder = Path(folder)
+    for path in paths:
+        path = Path(path)
+        try:
+            relative = path.relative_to(folder)
+        except ValueError:
+            relative = None
+        if relative is None or ".." in relative.parts:
+            raise SourcePathError(f"{path}: outside the image folder {folder} (listed in {listed_in}); an image "
+                                  f"must be a file inside its dataset's folder")
+        if path.is_symlink():
+            real, home = os.path.realpath(path), os.path.realpath(path.parent)
+            if not real.startswith(home.rstrip(os.sep) + os.sep):
+                raise SourcePathError(f"{path}: a link to {real}, outside the image folder {folder} (listed in "
+                                      f"{listed_in}); an image must be a file inside its dataset's folder")

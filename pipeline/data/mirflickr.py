@@ -117,6 +117,7 @@ def read(root: Path, dparams: dict, dataset: str, progress: bool = True) -> tupl
          "require_tag": dparams["require_tag"], "eligible": int(eligible.size)})
 
     paths = [image_dir / f"im{i}.jpg" for i in eligible]
+    locate.check_inside(paths, image_dir, "the MIRFlickr image folder")
     sizes = image_sizes(paths, progress)
     rows = []
     for k, i in enumerate(eligible):

@@ -126,6 +126,7 @@ def read(root: Path, dparams: dict, dataset: str, progress: bool = True) -> tupl
          "eligible": int(eligible.size)})
 
     paths = [images_root / image_relpath(image_list[i]) for i in eligible]
+    locate.check_inside(paths, images_root, "Imagelist.txt")
     sizes = image_sizes(paths, progress)
     present = sizes[:, 0] >= 0
     if not present.all() and dparams["missing_images"] == "error":

@@ -108,6 +108,34 @@ def _prepare_real(dataset: str, dparams: dict, prepare_params: dict, data_dir) -
     return stats
 
 
+def _hold_out(rows: list[dict], n_val: int, seed: int, dataset: str) -> tuple[list[dict], list[dict]]:
+    """`(train, val)`: val = the first `n_val` train images in the hashed order of their ids (a seeded
+    shuffle no library version changes, `splits.seeded_split`); both keep the image-id order."""
+    from pipeline.data.splits import seeded_split
+
+    try:
+        ids = seeded_split([r["image_id"] for r in rows], n_val, 0, seed)
+    except ValueError as exc:
+        raise ParamError(f"params: data.{dataset}.n_val: {exc}") from exc
+    val = set(ids["val"])
+    return [r for r in rows if r["image_id"] not in val], [r for r in rows if r["image_id"] in val]
+
+
+def check_local_coco(data_dir: str | Path, dataset: str, root: Path, splits: dict[str, str]) -> None:
+    """A folder read in place must still hold the annotation files `xmr download` recorded (when it did)."""
+    path = raw_dir(data_dir, dataset) / MANIFEST
+    if not path.is_file():
+        return  # prepare run by hand on a folder: nothing recorded to compare with
+    from pipeline.data.download import local_coco_hashes
+
+    recorded = json.loads(path.read_text()).get("annotations", {})
+    for name, digest in local_coco_hashes(root, splits).items():
+        if recorded.get(name) != digest:
+            raise coco.AnnotationError(f"{root / 'annotations' / name}: differs from the file `xmr download {dataset}` "
+                                       f"recorded in {path}; rerun `xmr download {dataset}` (dvc repro -f "
+                                       f"download@{dataset}) to take the new annotations")
+
+
 def prepare_dataset(dataset: str, dparams: dict, prepare_params: dict, data_dir: str | Path = "data") -> dict:
     """Read a dataset and write its prepared table; returns the stats written beside it."""
     if dparams["kind"] in REAL_KINDS:
@@ -115,18 +143,28 @@ def prepare_dataset(dataset: str, dparams: dict, prepare_params: dict, data_dir:
     root, splits = source(data_dir, dataset, dparams)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset folder not found (run `xmr download {dataset}` first)")
+    if dparams["kind"] == "coco":
+        check_local_coco(data_dir, dataset, root, splits)
     category_index, names = coco.read_categories(root, list(splits.values()))
     columns: dict[str, list] = {name: [] for name in SCHEMA.names}
     stats = {"dataset": dataset, "images": {}, "unlisted_images": 0, "degenerate_boxes": 0, "images_without_labels": 0,
              "images_without_captions": 0, "images_without_labels_policy": prepare_params["images_without_labels"]}
+    by_split: dict[str, list[dict]] = {}
     for split in SPLITS:
         if split not in splits:
             continue
         rows, unlisted, degenerate = coco.read_split(root, splits[split], category_index, prepare_params["max_captions"])
         stats["unlisted_images"] += unlisted
         stats["degenerate_boxes"] += degenerate
+        by_split[split] = rows
+    if dparams["kind"] == "coco" and dparams.get("n_val"):
+        by_split["train"], by_split["val"] = _hold_out(by_split["train"], dparams["n_val"], dparams["split_seed"], dataset)
+        stats["val_from_train"] = {"n_val": dparams["n_val"], "split_seed": dparams["split_seed"]}
+    for split in SPLITS:
+        if split not in by_split:
+            continue
         kept = 0
-        for row in rows:
+        for row in by_split[split]:
             if not row["labels"]:
                 stats["images_without_labels"] += 1
                 if prepare_params["images_without_labels"] == "drop":

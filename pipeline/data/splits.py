@@ -62,7 +62,9 @@ def read_split(path: str | Path, dataset: str) -> dict[str, list[int]]:
         raise SplitError(f"{path}: split file is for dataset kind '{doc.get('dataset')}', expected '{dataset}'")
     splits = doc["splits"]
     bad = sorted(set(splits) - set(SPLITS))
-    if bad or not all(isinstance(v, list) and all(isinstance(i, int) for i in v) for v in splits.values()):
+    if bad:
+        raise SplitError(f"{path}: 'splits' holds the split {bad[0]!r}; expected only {', '.join(SPLITS)}")
+    if not all(isinstance(v, list) and all(isinstance(i, int) for i in v) for v in splits.values()):
         raise SplitError(f"{path}: 'splits' must map {', '.join(SPLITS)} to lists of integer ids")
     if content_hash(splits) != doc.get("sha256"):
         raise SplitError(f"{path}: the split lists do not match the file's sha256 (the file was edited); restore it "

@@ -63,9 +63,29 @@ def read_table(path: str | Path) -> pa.Table:
     missing = [name for name in SCHEMA.names if name not in table.column_names]
     if missing:
         raise TableError(f"{path}: column '{missing[0]}' missing (expected columns: {', '.join(SCHEMA.names)})")
+    unknown = sorted(set(table.column("split").unique().to_pylist()) - set(SPLITS), key=str)
+    if unknown:
+        raise TableError(f"{path}: column 'split' holds the value {unknown[0]!r}; expected one of: {', '.join(SPLITS)} "
+                         f"(rerun `xmr prepare`)")
     return table
 
 
 def label_names(table: pa.Table) -> list[str]:
     """The label vocabulary stored in the table's metadata."""
     return json.loads((table.schema.metadata or {}).get(b"label_names", b"[]"))
+
+
+def table_fingerprint(table: pa.Table) -> str:
+    """Identity of a prepared table's content (columns and metadata, not how the file was written): the
+    feature and text stores record it, and training and evaluation refuse a store made from another table."""
+    import hashlib
+
+    h = hashlib.sha256()
+    combined = table.combine_chunks()
+    for key, value in sorted((combined.schema.metadata or {}).items()):
+        h.update(len(key).to_bytes(8, "little") + key + len(value).to_bytes(8, "little") + value)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, combined.schema.remove_metadata()) as writer:
+        writer.write_table(combined)
+    h.update(sink.getvalue())
+    return h.hexdigest()[:16]

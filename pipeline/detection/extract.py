@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from pipeline.data.table import table_fingerprint
 from pipeline.detection.detectors import LoadedDetector
 from pipeline.detection.images import CONVERSIONS, ImageError, decode_image
 from pipeline.detection.positions import box_positions
@@ -151,6 +152,7 @@ def store_signature(detector: LoadedDetector, settings: ExtractSettings, table: 
             "selection": settings.selection.as_dict(), **inference_config(detector),
             "image_modes": settings.image_modes,
             "on_bad_image": settings.on_bad_image,
+            "table_fingerprint": table_fingerprint(table),
             "table_rows": table.num_rows, "table_files_head": table.column("file_path").slice(0, 3).to_pylist(),
             "table_files_tail": table.column("file_path").slice(max(0, table.num_rows - 3)).to_pylist()}
 
@@ -197,7 +199,8 @@ def extract_features(table: pa.Table, out_path: str | Path, detector: LoadedDete
              "weights_file": Path(detector.weights_path).name, "selection": settings.selection.as_dict(),
              "num_classes": len(detector.class_names), "class_names": detector.class_names, "feature_dim": D,
              "num_boxes": K, "dtype": settings.dtype, **inference_config(detector),
-             "image_modes": settings.image_modes, "detector_info": detector.info}
+             "image_modes": settings.image_modes, "detector_info": detector.info,
+             "table_fingerprint": table_fingerprint(table)}
 
     def make() -> FeatureStoreWriter:
         return FeatureStoreWriter(out_path, n_rows=n, num_boxes=K, feature_dim=D, dtype=settings.dtype,

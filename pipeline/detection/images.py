@@ -44,7 +44,7 @@ def _open(path: Path) -> Image.Image:
         raise ImageError(f"{path}: empty image file (0 bytes)")
     try:
         img = Image.open(path)
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ImageError(f"{path}: not a readable image ({exc})") from exc
     try:
         img.load()

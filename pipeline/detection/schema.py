@@ -67,6 +67,9 @@ DETECTOR_SCHEMA: dict[str, Any] = {
     "checkpoint_every": 50,
     "eval_score": 0.5,
     "threads": 1,
+    # Square input size the detector trains and extracts at (images are scaled to fit); 0 = the table's
+    # largest image width (the shapes images' own size).
+    "image_size": 0,
 }
 
 
@@ -103,16 +106,43 @@ def check_detection_params(params: dict, source: str = "params.yaml") -> None:
     device = ext["device"]
     if device not in ("auto", "cpu") and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         fail("extract.device", "auto, cpu or cuda[:N]", device)
-    det = params["detector"]
+    for dataset, overrides in params["detector"].get("datasets", {}).items():
+        if not isinstance(overrides, dict):
+            fail(f"detector.datasets.{dataset}", "a mapping of detector keys", overrides)
+        _check_detector(dataset_detector(params["detector"], dataset, source), fail, f"detector.datasets.{dataset}.")
+    _check_detector(params["detector"], fail, "detector.")
+
+
+def dataset_detector(detector: dict, dataset: str, source: str = "params.yaml") -> dict:
+    """The `detector` section as `dataset` trains with it: the shared keys, then `detector.datasets.<dataset>`
+    (a dataset sized apart, e.g. real COCO images at a smaller input size and fewer iterations)."""
+    from pipeline.param_checks import ParamError, check_value
+
+    overrides = detector.get("datasets", {}).get(dataset, {})
+    out = {k: v for k, v in detector.items() if k != "datasets"}
+    for key, value in overrides.items():
+        if key not in DETECTOR_SCHEMA:
+            raise ParamError(f"{source}: unknown parameter 'detector.datasets.{dataset}.{key}' (expected one of: "
+                             f"{', '.join(DETECTOR_SCHEMA)})")
+        out[key] = check_value(value, DETECTOR_SCHEMA[key], f"detector.datasets.{dataset}.{key}", source)
+    return out
+
+
+def _check_detector(det: dict, fail, prefix: str) -> None:
+    def where(key: str) -> str:
+        return prefix + key
+
     for key in ("iterations", "batch_size", "width", "representation", "proposals", "checkpoint_every"):
         if det[key] < 1:
-            fail(f"detector.{key}", ">= 1", det[key])
+            fail(where(key), ">= 1", det[key])
     if not det["lr"] > 0:
-        fail("detector.lr", "> 0", det["lr"])
+        fail(where("lr"), "> 0", det["lr"])
     for key in ("weight_decay", "threads"):
         if det[key] < 0:
-            fail(f"detector.{key}", ">= 0", det[key])
+            fail(where(key), ">= 0", det[key])
     if not 0 <= det["warmup"] < 1:
-        fail("detector.warmup", "in [0, 1)", det["warmup"])
+        fail(where("warmup"), "in [0, 1)", det["warmup"])
     if not 0 <= det["eval_score"] <= 1:
-        fail("detector.eval_score", "in [0, 1]", det["eval_score"])
+        fail(where("eval_score"), "in [0, 1]", det["eval_score"])
+    if det["image_size"] != 0 and det["image_size"] < 32:
+        fail(where("image_size"), "0 (the table's largest width) or >= 32", det["image_size"])

@@ -57,6 +57,9 @@ def extract_settings(params: dict, dataset: str) -> ExtractSettings:
     )
 
 
-def train_settings(params: dict) -> TrainSettings:
-    """The checked `detector` section as the shapes detector's training settings."""
-    return TrainSettings(**params["detector"])
+def train_settings(params: dict, dataset: str | None = None) -> TrainSettings:
+    """The checked `detector` section, with `detector.datasets.<dataset>` applied, as the shapes detector's
+    training settings."""
+    from pipeline.detection.schema import dataset_detector
+
+    return TrainSettings(**dataset_detector(params["detector"], dataset or ""))

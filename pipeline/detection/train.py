@@ -39,6 +39,7 @@ class TrainSettings:
     checkpoint_every: int = 50
     eval_score: float = 0.5
     threads: int = 1  # torch CPU threads of the stage process (set by the stage); 0 keeps torch's default
+    image_size: int = 0  # square input size; 0 = the table's largest image width
 
     def __post_init__(self):
         for name in ("iterations", "batch_size", "width", "representation", "proposals", "checkpoint_every"):
@@ -134,7 +135,8 @@ def train_shapes_detector(table: pa.Table, out_dir: str | Path, settings: TrainS
     names = label_names(table)
     if not names:
         raise ValueError("prepared table has no label_names: the detector needs its classes")
-    config = ShapesDetectorConfig(num_classes=len(names), image_size=int(max(table.column("width").to_pylist())),
+    size = settings.image_size or int(max(table.column("width").to_pylist()))
+    config = ShapesDetectorConfig(num_classes=len(names), image_size=size,
                                   width=settings.width, representation=settings.representation,
                                   proposals=settings.proposals)
     images = load_images(table, train_rows)

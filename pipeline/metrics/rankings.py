@@ -54,12 +54,15 @@ def top_retrievals(scores: ScoreSource, n: int = 10, text_keys=None, *, measure:
     return {"i2t_top": text_rows[out["i2t"]], "t2i_top": out["t2i"][inverse]}
 
 
-def write_rankings(path: str | Path, image_rows, caption_rows, caption_index, i2t_top, t2i_top) -> None:
-    """Validate and write a rankings file atomically."""
+def write_rankings(path: str | Path, image_rows, caption_rows, caption_index, i2t_top, t2i_top,
+                   evaluation: str | None = None) -> None:
+    """Validate and write a rankings file atomically (with the `evaluation_id` of its evaluation, if given)."""
     arrays = {"image_rows": image_rows, "caption_rows": caption_rows, "caption_index": caption_index,
               "i2t_top": i2t_top, "t2i_top": t2i_top}
     arrays = {k: np.asarray(v, dtype=np.int64) for k, v in arrays.items()}
     _validate(arrays, str(path))
+    if evaluation is not None:
+        arrays["evaluation_id"] = np.asarray(evaluation)
     write_npz(path, arrays)
 
 

@@ -10,6 +10,8 @@ Verdict of a comparison: **holds** when every available interval lies on the cla
 **does not hold** when some interval lies entirely on the other side; **inconclusive** otherwise
 (an interval contains 0) or without evidence. A claim holds when all its comparisons hold, does not
 hold when one does not, and is inconclusive otherwise (also when one of its methods did not run).
+Every claim is checked on each dataset of the run on its own (`shapes`, `coco_mini`, ...): the verdicts
+are per dataset, never pooled, since each dataset's test set and sizes differ.
 
 The lambda claim (papers/001 Figure 3) is a shape: flat for small lambda, a sharp drop at the largest.
 Our sweep points have no per-query files, so its noise scale is the seed sweep's standard deviation s of
@@ -211,7 +213,9 @@ def claims_markdown(results: list[ClaimResult], seeds: list[int], notes: list[st
            f"training seeds where a seed sweep exists: {seed_text}. "
            "**holds**: every interval lies on the claimed side of 0; **does not hold**: an interval lies entirely "
            "on the other side; **inconclusive**: an interval contains 0. A claim holds only when each of its "
-           "comparisons holds. See docs/results.md, \"How to read the intervals and the verdicts\".", ""]
+           "comparisons holds. Every claim is checked on each dataset on its own: a verdict speaks for that "
+           "dataset's test set (a test set of a few dozen images gives wide intervals, which mostly contain 0). "
+           "See docs/results.md, \"How to read the intervals and the verdicts\".", ""]
     if rising:
         notes = [f"{RISING_MARK}: the method's validation curve was still rising at its last epoch (results.md, "
                  "\"Convergence\"): its number measures how far it got in its epochs, not what it reaches."] + (notes or [])

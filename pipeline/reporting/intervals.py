@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.metrics.bootstrap import Estimate, PairedBootstrap, percentile_interval, supported
+from pipeline.metrics.evaluation_set import require_same_evaluation
 from pipeline.metrics.per_query import read_per_query
 from pipeline.reporting.collect import MetricsRecord
 
@@ -70,6 +71,7 @@ def dataset_intervals(records: list[MetricsRecord], per_query_dir: str | Path, r
         if not path.is_file():
             continue
         arrays = read_per_query(path)
+        require_same_evaluation(record.path, record.values, path, arrays)
         if record.dataset not in found:
             found[record.dataset] = DatasetIntervals(record.dataset, PairedBootstrap.for_arrays(arrays, resamples, seed))
         intervals = found[record.dataset]

@@ -2,7 +2,8 @@
 
 Reads a rankings file (`pipeline.metrics.rankings`) and the prepared table (file paths, captions,
 labels). Images are embedded as small base64 JPEG thumbnails, so the page is one self-contained
-file. Marks: ★ = the ground-truth pair, ✓ = shares at least one label with the query (the
+file. An image missing from disk (features and text can exist without the images: a teammate who
+pulled only the features) leaves its thumbnail out with a note; the rest of the page stays. Marks: ★ = the ground-truth pair, ✓ = shares at least one label with the query (the
 label-wise notion of a correct result, papers/000 Figure 3), ✗ = neither.
 """
 from __future__ import annotations
@@ -23,10 +24,11 @@ from pipeline.reporting.collect import ReportInputError
 TOP_CAPTIONS, TOP_IMAGES = 5, 3
 
 
-def thumbnail(path: Path, size: int) -> str:
-    """A `data:` URI of a JPEG thumbnail of the image at `path` (longest side `size`)."""
+def thumbnail(path: Path, size: int) -> str | None:
+    """A `data:` URI of a JPEG thumbnail of the image at `path` (longest side `size`); None when the file
+    is absent."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: image listed in the prepared table not found (needed for the qualitative page)")
+        return None
     with Image.open(path) as img:
         img = img.convert("RGB")
         img.thumbnail((size, size))
@@ -41,8 +43,11 @@ def pick_queries(n_items: int, n: int) -> np.ndarray:
 
 
 def render_page(rankings: dict[str, np.ndarray], table: pa.Table, title: str, root: Path,
-                n_queries: int = 6, thumb_px: int = 128) -> str:
-    """The HTML of one dataset x method page."""
+                n_queries: int = 6, thumb_px: int = 128, missing: list[str] | None = None) -> str:
+    """The HTML of one dataset x method page; the paths of images not found on disk are appended to
+    `missing` (their thumbnails are left out, with a note on the page)."""
+    missing = [] if missing is None else missing
+    absent: list[str] = []
     image_rows, caption_rows = rankings["image_rows"], rankings["caption_rows"]
     caption_index, i2t_top, t2i_top = rankings["caption_index"], rankings["i2t_top"], rankings["t2i_top"]
     n_table = table.num_rows
@@ -58,7 +63,11 @@ def render_page(rankings: dict[str, np.ndarray], table: pa.Table, title: str, ro
     def image_html(row: int, mark: str = "") -> str:
         if row not in cache:
             cache[row] = thumbnail(root / paths[row], thumb_px)
-        return (f'<figure><img src="{cache[row]}" alt="table row {row}"><figcaption>{mark} row {row}<br>'
+            if cache[row] is None:
+                absent.append(paths[row])
+        picture = (f'<img src="{cache[row]}" alt="table row {row}">' if cache[row] is not None else
+                   f'<div class="absent">image not on disk: {html.escape(paths[row])}</div>')
+        return (f'<figure>{picture}<figcaption>{mark} row {row}<br>'
                 f'{html.escape(label_text(row))}</figcaption></figure>')
 
     def label_text(row: int) -> str:
@@ -78,7 +87,8 @@ def render_page(rankings: dict[str, np.ndarray], table: pa.Table, title: str, ro
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:1.5em}figure{display:inline-block;margin:4px;"
              "vertical-align:top;font-size:12px;max-width:" + str(thumb_px + 20) + "px}"
-             "li{margin:2px 0}.query{border-top:1px solid #ccc;padding:8px 0}</style></head><body>",
+             "li{margin:2px 0}.query{border-top:1px solid #ccc;padding:8px 0}.absent{width:" + str(thumb_px) + "px;"
+             "border:1px dashed #999;color:#666;padding:4px;word-break:break-all}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
              "<p>★ ground-truth pair, ✓ shares a label with the query, ✗ neither.</p>",
              f"<h2>Image queries: top {TOP_CAPTIONS} captions</h2>"]
@@ -97,5 +107,9 @@ def render_page(rankings: dict[str, np.ndarray], table: pa.Table, title: str, ro
                           for i in t2i_top[q][:TOP_IMAGES])
         parts.append(f"<div class='query'><p><b>{html.escape(caption_text(int(q)))}</b> "
                      f"<small>({html.escape(label_text(row))})</small></p>{figures}</div>")
+    if absent:
+        parts.insert(4, f"<p class='note'>{len(absent)} image(s) not found on disk, their thumbnails left out "
+                        f"(e.g. {html.escape(absent[0])}); the rankings and every metric are unaffected.</p>")
+        missing.extend(absent)
     parts.append("</body></html>")
     return "\n".join(parts)

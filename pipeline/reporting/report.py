@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.data.table import read_table, table_path
 from pipeline.io import atomic_output
+from pipeline.metrics.evaluation_set import require_same_evaluation
 from pipeline.metrics.rankings import read_rankings
 from pipeline.reporting import tables
 from pipeline.reporting.collect import collect_metrics, column_views, read_json
@@ -84,15 +85,18 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
                  experiments: str | Path | None = None, current_lambda: float = 0.1,
                  report_params: dict | None = None, metrics_params: dict | None = None,
                  recipes: dict[str, str] | None = None, root: str | Path = ".",
-                 current_params: dict | None = None) -> dict:
+                 current_params: dict | None = None, datasets: list[str] | None = None) -> dict:
     """Write the report; returns a summary (counts and written paths). `metrics_params` (the `metrics`
     section) gives the NDCG / mAP cut-offs, which metrics files no longer repeat; `recipes` (method ->
     paper / official, from `methods.<m>.recipe`) names each row's recipe; `current_params` (params.yaml
-    as written) lets the report say when the experiments file was run from other params."""
+    as written) lets the report say when the experiments file was run from other params; `datasets` (the
+    params' list) leaves out the files of datasets no longer listed."""
     reports_dir, data_dir, root = Path(reports_dir), Path(data_dir), Path(root)
     opts = {"qualitative_queries": 6, "thumbnail_px": 128, "lambda_methods": ["ss"], "bootstrap_resamples": 1000,
             "bootstrap_seed": 0, "reference_method": "ss", "seeds": [], **(report_params or {})}
     records = collect_metrics(reports_dir / "metrics")
+    if datasets is not None:  # files of a dataset no longer in `datasets` are left over, not results
+        records = [r for r in records if r.dataset in datasets]
     for record in records:
         record.recipe = (recipes or {}).get(record.method, "")
     for record in records:
@@ -103,7 +107,7 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
         raise FileNotFoundError(f"{reports_dir / 'metrics'}: no <dataset>/<method>.json metrics files "
                                 "(run `xmr evaluate` / `dvc repro` first)")
     summary: dict = {"metrics_files": len(records), "training_plots": [], "training_panels": {},
-                     "closed_form_fits": {}, "qualitative_pages": []}
+                     "closed_form_fits": {}, "qualitative_pages": [], "missing_images": {}}
     intervals = dataset_intervals(records, reports_dir / "per_query", opts["bootstrap_resamples"],
                                   opts["bootstrap_seed"])
     summary["with_intervals"] = sum(bool(r.intervals) for r in records)
@@ -117,7 +121,11 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
     runs = seed_runs(sweeps, opts["seeds"])
     summary["seed_runs"] = {seed: state.name for seed, state in runs.items()}
     summary["seed_tables"] = {ds: seed_table(runs, ds) for ds in sorted({r.dataset for r in records})} if runs else {}
+    summary["seeds_asked"] = list(opts["seeds"])
+    summary["experiments_source"] = sweeps.source if sweeps else ""
     summary["sweep_notes"] = _sweep_notes(sweeps, current_params, records)
+
+    summary["dataset_notes"] = dataset_notes(records, current_params, reports_dir)
 
     # plots/: training curves and the lambda sweep
     training = {}
@@ -132,8 +140,11 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
     claims = check_claims(records, intervals, runs, all_points)
     summary["claims"] = {f"{c.claim.id}@{c.dataset}": c.verdict for c in claims}
     with atomic_output(reports_dir / "claims.md") as tmp:
-        tmp.write_text(claims_markdown(claims, list(runs), summary["sweep_notes"], set(summary["still_rising"])),
-                       encoding="utf-8")
+        unswept = [ds for ds, table in summary["seed_tables"].items() if not table]
+        seed_notes = [f"No seed sweep was run on {ds}: its comparisons rest on the intervals over test queries only."
+                      for ds in unswept]
+        tmp.write_text(claims_markdown(claims, list(runs), summary["sweep_notes"] + seed_notes,
+                                       set(summary["still_rising"])), encoding="utf-8")
     with atomic_output(reports_dir / "claims.json") as tmp:
         tmp.write_text(json.dumps(claims_json(claims), indent=2) + "\n")
     with atomic_output(reports_dir / "plots") as plots_tmp:
@@ -152,17 +163,24 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
         tmp.write_text(json.dumps(points, indent=2) + "\n")
 
     # qualitative/<ds>/<method>.html
-    rankings = sorted((reports_dir / "rankings").glob("*/*.npz"))
+    rankings = sorted(p for p in (reports_dir / "rankings").glob("*/*.npz")
+                      if datasets is None or p.parent.name in datasets)
     tables_cache = {}
     with atomic_output(reports_dir / "qualitative") as qual_tmp:
         qual_tmp.mkdir()
         for path in rankings:
             dataset, method = path.parent.name, path.stem
             ranking = read_rankings(path)
+            record = next((r for r in records if r.dataset == dataset and r.method == method), None)
+            if record is not None:
+                require_same_evaluation(record.path, record.values, path, ranking)
             if dataset not in tables_cache:
                 tables_cache[dataset] = read_table(table_path(data_dir, dataset))
+            absent: list[str] = []
             page = render_page(ranking, tables_cache[dataset], f"{dataset} / {method}", root,
-                               opts["qualitative_queries"], opts["thumbnail_px"])
+                               opts["qualitative_queries"], opts["thumbnail_px"], missing=absent)
+            if absent:
+                summary["missing_images"].setdefault(dataset, set()).update(absent)
             (qual_tmp / dataset).mkdir(exist_ok=True)
             (qual_tmp / dataset / f"{method}.html").write_text(page, encoding="utf-8")
             summary["qualitative_pages"].append(f"{dataset}/{method}")
@@ -171,6 +189,38 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
     with atomic_output(reports_dir / "results.md") as tmp:
         tmp.write_text(text, encoding="utf-8")
     return summary
+
+
+COCO_KINDS = ("coco", "coco2014")
+
+
+def _test_images(reports_dir: Path, dataset: str) -> int | None:
+    """The test split's image count, from any rankings file of the dataset (None without one)."""
+    for path in sorted((reports_dir / "rankings" / dataset).glob("*.npz")):
+        return len(read_rankings(path)["image_rows"])
+    return None
+
+
+def dataset_notes(records, current_params: dict | None, reports_dir: Path) -> list[str]:
+    """One line per dataset of the run that has no metrics files, and per COCO-kind dataset whose columns
+    are not the COCO protocols (coco5k / coco1k need the 5,000-image test set), saying why."""
+    params = current_params or {}
+    have = {r.dataset for r in records}
+    notes = [f"`{ds}` is in `datasets` but has no metrics files in `reports/metrics/{ds}/`: it was not run here "
+             "(`make repro` skips a dataset read in place whose folder is absent, saying so; docs/datasets.md)."
+             for ds in params.get("datasets", []) if ds not in have]
+    for ds in sorted(have):
+        kind = ((params.get("data") or {}).get(ds) or {}).get("kind")
+        if kind not in COCO_KINDS or any(k.startswith(("coco5k_", "coco1k_")) for r in records if r.dataset == ds
+                                         for k in r.values):
+            continue
+        n = _test_images(reports_dir, ds)
+        size = f"has {n:,} images" if n is not None else "size is unknown here (no rankings file)"
+        notes.append(f"`{ds}` (kind {kind}): the COCO protocols coco5k and coco1k are not computed: both need COCO's "
+                     f"5,000-image test set (coco1k averages its five 1,000-image folds), and the test split of "
+                     f"`{ds}` {size}. Its column uses protocol `all` (every test image and caption) and has no "
+                     "published counterpart.")
+    return notes
 
 
 def _num(value, digits: int) -> str:
@@ -213,17 +263,25 @@ def _seeds_markdown(summary: dict) -> list[str]:
     """The seed sweep (mean ± std over seeds) and the pointer to the claims."""
     out = ["## Over training seeds", ""]
     runs = summary.get("seed_runs") or {}
+    how = ("To make one: `dvc exp run --queue -S seed=<n>` for each seed, `dvc queue start`, "
+           "`dvc exp show --json > reports/experiments.json`, set `report.seeds`, then `dvc repro report` "
+           "(docs/results.md, \"Seeds\").")
     if runs:
         out += [f"Mean ± sample std over {len(runs)} seeds ({', '.join(f'{s}: `{n}`' for s, n in runs.items())}; "
                 "each seed trains every model again, detector and word vectors included). The intervals above "
                 "are over test queries for the seed of the current results; this spread is the training noise.", ""]
         for dataset, table in summary.get("seed_tables", {}).items():
-            if table:
-                out += [f"#### {dataset}", "", table, ""]
+            out += [f"#### {dataset}", ""]
+            out += [table, ""] if table else [
+                f"No seed sweep was run on {dataset}: the experiments file holds no metrics of it, so its numbers "
+                "carry intervals over test queries only. " + how, ""]
+    elif summary.get("seeds_asked"):
+        out += [f"No seed sweep was run: `report.seeds` names seeds {', '.join(map(str, summary['seeds_asked']))}, but "
+                f"{('`' + summary['experiments_source'] + '`') if summary.get('experiments_source') else 'no experiments file'} "
+                "holds no experiment that differs from the baseline in `seed` only. The numbers above carry "
+                "intervals over test queries only. " + how, ""]
     else:
-        out += ["No seed sweep (`report.seeds` is empty). To make one: `dvc exp run --queue -S seed=<n>` for each "
-                "seed, `dvc queue start`, `dvc exp show --json > reports/experiments.json`, set `report.seeds`, "
-                "then `dvc repro report` (docs/results.md, \"Seeds\").", ""]
+        out += ["No seed sweep (`report.seeds` is empty). " + how, ""]
     out += [f"- {note}" for note in summary.get("sweep_notes", [])] + ([""] if summary.get("sweep_notes") else [])
     verdicts = summary.get("claims", {})
     if verdicts:
@@ -243,6 +301,7 @@ def results_markdown(records, summary: dict, sweep_source: str, lambda_methods: 
     out = ["# Results", "",
            f"Generated by `xmr report` from {len(records)} metrics files in `reports/metrics/` "
            f"(datasets: {', '.join(datasets)}; methods: {', '.join(methods)}). Do not edit by hand.", ""]
+    out += [f"- {note}" for note in summary.get("dataset_notes", [])] + ([""] if summary.get("dataset_notes") else [])
     out += _intervals_markdown(records, summary, opts)
     if summary.get("still_rising"):
         out += [f"{RISING_MARK} after a method's name: its validation curve was still rising at its last epoch "
@@ -306,6 +365,9 @@ def results_markdown(records, summary: dict, sweep_source: str, lambda_methods: 
     if summary["qualitative_pages"]:
         out += ["Top-5 captions for image queries and top-3 images for caption queries (self-contained HTML):", ""]
         out += [f"- [{p}](qualitative/{p}.html)" for p in summary["qualitative_pages"]] + [""]
+        for dataset, paths in sorted(summary.get("missing_images", {}).items()):
+            out += [f"{dataset}: {len(paths)} image(s) of its pages are not on disk (e.g. `{sorted(paths)[0]}`); their "
+                    "thumbnails are left out. Rankings, metrics and claims do not read images.", ""]
     else:
         out += ["No rankings in `reports/rankings/`.", ""]
     out += ["## Notes on the published numbers", ""] + [f"- {n}" for n in NOTES] + [""]

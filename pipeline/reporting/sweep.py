@@ -231,20 +231,17 @@ def sweep_points(sweeps: Sweeps | None, param: str = "lambda") -> list[dict]:
 
 
 def seed_runs(sweeps: Sweeps | None, seeds: list[int]) -> dict[int, ExperimentState]:
-    """The state of each seed in `seeds` (the baseline's seed included); refuses an empty or partial sweep."""
-    if not seeds:
+    """The state of each seed in `seeds` (the baseline's seed included). The sweep is an addition: without
+    any seed experiment (or without a file) there are no runs, and the report says that none was run; a
+    sweep that lacks some of `seeds` is refused (it is not the sweep asked for)."""
+    if not seeds or sweeps is None or not sweeps.by_param["seed"]:
         return {}
-    source = sweeps.source if sweeps else "experiments file"
+    source = sweeps.source
     runs: dict[int, ExperimentState] = {}
-    for state in ([sweeps.baseline] + sweeps.by_param["seed"]) if sweeps else []:
+    for state in [sweeps.baseline] + sweeps.by_param["seed"]:
         seed = state.params.get("seed")
         if isinstance(seed, int) and seed in seeds and seed not in runs:
             runs[seed] = state
-    if sweeps is None or not sweeps.by_param["seed"]:
-        raise SweepError(f"{source}: report.seeds asks for a sweep over seeds {', '.join(map(str, seeds))}, but the "
-                         "file holds no experiment that differs from the baseline in `seed` only (an empty sweep). "
-                         "Queue them (`dvc exp run --queue -S seed=<n>`, `dvc queue start`), export "
-                         "`dvc exp show --json` to it, or set report.seeds to []")
     missing = [s for s in seeds if s not in runs]
     if missing:
         raise SweepError(f"{source}: the seed sweep lacks seeds {', '.join(map(str, missing))} of report.seeds "

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.data.table import SPLITS
+from pipeline.data.table import SPLITS, table_fingerprint
 from pipeline.params import check_text_params
-from pipeline.text.store import write_text_data
+from pipeline.text.store import MAX_CAPTIONS_PER_IMAGE, write_text_data
 from pipeline.text.tokenizer import tokenize_corpus
 from pipeline.text.vectors import embedding_matrix, load_vectors, train_word2vec
 from pipeline.text.vocab import RESERVED, UNK_ID, build_vocab, encode
@@ -30,6 +30,11 @@ def table_captions(table: pa.Table) -> tuple[list[str], np.ndarray, np.ndarray, 
     """Flat caption strings (null -> ""), each caption's table row and index, images without captions."""
     captions = table.column("captions").combine_chunks()
     counts = np.asarray(pc.fill_null(pc.list_value_length(captions), 0), dtype=np.int64)
+    if counts.size and counts.max() > MAX_CAPTIONS_PER_IMAGE:  # before any tokenising: refuse at once
+        row = int(counts.argmax())
+        raise ValueError(f"prepared table: image {table.column('image_id')[row].as_py()} (row {row}) has "
+                         f"{int(counts[row])} captions; the text store holds at most {MAX_CAPTIONS_PER_IMAGE} per "
+                         f"image (set prepare.max_captions)")
     texts = pc.fill_null(captions.flatten(), "").to_pylist()
     rows = np.repeat(np.arange(table.num_rows, dtype=np.int64), counts)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
@@ -113,7 +118,7 @@ def build_text_data(table: pa.Table, text: dict, seed: int, out_dir: str | Path,
         "oov_rate": _rate(~represented),
     }
     write_text_data(out_dir, vocab=vocab, rows=rows, caption_index=caption_index, offsets=offsets,
-                    flat_ids=flat_ids, embeddings=embeddings, stats=stats)
+                    flat_ids=flat_ids, embeddings=embeddings, stats=stats, table_fingerprint=table_fingerprint(table))
     return stats
 
 

@@ -9,6 +9,8 @@ Every file is written under a temporary name and renamed, so a kill leaves the p
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +80,28 @@ def load_model(model_dir: str | Path, method_name: str, info: DataInfo | None = 
         if diffs:
             raise CheckpointError(f"{config_path}: model was trained on other data shapes ({'; '.join(diffs)} "
                                   f"[checkpoint != current data])")
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    state = _load_untrusted(weights_path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{weights_path}: holds a {type(state).__name__}, not a state dict of weights")
     check_state_dict(method, state, str(weights_path))
     method.load_state_dict(state)
     return method.to(device), config
+
+
+def check_inputs(model_dir: str | Path, config: dict, inputs: dict[str, str]) -> None:
+    """Refuse a model whose recorded input identities (table, feature store, text store) differ from those
+    of the data about to be scored, naming both; a model from before inputs were recorded is refused too."""
+    if not inputs:  # data built in memory (tests): no files to identify
+        return
+    config_path = Path(model_dir) / CONFIG_FILE
+    recorded = config.get("inputs")
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{config_path}: records no input identities (trained before they were recorded); "
+                              f"retrain it (`xmr train`)")
+    for key, value in inputs.items():
+        if recorded.get(key) != value:
+            raise CheckpointError(f"{config_path}: model was trained on {key} {recorded.get(key)}, but the data to "
+                                  f"score is {key} {value}; retrain it on this data (`xmr train` / `dvc repro`)")
 
 
 def resumable(model_dir: Path, saved: dict[str, Any], log) -> bool:
@@ -103,8 +123,32 @@ def resumable(model_dir: Path, saved: dict[str, Any], log) -> bool:
     return False
 
 
-def load_state(path: Path) -> dict[str, Any] | None:
-    """The resumable training state, or None when there is none."""
+def _load_untrusted(path: Path) -> Any:
+    """`torch.load` with weights only (a pickle that would run code is refused, never run); any failure is a
+    CheckpointError naming the file, with the first line of torch's reason."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...: all one cause
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise CheckpointError(f"{path}: not a weights file torch can load safely ({type(exc).__name__}: {reason})") \
+            from exc
+
+
+def load_state(path: Path, log=None) -> dict[str, Any] | None:
+    """The resumable training state, or None when there is none. A state that does not load (truncated,
+    damaged, not ours) is set aside as `last.pt.broken-<time>` with one logged line: training starts over."""
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = _load_untrusted(path)
+        if not isinstance(state, dict) or "epoch" not in state:
+            raise CheckpointError(f"{path}: not a resumable training state")
+        return state
+    except CheckpointError as exc:
+        aside = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:  # another rank of the same run moved it first
+            pass
+        (log or print)(f"warning: {exc}; moved it to {aside.name}, training from the start")
+        return None

@@ -9,6 +9,7 @@ read from the Zarr store. `cache_note` says which, and why, in one line.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from pipeline.contract.batches import PAD_ID, DataInfo, ImageBatch, PairBatch, TextBatch
 from pipeline.data.labels import multi_hot
-from pipeline.data.table import SPLITS, label_names, read_table, table_path
+from pipeline.data.table import SPLITS, label_names, read_table, table_fingerprint, table_path
 
 READ_CHUNK = 512  # rows per store read while filling the cache
 
@@ -75,6 +76,7 @@ class RetrievalData:
         names = {"table": "table", "features": "feature store", "text": "text store", **(names or {})}
         self.names = names
         self.table, self.store, self.text = table, store, text
+        self.inputs: dict[str, str] = {}  # identities of the files read (`open`), recorded by a trained model
         n = table.num_rows
         if len(store) != n:
             raise DataInputError(f"{names['features']}: {len(store)} rows but {names['table']} has {n} images; "
@@ -127,7 +129,17 @@ class RetrievalData:
         store = FeatureStore(fpath)
         text = TextData.load(xpath)
         names = {"table": str(tpath), "features": str(fpath), "text": str(xpath)}
-        return cls(table, store, text, names=names, **kwargs)
+        want = table_fingerprint(table)
+        for label, path, got in (("feature store", fpath, store.table_fingerprint),
+                                 ("text store", xpath / "tokens.parquet", text.identity.get("table_fingerprint"))):
+            if got != want:
+                made = f"table {got}" if got else "a table it does not record (made before stores recorded one)"
+                raise DataInputError(f"{path}: {label} was made from {made}, but {tpath} is table {want}; rerun "
+                                     f"`xmr {'extract' if label == 'feature store' else 'tokenize'} {dataset}` "
+                                     f"(or `dvc repro`)")
+        data = cls(table, store, text, names=names, **kwargs)
+        data.inputs = {"table": want, "features": store.fingerprint, "text": text.identity.get("text_fingerprint")}
+        return data
 
     # --- items -------------------------------------------------------------------------------
     def split_items(self, split: str, max_images: int = 0) -> SplitItems:
@@ -160,8 +172,10 @@ class RetrievalData:
         return int(rows) if rows and self.is_streamed(captions) else None
 
     def fingerprint(self) -> str:
-        """Hash of what a trained model depends on: shapes, splits, caption ownership, labels."""
+        """Hash of what a trained model depends on: shapes, splits, caption ownership, labels, and the
+        identities of the files read (`inputs`)."""
         h = hashlib.sha256(repr(sorted(self.info.to_json().items())).encode())
+        h.update(json.dumps(self.inputs, sort_keys=True).encode())
         for arr in (self.split.astype(str), self.valid, self.caption_rows, self.labels, np.asarray(self.text.lengths)):
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()[:16]
@@ -179,7 +193,7 @@ class RetrievalData:
                  "classes": np.empty((len(rows), r), np.int64)}
         for start in tqdm(range(0, len(rows), READ_CHUNK), desc="loading features", unit="chunk",
                           disable=not progress, leave=False):
-            part = self.store.read(rows[start:start + READ_CHUNK])
+            part = self.store.read(rows[start:start + READ_CHUNK], float32=False)
             for key in cache:
                 cache[key][start:start + READ_CHUNK] = part[key]
         self._check_classes(cache["classes"])
@@ -191,7 +205,7 @@ class RetrievalData:
         if self._cache is not None and (slots >= 0).all():
             return {k: v[slots] for k, v in self._cache.items()}
         unique, inverse = np.unique(rows, return_inverse=True)  # sorted reads are faster on Zarr
-        part = self.store.read(unique)
+        part = self.store.read(unique, float32=False)
         out = {k: np.asarray(part[k])[inverse] for k in ("features", "positions", "classes")}
         self._check_classes(out["classes"])
         return out

@@ -281,22 +281,48 @@ def _resume(run: _Run) -> dict:
             return done
         saved = None
     else:
-        saved = load_state(model_dir / STATE_FILE)
+        saved = load_state(model_dir / STATE_FILE, run.log if run.rank == 0 else lambda message: None)
         if run.world > 1:
             import torch.distributed as dist
 
             dist.barrier()  # every rank has read the saved state before rank 0 may remove it
         same_run = saved is not None and saved.get("fingerprint") == run.fingerprint
-        if same_run and resumable(model_dir, saved, run.log if run.rank == 0 else lambda message: None):
+        if same_run and not _exact_resume(run, saved):
+            same_run = False
+        elif same_run and resumable(model_dir, saved, run.log if run.rank == 0 else lambda message: None):
             run.method.load_state_dict(saved["model"])
             run.optimizer.load_state_dict(saved["optimizer"])
             run.log(f"resuming {run.name} after epoch {saved['epoch']} from {model_dir / STATE_FILE}")
             return {k: saved[k] for k in _fresh_state()}
-        if saved is not None and not same_run and run.rank == 0:
+        if saved is not None and not same_run and run.rank == 0 and saved.get("fingerprint") != run.fingerprint:
             run.log(f"ignoring {model_dir / STATE_FILE}: it belongs to a run with other parameters or data")
     for stale in (MODEL_FILE, CONFIG_FILE, STATE_FILE) if run.rank == 0 else ():
         (model_dir / stale).unlink(missing_ok=True)
     return _fresh_state()
+
+
+def _exact_resume(run: _Run, saved: dict) -> bool:
+    """Whether continuing the saved state gives what this run's loop params would have trained: not when
+    it is past `train.epochs` (lowered since), or when `train.patience` (lowered since) would have stopped
+    it earlier. Such a state and its model are logged and dropped, and training starts over."""
+    epochs, patience = run.settings["epochs"], run.settings["patience"]
+    stop = saved["epoch"]
+    if patience > 0:
+        best, bad = -math.inf, 0
+        for epoch, entry in enumerate(saved.get("history", [])[:saved["epoch"]], start=1):
+            value = -entry["loss"] if run.key == TRAIN_LOSS else entry.get(f"val_{run.key}")
+            if value is None:
+                break
+            best, bad = (value, 0) if value > best else (best, bad + 1)
+            if bad >= patience:
+                stop = epoch
+                break
+    if saved["epoch"] <= epochs and stop == saved["epoch"]:
+        return True
+    if run.rank == 0:
+        run.log(f"not resuming {run.model_dir / STATE_FILE}: it trained {saved['epoch']} epochs, more than "
+                f"train.epochs {epochs} / train.patience {patience} allow now; training from the start")
+    return False
 
 
 def _fitted_state(run: _Run) -> dict | None:
@@ -444,6 +470,7 @@ def _checkpoint(run: _Run, state: dict, improved: bool, value: float, epoch: int
     if improved:
         save_model(run.model_dir, run.method, {"epoch": epoch + 1, "select_metric": run.key, "value": value,
                                                "data_fingerprint": run.data.fingerprint(),
+                                               "inputs": run.data.inputs,
                                                "run_fingerprint": run.fingerprint})
     if not run.closed_form:
         save_torch(run.model_dir / STATE_FILE, {

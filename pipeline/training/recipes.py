@@ -16,8 +16,9 @@ and small models while a real dataset gets its recipe's values. This is the one 
 the values combine (highest first):
 1. `per_dataset.<ds>.methods.<m>` (an option, or a loop key under its `train`): this method on this dataset;
 2. `methods.<m>` (an option key that is not null) or `methods.<m>.train`: this method on every dataset;
-3. `per_dataset.<ds>.train`: every method on this dataset;
-4. the recipe's value for the dataset's kind;
+3. the recipe's value for the dataset's kind;
+4. `per_dataset.<ds>.train`: the loop of every method on this dataset where its recipe sets none (the
+   dataset's own `train` section);
 5. the shared `train` section (loop keys; the papers' sizes) / the schema default.
 Recipe `train` values are keyed by dataset kind. Loop *sizes* (epochs, batch, lr, decay epoch) are
 given only for the datasets the official scripts name (COCO, Flickr30k, Flickr8k, ...): on any other kind
@@ -205,12 +206,12 @@ def resolve_settings(params: dict, name: str, kind: str | None = None, dataset: 
 
 def recipe_train(params: dict, name: str, kind: str | None = None, dataset: str | None = None) -> dict:
     """The loop settings method `name` trains with on `dataset` (of kind `kind`), in the order of the
-    module docstring: `train`, the recipe's values for `kind`, `per_dataset.<dataset>.train`, the method's
+    module docstring: `train`, `per_dataset.<dataset>.train`, the recipe's values for `kind`, the method's
     own `methods.<m>.train`, then `per_dataset.<dataset>.methods.<m>.train`."""
     section = params["methods"].get(name, {})
     recipe = _layer_method(params, name, dataset).get("recipe", section.get("recipe", ""))
     _, train = recipe_values(name, recipe, kind)
-    return {**params["train"], **train, **dataset_layer(params, dataset).get("train", {}),
+    return {**params["train"], **dataset_layer(params, dataset).get("train", {}), **train,
             **section.get("train", {}), **_layer_method(params, name, dataset).get("train", {})}
 
 

@@ -221,10 +221,10 @@ def _check_loop(params: dict, name: str, dataset: str | None, fail) -> None:
             return f"per_dataset.{dataset}.methods.{name}.train.{key}"
         if key in own:
             return f"methods.{name}.train.{key}"
-        if key in layer.get("train", {}):
-            return f"per_dataset.{dataset}.train.{key}"
         if key in from_recipe:
             return f"methods.{name}.recipe ({recipe}, {kind}: {key})"
+        if key in layer.get("train", {}):
+            return f"per_dataset.{dataset}.train.{key}"
         return f"train.{key}"
 
     if train["optimizer"] not in ("adam", "sgd_nesterov"):

@@ -1,0 +1,50 @@
+"""Issue 28: what a hand-run stage or an edited `datasets` list leaves behind: `xmr tokenize` keeps the
+git-tracked `.gitignore` of the text folder, and the report leaves out datasets no longer listed."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from integrity_helpers import build_project, copy_project, working_dir, xmr
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_project(tmp_path_factory.mktemp("workspace") / "project")
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def project(built, tmp_path):
+    root = copy_project(built, tmp_path / "project")
+    with working_dir(root):
+        yield root
+
+
+def test_tokenize_by_hand_keeps_the_tracked_gitignore(project):
+    ignore = project / "data" / "tiny" / "text" / ".gitignore"
+    ignore.write_text("/vocab.json\n/tokens.parquet\n/embeddings.npy\n")
+    assert xmr("tokenize", "tiny").exit_code == 0
+    assert ignore.read_text() == "/vocab.json\n/tokens.parquet\n/embeddings.npy\n"
+    assert (project / "data" / "tiny" / "text" / "vocab.json").is_file()
+
+
+def test_report_leaves_out_a_dataset_removed_from_the_list(project):
+    stale = project / "reports" / "metrics" / "gone"
+    stale.mkdir()
+    (stale / "ss.json").write_text((project / "reports" / "metrics" / "tiny" / "ss.json").read_text())
+    res = xmr("report")
+    assert res.exit_code == 0, res.output
+    assert "report: 1 metrics files" in res.output
+    results = (project / "reports" / "results.md").read_text()
+    assert "gone" not in results and "tiny" in results
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["datasets"] == ["tiny"]

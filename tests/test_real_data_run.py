@@ -1,0 +1,259 @@
+"""Real data in the main job (issue 23): coco_mini's stages, the report on any dataset, the skip of an
+absent local folder."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.data.download import download_dataset
+from pipeline.data.prepare import prepare_dataset
+from pipeline.data.splits import SplitError, read_split, write_split
+from pipeline.data.table import TableError, read_table, write_table
+from pipeline.detection.settings import train_settings
+from pipeline.metrics import top_retrievals, write_rankings
+from pipeline.params import DATASET_SCHEMAS, ParamError, load_params, validate
+from pipeline.reporting.report import build_report
+from pipeline.run_plan import DVC, plan
+from pipeline.training.schema import method_train_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PREP = {"images_without_labels": "keep", "max_captions": 5}
+
+
+def shipped_params() -> dict:
+    return load_params(ROOT / "params.yaml")
+
+
+def test_shipped_params_run_coco_mini_with_its_kinds_recipe_and_shapes_with_its_short_loops():
+    params = shipped_params()
+    assert params["datasets"] == ["shapes", "coco_mini"]
+    for method in ("scan_i2t", "scan_t2i", "scan_consistency"):
+        shapes = method_train_settings(params, method, "shapes")
+        coco = method_train_settings(params, method, "coco_mini")
+        assert shapes["epochs"] == 1  # `per_dataset.shapes`: the embedded data only
+        assert (coco["epochs"], coco["lr_decay_epoch"], coco["batch_size"], coco["lr"]) == (20, 10, 128, 5e-4)
+    assert train_settings(params, "coco_mini").image_size == 320  # detector.datasets.coco_mini
+    assert train_settings(params, "shapes").image_size == 0 and train_settings(params, "shapes").iterations == 600
+
+
+def test_a_datasets_detector_override_is_checked_and_names_its_key():
+    # (the per-dataset loop overrides, `per_dataset.<ds>`, are checked in tests/test_dataset_settings.py)
+    with pytest.raises(ParamError, match=r"detector\.datasets\.d\.image_size"):
+        validate({"detector": {"datasets": {"d": {"image_size": 8}}}})
+    with pytest.raises(ParamError, match=r"detector\.datasets\.d\.iteration'"):
+        validate({"detector": {"datasets": {"d": {"iteration": 8}}}})
+
+
+def test_local_coco_download_records_the_folder_and_prepare_holds_out_val_from_train(coco_mini, tmp_path):
+    dparams = shipped_params()["data"]["coco_mini"] | {"root": str(coco_mini)}
+    counts = download_dataset("coco_mini", dparams, tmp_path)
+    assert counts == {"train2017": 80, "val2017": 159}
+    manifest = json.loads((tmp_path / "coco_mini/raw/manifest.json").read_text())
+    assert set(manifest["annotations"]) == {"captions_train2017.json", "instances_train2017.json",
+                                            "captions_val2017.json", "instances_val2017.json"}
+    stats = prepare_dataset("coco_mini", dparams, PREP, tmp_path)
+    assert stats["images"] == {"train": 60, "val": 20, "test": 79}
+    table = read_table(tmp_path / "coco_mini/table.parquet")
+    split = np.asarray(table.column("split").to_pylist())
+    ids = np.asarray(table.column("image_id").to_pylist())
+    train_ids = {a["id"] for a in json.loads((coco_mini / "annotations/instances_train2017.json").read_text())["images"]}
+    assert set(ids[split == "test"]).isdisjoint(train_ids)  # test = val2017, never seen in training
+    assert set(ids[split != "test"]) == train_ids
+    again = prepare_dataset("coco_mini", dparams | {"split_seed": 0}, PREP, tmp_path / "again")
+    assert again["images"] == stats["images"]
+    other = prepare_dataset("coco_mini", dparams | {"split_seed": 1}, PREP, tmp_path / "other")
+    other_val = set(np.asarray(read_table(tmp_path / "other/coco_mini/table.parquet").column("image_id"))[
+        np.asarray(read_table(tmp_path / "other/coco_mini/table.parquet").column("split").to_pylist()) == "val"])
+    assert other["images"]["val"] == 20 and other_val != set(ids[split == "val"])
+
+
+def test_a_changed_local_folder_or_an_absent_one_is_an_error(coco_mini, tmp_path):
+    root = tmp_path / "coco"
+    shutil.copytree(coco_mini / "annotations", root / "annotations")
+    for suffix in ("train2017", "val2017"):
+        (root / suffix).symlink_to(coco_mini / suffix)
+    dparams = shipped_params()["data"]["coco_mini"] | {"root": str(root)}
+    download_dataset("coco_mini", dparams, tmp_path / "data")
+    captions = root / "annotations/captions_val2017.json"
+    doc = json.loads(captions.read_text())
+    doc["annotations"][0]["caption"] = "an edited caption"
+    captions.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="captions_val2017.json: differs from the file `xmr download coco_mini` recorded"):
+        prepare_dataset("coco_mini", dparams, PREP, tmp_path / "data")
+    with pytest.raises(FileNotFoundError, match=r"data\.coco_mini\.root is '.*nowhere'"):
+        download_dataset("coco_mini", dparams | {"root": str(tmp_path / "nowhere")}, tmp_path / "data")
+    with pytest.raises(ParamError, match=r"data\.c\.n_val"):
+        validate({"datasets": ["c"], "data": {"c": {"kind": "coco", "root": "x", "n_val": 5}}})  # splits maps val already
+
+
+def tiny_table(path: Path, splits: list[str]) -> None:
+    n = len(splits)
+    write_table({"image_id": list(range(n)), "file_path": [f"{i}.png" for i in range(n)], "width": [8] * n,
+                 "height": [8] * n, "captions": [["a"]] * n, "labels": [[0]] * n, "boxes": [[]] * n,
+                 "box_labels": [[]] * n, "split": splits}, ["x"], "t", path)
+
+
+def test_unknown_split_values_name_the_value_and_the_file(tmp_path):
+    tiny_table(tmp_path / "t.parquet", ["train", "unused", "test"])
+    with pytest.raises(TableError, match=r"t\.parquet: column 'split' holds the value 'unused'"):
+        read_table(tmp_path / "t.parquet")
+    tiny_table(tmp_path / "ok.parquet", ["train", "val", "test"])
+    assert read_table(tmp_path / "ok.parquet").num_rows == 3
+    write_split(tmp_path / "s.json", "coco", "rule", {"train": [1], "unused": [2]}, {})
+    with pytest.raises(SplitError, match=r"s\.json: 'splits' holds the split 'unused'"):
+        read_split(tmp_path / "s.json", "coco")
+
+
+STAGES = ["check_params", "download@shapes", "download@coco_mini", "train@shapes-ss", "train@coco_mini-ss",
+          "train@coco_mini-scan_i2t", "evaluate@coco_mini-cca", "evaluate@shapes-cca", "report"]
+
+
+def test_make_repro_runs_each_dataset_in_a_lane_and_skips_an_absent_folder_in_one_line(tmp_path):
+    params = shipped_params()
+    (tmp_path / "shared/coco-mini").mkdir(parents=True)
+    (tmp_path / "checkout").mkdir()
+    steps, notes = plan(params, STAGES, project=tmp_path / "checkout")
+    assert notes == [] and steps == [
+        {"shared": DVC + ["check_params"]},
+        {"shapes": DVC + ["download@shapes", "train@shapes-ss", "evaluate@shapes-cca"],
+         "coco_mini": DVC + ["download@coco_mini", "train@coco_mini-ss", "train@coco_mini-scan_i2t",
+                             "evaluate@coco_mini-cca"]},
+        {"report": DVC}]
+    (tmp_path / "shared/coco-mini").rmdir()
+    steps, notes = plan(params, STAGES, project=tmp_path / "checkout")
+    assert steps == [{"shared": DVC + ["check_params"]},
+                     {"shapes": DVC + ["download@shapes", "train@shapes-ss", "evaluate@shapes-cca"]},
+                     {"report": DVC + ["--single-item", "report"]}]
+    assert len(notes) == 1 and notes[0].startswith("make repro: coco_mini skipped (data.coco_mini.root")
+
+
+def test_the_lanes_cover_every_stage_of_dvc_yaml_once(tmp_path):
+    """The real stage list: every stage is in exactly one lane or step, coco_mini's in its own lane."""
+    names = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    (tmp_path / "shared/coco-mini").mkdir(parents=True)
+    (tmp_path / "checkout").mkdir()
+    steps, _ = plan(shipped_params(), names, project=tmp_path / "checkout")
+    planned = [n for step in steps for cmd in step.values() for n in cmd[len(DVC):]]
+    assert sorted(planned) == sorted(n for n in names if n != "report")  # the last step: plain dvc repro
+    assert {n for n in steps[1]["coco_mini"][len(DVC):]} == {n for n in names if "@coco_mini" in n}
+    assert sum("@coco_mini" in n for n in names) >= 5 + 2 * 20
+
+
+def report_inputs(tmp_path: Path, datasets: tuple[str, ...] = ("shapes", "coco_mini")) -> Path:
+    """Metrics, per-query-free rankings and tables with real image files for two datasets."""
+    from PIL import Image
+
+    reports = tmp_path / "reports"
+    rng = np.random.default_rng(0)
+    for ds in datasets:
+        n = 6
+        (tmp_path / f"data/{ds}/img").mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (16, 12), (40 * i, 80, 120)).save(tmp_path / f"data/{ds}/img/{i}.png")
+        write_table({"image_id": list(range(n)), "file_path": [f"data/{ds}/img/{i}.png" for i in range(n)],
+                     "width": [16] * n, "height": [12] * n, "captions": [[f"c{i}a", f"c{i}b"] for i in range(n)],
+                     "labels": [[i % 2] for i in range(n)], "boxes": [[]] * n, "box_labels": [[]] * n,
+                     "split": ["test"] * n}, ["a", "b"], ds, tmp_path / f"data/{ds}/table.parquet")
+        for method in ("ss", "cca"):
+            (reports / f"metrics/{ds}").mkdir(parents=True, exist_ok=True)
+            (reports / f"metrics/{ds}/{method}.json").write_text(json.dumps(
+                {"ndcg_i2t": 50.0, "ndcg_t2i": 52.0, "ndcg_ave": 51.0, "rsum": 100.0}))
+            img, txt = rng.normal(size=(n, 4)), rng.normal(size=(2 * n, 4))
+            top = top_retrievals((img, txt), n=4)
+            write_rankings(reports / f"rankings/{ds}/{method}.npz", np.arange(n), np.repeat(np.arange(n), 2),
+                           np.tile([0, 1], n), top["i2t_top"], top["t2i_top"])
+    return reports
+
+
+def exp_show_of_shapes_seeds() -> list:
+    def run(rev, seed):
+        return {"rev": rev, "name": None if rev == "workspace" else f"exp-{rev}", "error": None,
+                "data": {"params": {"params.yaml": {"data": {"lambda": 0.1, "seed": seed}}},
+                         "metrics": {f"reports/metrics/shapes/{m}.json": {"data": {"ndcg_ave": 51.0 + seed}}
+                                     for m in ("ss", "cca")}}}
+    return [run("workspace", 0), {**run("abc", 0), "experiments": [{"revs": [run("s1", 1), run("s2", 2)]}]}]
+
+
+def test_report_on_two_datasets_with_defaults(tmp_path):
+    """Seeds asked for but swept on shapes only, a missing image, coco_mini's protocol, a dataset not run."""
+    reports = report_inputs(tmp_path)
+    (tmp_path / "data/coco_mini/img/0.png").unlink()  # features and text without the images
+    experiments = tmp_path / "experiments.json"
+    experiments.write_text(json.dumps(exp_show_of_shapes_seeds()))
+    current = {"datasets": ["shapes", "coco_mini", "flickr30k"],
+               "data": {"shapes": {"kind": "shapes"}, "coco_mini": {"kind": "coco"}, "flickr30k": {"kind": "flickr30k"}}}
+    summary = build_report(reports, tmp_path / "data", root=tmp_path, experiments=experiments,
+                           report_params={"seeds": [0, 1, 2], "bootstrap_resamples": 20, "qualitative_queries": 6},
+                           current_params=current)
+    assert summary["seed_runs"] == {0: "workspace", 1: "exp-s1", 2: "exp-s2"}
+    results = (reports / "results.md").read_text()
+    assert "#### shapes" in results and "(n=3)" in results
+    assert "No seed sweep was run on coco_mini" in results
+    assert "No seed sweep was run on coco_mini: its comparisons rest on" in (reports / "claims.md").read_text()
+    assert "`coco_mini` (kind coco): the COCO protocols coco5k and coco1k are not computed" in results
+    assert "test split of `coco_mini` has 6 images" in results
+    assert "`flickr30k` is in `datasets` but has no metrics files" in results
+    page = (reports / "qualitative/coco_mini/ss.html").read_text()
+    assert "image not on disk: data/coco_mini/img/0.png" in page and "thumbnails left out" in page
+    assert "data:image/jpeg;base64," in page  # the other images are there
+    assert "coco_mini: 1 image(s) of its pages are not on disk" in results
+    assert {k.split("@")[1] for k in summary["claims"]} == {"shapes", "coco_mini"}
+    # no experiment at all: the report runs and says that no sweep was run
+    experiments.write_text("[]")
+    summary = build_report(reports, tmp_path / "data", root=tmp_path, experiments=experiments,
+                           report_params={"seeds": [0, 1, 2], "bootstrap_resamples": 20}, current_params=current)
+    assert summary["seed_runs"] == {}
+    assert "No seed sweep was run: `report.seeds` names seeds 0, 1, 2" in (reports / "results.md").read_text()
+
+
+TINY_DVC = """
+stages:
+  make:
+    foreach: ${datasets}
+    do:
+      cmd: python -c "import pathlib; p = pathlib.Path('out/${item}.txt'); p.parent.mkdir(exist_ok=True); p.write_text('${item}')"
+      outs: ["out/${item}.txt"]
+  report:
+    cmd: python -c "import pathlib; pathlib.Path('report.txt').write_text(' '.join(sorted(p.stem for p in pathlib.Path('out').glob('*.txt'))))"
+    deps: [out]
+    outs: [report.txt]
+"""
+
+
+def test_run_plan_in_a_dvc_project_without_the_shared_folder(tmp_path):
+    """`python -m pipeline.run_plan` (make repro) in a real DVC project: the absent dataset's stages are left
+    out, every other stage and the report run, one line says so, and with the folder it is plain dvc repro."""
+    import os
+    import sys
+
+    project = tmp_path / "checkout"
+    project.mkdir()
+    (project / "dvc.yaml").write_text(TINY_DVC)
+    (project / "params.yaml").write_text(yaml.safe_dump({
+        "datasets": ["shapes", "coco_mini"],
+        "data": {"shapes": {"kind": "shapes"}, "coco_mini": {"kind": "coco", "root": "../shared/coco-mini"}}}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    def run(*cmd):
+        return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        assert run(*cmd).returncode == 0
+    done = run(sys.executable, "-m", "pipeline.run_plan")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("make repro: coco_mini skipped (data.coco_mini.root '../shared/coco-mini'")
+    assert (project / "report.txt").read_text() == "shapes" and not (project / "out/coco_mini.txt").exists()
+    (tmp_path / "shared/coco-mini").mkdir(parents=True)
+    done = run(sys.executable, "-m", "pipeline.run_plan")
+    assert done.returncode == 0 and "skipped" not in done.stdout, done.stderr
+    assert "[coco_mini] Running stage 'make@coco_mini'" in done.stdout  # its own lane, beside shapes'
+    assert (project / "report.txt").read_text() == "coco_mini shapes"
+    status = run("dvc", "status")
+    assert status.returncode == 0 and "changed" not in status.stdout and "modified" not in status.stdout, status.stdout
