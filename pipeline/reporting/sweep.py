@@ -102,7 +102,7 @@ def differing_params(params: dict, baseline: dict) -> dict[str, tuple]:
 # Params sections keyed by method or dataset: a key under them bears on the results of that method or
 # dataset only (dvc.yaml's stages track them so). `run` and `datasets` choose what runs, not its numbers.
 _BY_METHOD = ("methods",)
-_BY_DATASET = ("data", "per_dataset", "extract.detectors")
+_BY_DATASET = ("data", "per_dataset", "extract.detectors", "detector.datasets")
 _CHOOSING = ("run", "datasets")
 
 
