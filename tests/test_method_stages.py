@@ -59,15 +59,18 @@ def test_only_the_methods_that_read_lambda_track_it():
     assert tracking == {f"train_{m}" for m in USES_LAMBDA} | {"report"}, tracking
 
 
+DATASETS = yaml.safe_load((REPO / "params.yaml").read_text())["datasets"]
+
+
 def _fake_workspace(project: Path) -> None:
-    """Every dependency and output of every stage on dataset `shapes`, as placeholder files, so that
+    """Every dependency and output of every stage on every dataset, as placeholder files, so that
     `dvc commit` records a finished run without training anything."""
     stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
-    for body in stages.values():
+    for body, dataset in ((b, d) for b in stages.values() for d in DATASETS):
         body = body.get("do", body)
         for entry in (body.get(k, []) for k in ("deps", "outs", "metrics", "plots")):
             for item in entry:
-                path = project / (next(iter(item)) if isinstance(item, dict) else item).replace("${item}", "shapes")
+                path = project / (next(iter(item)) if isinstance(item, dict) else item).replace("${item}", dataset)
                 if path.exists():
                     continue
                 if path.suffix in ("", ".zarr"):
@@ -108,4 +111,4 @@ def test_editing_one_methods_module_reruns_only_that_method(committed):
     """One real DVC check (every method's deps are checked above without DVC): SCAN's module."""
     changed = _status_after_editing(committed, "pipeline/models/scan.py")
     methods = ("scan_i2t", "scan_t2i", "scan_consistency")
-    assert changed == {f"{c}_{m}@shapes" for m in methods for c in ("train", "evaluate")}, changed
+    assert changed == {f"{c}_{m}@{d}" for m in methods for c in ("train", "evaluate") for d in DATASETS}, changed
