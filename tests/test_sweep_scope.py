@@ -41,6 +41,8 @@ def _with(changes: dict) -> dict:
     {"per_dataset.coco_mini": {"train": {"epochs": 2}}},
     {"per_dataset.shapes.methods.scan_i2t.train.epochs": 2},  # another method's settings on the swept dataset
     {"extract.detectors.coco_mini": "butd_r101_c4"},
+    {"train.cache_features_gb": 2.0},                   # held in memory or streamed: the same numbers
+    {"download.max_extract_gb": 5.0},                   # how files are fetched; their content is hash-checked
 ])
 def test_a_change_that_bears_on_no_swept_result_leaves_the_sweep_valid(changes):
     assert _sweep_notes(_sweeps(), _with(changes), []) == []

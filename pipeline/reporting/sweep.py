@@ -104,13 +104,20 @@ def differing_params(params: dict, baseline: dict) -> dict[str, tuple]:
 _BY_METHOD = ("methods",)
 _BY_DATASET = ("data", "per_dataset", "extract.detectors", "detector.datasets")
 _CHOOSING = ("run", "datasets")
+# Keys that change how a result is computed, never what it is: where and how downloads are fetched and
+# unpacked (their content is checked by hash), and whether features are held in memory or streamed.
+_NO_BEARING = ("download", "train.cache_features_gb")
+
+
+def _no_bearing(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in _NO_BEARING)
 
 
 def bears_on(key: str, datasets: set[str], methods: set[str]) -> bool:
     """Whether params key `key` (dotted) can change a result of `methods` on `datasets`: a section of
     another method (`methods.<m>`), of another dataset (`data.<ds>`, `per_dataset.<ds>`, including that
     dataset's method settings, `extract.detectors.<ds>`), or the run lists cannot; every other key can."""
-    if key.split(".", 1)[0] in _CHOOSING:
+    if key.split(".", 1)[0] in _CHOOSING or _no_bearing(key):
         return False
     for section in _BY_METHOD:
         if key.startswith(section + "."):
@@ -167,8 +174,9 @@ def stale_params(current: dict, baseline: dict, swept: set[tuple[str, str]]) -> 
     out = {k: v for k, v in diffs.items() if k.split(".", 1)[0] not in LAYERED and bears_on(k, datasets, methods)}
     nested = unflatten(baseline)
     for dataset, method in sorted(swept):
-        out.update(differing_params(effective_settings(current, dataset, method),
-                                    effective_settings(nested, dataset, method)))
+        out.update({k: v for k, v in differing_params(effective_settings(current, dataset, method),
+                                                      effective_settings(nested, dataset, method)).items()
+                    if not _no_bearing(k)})
     return out
 
 
