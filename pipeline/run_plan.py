@@ -3,7 +3,8 @@ whose local folder is absent left out, saying so.
 
 Lanes. The datasets' stage chains are independent (each dataset's download -> ... -> evaluate reads only
 its own files), so after `check_params` each dataset's chain runs in its own `dvc repro` process, side by
-side (`lanes` at a time, default 2: one per core, every stage using one torch thread), then a last
+side (`lanes` at a time, default 2: one per core, every stage using one torch thread; each lane runs
+exactly its listed stages, in dvc.yaml's order, `--single-item`), then a last
 `dvc repro` runs what is left (the report). DVC releases its repository lock while a stage's command runs
 and `--wait-for-lock` makes the lanes take turns for their bookkeeping, so `dvc.lock` ends the same as
 after a plain `dvc repro` (`tests/test_real_data_run.py` checks `dvc status` after it). Each line a lane
@@ -26,6 +27,10 @@ from pathlib import Path
 
 REPORT_STAGE = "report"
 DVC = ["dvc", "--wait-for-lock", "repro"]
+# A lane runs its own stages only, in dvc.yaml's order (which is the pipeline's): without --single-item DVC
+# also takes the upstream `check_params` of each target and locks its output for writing, which collides
+# with the other lane's read lock on that file ("is busy, it is being blocked by").
+LANE = DVC + ["--single-item"]
 
 
 def absent_datasets(params: dict, project: str | Path = ".") -> dict[str, str]:
@@ -56,7 +61,7 @@ def plan(params: dict, stage_names: list[str], project: str | Path = ".") -> tup
     by_dataset = {ds: [n for n in stage_names if dataset_of(n, datasets) == ds] for ds in datasets if ds not in absent}
     shared = [n for n in stage_names if dataset_of(n, datasets) is None and n != REPORT_STAGE]
     steps = [{"shared": DVC + shared}] if shared else []
-    steps.append({ds: DVC + names for ds, names in by_dataset.items() if names})
+    steps.append({ds: LANE + names for ds, names in by_dataset.items() if names})
     steps.append({REPORT_STAGE: DVC + (["--single-item", REPORT_STAGE] if absent else [])})
     return [s for s in steps if s], notes
 

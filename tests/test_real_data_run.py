@@ -19,7 +19,7 @@ from pipeline.detection.settings import train_settings
 from pipeline.metrics import top_retrievals, write_rankings
 from pipeline.params import DATASET_SCHEMAS, ParamError, load_params, validate
 from pipeline.reporting.report import build_report
-from pipeline.run_plan import DVC, plan
+from pipeline.run_plan import DVC, LANE, plan
 from pipeline.training.schema import method_train_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,14 +121,14 @@ def test_make_repro_runs_each_dataset_in_a_lane_and_skips_an_absent_folder_in_on
     steps, notes = plan(params, STAGES, project=tmp_path / "checkout")
     assert notes == [] and steps == [
         {"shared": DVC + ["check_params"]},
-        {"shapes": DVC + ["download@shapes", "train@shapes-ss", "evaluate@shapes-cca"],
-         "coco_mini": DVC + ["download@coco_mini", "train@coco_mini-ss", "train@coco_mini-scan_i2t",
+        {"shapes": LANE + ["download@shapes", "train@shapes-ss", "evaluate@shapes-cca"],
+         "coco_mini": LANE + ["download@coco_mini", "train@coco_mini-ss", "train@coco_mini-scan_i2t",
                              "evaluate@coco_mini-cca"]},
         {"report": DVC}]
     (tmp_path / "shared/coco-mini").rmdir()
     steps, notes = plan(params, STAGES, project=tmp_path / "checkout")
     assert steps == [{"shared": DVC + ["check_params"]},
-                     {"shapes": DVC + ["download@shapes", "train@shapes-ss", "evaluate@shapes-cca"]},
+                     {"shapes": LANE + ["download@shapes", "train@shapes-ss", "evaluate@shapes-cca"]},
                      {"report": DVC + ["--single-item", "report"]}]
     assert len(notes) == 1 and notes[0].startswith("make repro: coco_mini skipped (data.coco_mini.root")
 
@@ -140,10 +140,23 @@ def test_the_lanes_cover_every_stage_of_dvc_yaml_once(tmp_path):
     (tmp_path / "shared/coco-mini").mkdir(parents=True)
     (tmp_path / "checkout").mkdir()
     steps, _ = plan(shipped_params(), names, project=tmp_path / "checkout")
-    planned = [n for step in steps for cmd in step.values() for n in cmd[len(DVC):]]
+    planned = [n for step in steps for cmd in step.values() for n in cmd[len(DVC):] if n != "--single-item"]
     assert sorted(planned) == sorted(n for n in names if n != "report")  # the last step: plain dvc repro
-    assert {n for n in steps[1]["coco_mini"][len(DVC):]} == {n for n in names if "@coco_mini" in n}
+    assert {n for n in steps[1]["coco_mini"][len(LANE):]} == {n for n in names if "@coco_mini" in n}
     assert sum("@coco_mini" in n for n in names) >= 5 + 2 * 20
+    # a lane runs its stages in the listed order (--single-item): every stage after those it reads from
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        by_name = {stage.addressing: stage for stage in graph}
+        for lane in steps[1].values():
+            order = lane[len(LANE):]
+            position = {name: i for i, name in enumerate(order)}
+            for name in order:
+                upstream = {s.addressing for s in nx.descendants(graph, by_name[name])}
+                assert all(position[u] < position[name] for u in upstream if u in position), name
 
 
 def report_inputs(tmp_path: Path, datasets: tuple[str, ...] = ("shapes", "coco_mini")) -> Path:
