@@ -48,6 +48,16 @@ def test_a_change_that_bears_on_no_swept_result_leaves_the_sweep_valid(changes):
     assert _sweep_notes(_sweeps(), _with(changes), []) == []
 
 
+def test_a_param_added_later_and_left_at_its_default_changes_nothing():
+    """A key the sweep's params lack (the code added it since) is no change while it holds its default."""
+    from pipeline.params import validate
+
+    default = validate({})["detector"]["image_size"]
+    assert _sweep_notes(_sweeps(), _with({"detector.image_size": default}), []) == []
+    (note,) = _sweep_notes(_sweeps(), _with({"detector.image_size": default + 64}), [])
+    assert "detector.image_size" in note
+
+
 @pytest.mark.parametrize("changes, named", [
     ({"methods.ss.d_model": 32}, "methods.ss.d_model"),
     ({"train.lr": 0.01}, "train.lr"),

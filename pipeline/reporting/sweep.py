@@ -164,10 +164,20 @@ def effective_settings(params: dict, dataset: str, method: str) -> dict:
             **flatten_params(resolve_settings(p, method, kind, dataset), f"methods.{method}.")}
 
 
+def _schema_defaults() -> dict:
+    """Every param's default (dotted): a key that a sweep's params lack (it was added later) and that is
+    set to its default here has not changed what the sweep computed."""
+    from pipeline.params import validate
+
+    return flatten_params(validate({}))
+
+
 def stale_params(current: dict, baseline: dict, swept: set[tuple[str, str]]) -> dict[str, tuple]:
     """Params (dotted) in which `current` (nested, as written) differs from a sweep's `baseline` (flat) in a
     way that bears on the swept (dataset, method) results; all differing params when `swept` is empty."""
-    diffs = {k: v for k, v in differing_params(flatten_params(current), baseline).items() if k not in SWEPT}
+    defaults = _schema_defaults()
+    diffs = {k: v for k, v in differing_params(flatten_params(current), baseline).items()
+             if k not in SWEPT and not (k not in baseline and k in defaults and v[1] == defaults[k])}
     if not swept:
         return diffs
     datasets, methods = {d for d, _ in swept}, {m for _, m in swept}
