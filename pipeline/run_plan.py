@@ -4,7 +4,7 @@ whose local folder is absent left out, saying so.
 Lanes. The datasets' stage chains are independent (each dataset's download -> ... -> evaluate reads only
 its own files), so after `check_params` each dataset's chain runs in its own `dvc repro` process, side by
 side (`lanes` at a time, default 2: one per core, every stage using one torch thread; each lane runs
-exactly its listed stages, in dvc.yaml's order, `--single-item`), then a last
+exactly its dataset's stages, `--single-item --glob '*@<ds>'`, in dvc.yaml's order), then a last
 `dvc repro` runs what is left (the report). DVC releases its repository lock while a stage's command runs
 and `--wait-for-lock` makes the lanes take turns for their bookkeeping, so `dvc.lock` ends the same as
 after a plain `dvc repro` (`tests/test_real_data_run.py` checks `dvc status` after it). Each line a lane
@@ -61,9 +61,18 @@ def plan(params: dict, stage_names: list[str], project: str | Path = ".") -> tup
     by_dataset = {ds: [n for n in stage_names if dataset_of(n, datasets) == ds] for ds in datasets if ds not in absent}
     shared = [n for n in stage_names if dataset_of(n, datasets) is None and n != REPORT_STAGE]
     steps = [{"shared": DVC + shared}] if shared else []
-    steps.append({ds: LANE + names for ds, names in by_dataset.items() if names})
+    steps.append({ds: LANE + _targets(ds, names) for ds, names in by_dataset.items() if names})
     steps.append({REPORT_STAGE: DVC + (["--single-item", REPORT_STAGE] if absent else [])})
     return [s for s in steps if s], notes
+
+
+def _targets(dataset: str, names: list[str]) -> list[str]:
+    """A lane's `dvc repro` targets: the pattern `*@<dataset>` when it names exactly the lane's stages. DVC
+    collects a pattern in one pass over dvc.yaml, in the file's order, and each explicit target in a pass
+    of its own (about 7 s each here: 5 minutes for a dataset's 46 stages)."""
+    if all(n.endswith(f"@{dataset}") for n in names):
+        return ["--glob", f"*@{dataset}"]
+    return names
 
 
 def _run_lane(cmd: list[str], prefix: str, codes: list[int]) -> None:

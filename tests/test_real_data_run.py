@@ -110,8 +110,8 @@ def test_unknown_split_values_name_the_value_and_the_file(tmp_path):
         read_split(tmp_path / "s.json", "coco")
 
 
-STAGES = ["check_params", "download@shapes", "download@coco_mini", "train@shapes-ss", "train@coco_mini-ss",
-          "train@coco_mini-scan_i2t", "evaluate@coco_mini-cca", "evaluate@shapes-cca", "report"]
+STAGES = ["check_params", "download@shapes", "download@coco_mini", "train_ss@shapes", "train_ss@coco_mini",
+          "train_scan_i2t@coco_mini", "evaluate_cca@coco_mini", "evaluate_cca@shapes", "report"]
 
 
 def test_make_repro_runs_each_dataset_in_a_lane_and_skips_an_absent_folder_in_one_line(tmp_path):
@@ -121,14 +121,12 @@ def test_make_repro_runs_each_dataset_in_a_lane_and_skips_an_absent_folder_in_on
     steps, notes = plan(params, STAGES, project=tmp_path / "checkout")
     assert notes == [] and steps == [
         {"shared": DVC + ["check_params"]},
-        {"shapes": LANE + ["download@shapes", "train@shapes-ss", "evaluate@shapes-cca"],
-         "coco_mini": LANE + ["download@coco_mini", "train@coco_mini-ss", "train@coco_mini-scan_i2t",
-                             "evaluate@coco_mini-cca"]},
+        {"shapes": LANE + ["--glob", "*@shapes"], "coco_mini": LANE + ["--glob", "*@coco_mini"]},
         {"report": DVC}]
     (tmp_path / "shared/coco-mini").rmdir()
     steps, notes = plan(params, STAGES, project=tmp_path / "checkout")
     assert steps == [{"shared": DVC + ["check_params"]},
-                     {"shapes": LANE + ["download@shapes", "train@shapes-ss", "evaluate@shapes-cca"]},
+                     {"shapes": LANE + ["--glob", "*@shapes"]},
                      {"report": DVC + ["--single-item", "report"]}]
     assert len(notes) == 1 and notes[0].startswith("make repro: coco_mini skipped (data.coco_mini.root")
 
@@ -140,19 +138,27 @@ def test_the_lanes_cover_every_stage_of_dvc_yaml_once(tmp_path):
     (tmp_path / "shared/coco-mini").mkdir(parents=True)
     (tmp_path / "checkout").mkdir()
     steps, _ = plan(shipped_params(), names, project=tmp_path / "checkout")
-    planned = [n for step in steps for cmd in step.values() for n in cmd[len(DVC):] if n != "--single-item"]
-    assert sorted(planned) == sorted(n for n in names if n != "report")  # the last step: plain dvc repro
-    assert {n for n in steps[1]["coco_mini"][len(LANE):]} == {n for n in names if "@coco_mini" in n}
-    assert sum("@coco_mini" in n for n in names) >= 5 + 2 * 20
-    # a lane runs its stages in the listed order (--single-item): every stage after those it reads from
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(ROOT)) as repo:
+        def lane_stages(cmd):
+            """What DVC runs for a lane command, in its order (--single-item: the targets as collected)."""
+            args = cmd[len(LANE):]
+            if args[:1] == ["--glob"]:
+                return [s.addressing for s in repo.stage.collect(args[1], glob=True)]
+            return args
+
+        lanes = {name: lane_stages(cmd) for name, cmd in steps[1].items()}
+        planned = [n for step in (steps[0], steps[-1]) for cmd in step.values() for n in cmd[len(DVC):]]
+        planned += [n for lane in lanes.values() for n in lane]
+        assert sorted(planned) == sorted(n for n in names if n != "report")  # the last step: plain dvc repro
+        assert set(lanes["coco_mini"]) == {n for n in names if "@coco_mini" in n}
+        assert sum("@coco_mini" in n for n in names) >= 5 + 2 * 20
+        # a lane runs its stages in that order: every stage after those it reads from
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         by_name = {stage.addressing: stage for stage in graph}
-        for lane in steps[1].values():
-            order = lane[len(LANE):]
+        for order in lanes.values():
             position = {name: i for i, name in enumerate(order)}
             for name in order:
                 upstream = {s.addressing for s in nx.descendants(graph, by_name[name])}
