@@ -2,6 +2,8 @@
 and evaluated model, built once through the CLI and copied for each test that damages it."""
 from __future__ import annotations
 
+import pytest
+
 import contextlib
 import os
 import shutil
@@ -77,3 +79,24 @@ def working_dir(path: Path):
 def copy_project(src: Path, dest: Path) -> Path:
     shutil.copytree(src, dest, symlinks=True)
     return dest
+
+
+# The fixtures every integrity test module uses (imported there by name): the project built once per module,
+# and a fresh copy of it per test, entered as the working directory.
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_project(tmp_path_factory.mktemp("integrity") / "project")
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def project(built, tmp_path):
+    root = copy_project(built, tmp_path / "project")
+    with working_dir(root):
+        yield root

@@ -12,7 +12,7 @@ import zlib
 import pytest
 import yaml
 
-from integrity_helpers import build_project, copy_project, one_error_line, working_dir, xmr
+from integrity_helpers import built, copy_project, one_error_line, project, working_dir, xmr  # noqa: F401
 from pipeline.completion import mark_complete
 from pipeline.data.image_size import ImageFileError, image_sizes
 from pipeline.detection.images import ImageError, decode_image
@@ -82,24 +82,6 @@ def test_decompression_bomb_png_is_a_named_image_error(tmp_path):
     with pytest.raises(ImageFileError, match="bomb.png: not a readable image"):
         image_sizes([path], progress=False, workers=1)
 
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return build_project(tmp_path_factory.mktemp("inputs") / "project")
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def project(built, tmp_path):
-    root = copy_project(built, tmp_path / "project")
-    with working_dir(root):
-        yield root
 
 
 @pytest.mark.parametrize("damage, needle", [

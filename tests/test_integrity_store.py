@@ -9,30 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
-from integrity_helpers import (SPLIT, build_project, copy_project, one_error_line, resplit, working_dir, write_params,
-                               xmr)
+from integrity_helpers import (SPLIT, built, copy_project, one_error_line, project, resplit,  # noqa: F401 (fixtures)
+                               working_dir, write_params, xmr)
 from pipeline.metrics.npz_files import read_npz, write_npz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return build_project(tmp_path_factory.mktemp("integrity") / "project")
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def project(built, tmp_path):
-    root = copy_project(built, tmp_path / "project")
-    with working_dir(root):
-        yield root
 
 
 @pytest.mark.parametrize("array, command", [("features", "evaluate"), ("valid", "train")])

@@ -5,28 +5,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from integrity_helpers import build_project, copy_project, working_dir, xmr
+from integrity_helpers import built, copy_project, project, working_dir, xmr  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return build_project(tmp_path_factory.mktemp("workspace") / "project")
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def project(built, tmp_path):
-    root = copy_project(built, tmp_path / "project")
-    with working_dir(root):
-        yield root
 
 
 def test_tokenize_by_hand_keeps_the_tracked_gitignore(project):
