@@ -29,7 +29,8 @@ def main(
     Inputs: the model, data/<dataset>/{table.parquet, features.zarr, text/}.
     Outputs: reports/metrics/<dataset>/<method>.json (every metric of pipeline.metrics: label-wise
     NDCG@k and mAP, R@K, rsum, the shared classifier's Micro-F1 per modality when the method has
-    one, plus the selected training epoch),
+    one, plus the selected training epoch and the machine classes that trained and scored the model,
+    `machine_train` / `machine_eval`: pipeline/machine.py),
     reports/per_query/<dataset>/<method>.npz (each query's NDCG, AP, rank and classifier counts: the
     report's bootstrap intervals) and
     reports/rankings/<dataset>/<method>.npz (top-10 captions per test image and top-10 images per
@@ -49,6 +50,7 @@ def main(
 
     from pipeline.completion import RECORD_FILE
     from pipeline.io import write_json
+    from pipeline.machine import machine_metrics, machine_record
     from pipeline.metrics import write_rankings
     from pipeline.metrics.evaluation_set import EVALUATION_ID, evaluation_id
     from pipeline.metrics.per_query import write_per_query
@@ -82,6 +84,8 @@ def main(
     metrics = metrics_file(metrics)  # measurements only (no params, gallery sizes or protocol names)
     metrics.update(_f1_tuned_and_topk(model, data, split, scores.items, probabilities, settings, device, amp))
     metrics["selected_epoch"] = int(config.get("epoch", 0))
+    # where the numbers came from: the machine class that trained the model and the one that scored it
+    metrics.update(machine_metrics(config.get("machine"), machine_record(device)))
     top = split_rankings(scores, 10, device=device)
     captions = scores.items.captions
     caption_index = np.asarray(getattr(data.text, "caption_index", np.zeros(len(data.caption_rows))))[captions]

@@ -31,6 +31,7 @@ from pipeline.detection.regions import candidate_regions
 from pipeline.detection.selection import select_rois
 from pipeline.detection.settings import ExtractSettings
 from pipeline.detection.store import FeatureStoreWriter
+from pipeline.machine import machine_record
 
 
 class _RowImages(Dataset):
@@ -265,7 +266,8 @@ def extract_features(table: pa.Table, out_path: str | Path, detector: LoadedDete
     if remaining:
         return {"complete": False, "run": run, "chunks_left": len(remaining)}
     totals = summarize(writer.chunk_stats(), K)
-    writer.finalize({"stats": {k: v for k, v in totals.items() if k != "skipped"}})
+    writer.finalize({"stats": {k: v for k, v in totals.items() if k != "skipped"},
+                     "machine": machine_record(device)})  # the class that computed the features (the last run's)
     return {"complete": True, **totals, "run": run}
 
 

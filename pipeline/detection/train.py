@@ -24,6 +24,7 @@ from pipeline.data.table import label_names
 from pipeline.detection.images import decode_image
 from pipeline.detection.shapes_frcnn import ShapesDetectorConfig, build_shapes_detector, init_weights_
 from pipeline.io import atomic_output
+from pipeline.machine import machine_record
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,9 @@ def train_shapes_detector(table: pa.Table, out_dir: str | Path, settings: TrainS
     metrics["split"] = "val" if (splits == "val").any() else "train"
     report = {"settings": asdict(settings), "seed": seed, "history": history, "metrics": metrics,
               "train_seconds_this_run": round(train_seconds, 1), "resumed_at": start}
-    save_shapes_detector(model, names, out_dir, {"settings": asdict(settings), "seed": seed, "metrics": metrics})
+    # the machine class decides the weights' last bits, and every feature and model downstream (pipeline/machine.py)
+    save_shapes_detector(model, names, out_dir, {"settings": asdict(settings), "seed": seed, "metrics": metrics,
+                                                 "machine": machine_record()})
     if resume_file:
         resume_file.unlink(missing_ok=True)
     return report

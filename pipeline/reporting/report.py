@@ -9,8 +9,9 @@ Inputs (under `reports_dir` unless noted):
                                  our numbers, and each method's difference to the reference method
   experiments file               `dvc exp show --json` output (optional) -> the lambda sweep and the
                                  seed sweep (`report.seeds`), split and checked by `sweep.py`
-Outputs: results.md, claims.md + claims.json (the papers' claims with verdicts), plots/ (PNG),
-lambda_sensitivity.json (DVC plot data), qualitative/.
+Outputs: results.md (with the machine classes of its numbers and, where the files at git HEAD hold
+other numbers, their difference beside the seed spread: `provenance.py`), claims.md + claims.json
+(the papers' claims with verdicts), plots/ (PNG), lambda_sensitivity.json (DVC plot data), qualitative/.
 Each output is written under a temporary name and renamed when complete.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pipeline.reporting.claims import check_claims, claims_json, claims_markdown
 from pipeline.reporting.convergence import convergence_markdown, dataset_convergence, rising_methods
 from pipeline.reporting.intervals import dataset_intervals, differences_table
 from pipeline.reporting.plots import closed_form_rows, plot_lambda_sensitivity, plot_training_curves, read_history
+from pipeline.reporting.provenance import compare_committed, machine_classes, provenance_markdown
 from pipeline.reporting.published import NOTES
 from pipeline.reporting.qualitative import render_page
 from pipeline.reporting.seeds import seed_table
@@ -126,6 +128,9 @@ def build_report(reports_dir: str | Path = "reports", data_dir: str | Path = "da
     summary["sweep_notes"] = _sweep_notes(sweeps, current_params, records)
 
     summary["dataset_notes"] = dataset_notes(records, current_params, reports_dir)
+    # where the numbers came from: machine classes, and the committed numbers against the seed spread
+    summary["machine_classes"] = machine_classes(records)
+    summary["committed"] = compare_committed(records, runs)
 
     # plots/: training curves and the lambda sweep
     training = {}
@@ -321,6 +326,8 @@ def results_markdown(records, summary: dict, sweep_source: str, lambda_methods: 
                 tables.label_metrics_table(records), ""]
     out += _differences_markdown(summary, opts["reference_method"])
     out += _seeds_markdown(summary)
+    if "machine_classes" in summary:
+        out += provenance_markdown(summary["machine_classes"], summary.get("committed"))
     out += ["## Instance-level retrieval: Recall@K", ""]
     if has["r1_i2t"]:
         out += ["R@K in %, MedR 1-based. Published rows follow ours (papers/002 Tables 1-3, papers/003 Tables 1 "

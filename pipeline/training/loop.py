@@ -23,7 +23,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from pipeline.completion import clear_complete, mark_complete
 from pipeline.io import write_json
+from pipeline.machine import machine_record
 from pipeline.training.checkpoint import (CONFIG_FILE, MODEL_FILE, STATE_FILE, load_state, resumable, save_model,
                                           save_torch)
 from pipeline.training.data import RetrievalData
@@ -176,6 +177,7 @@ class _Run:
     log: Callable[[str], None]
     step_hook: Callable[[int, int], None] | None
     optimizer: torch.optim.Optimizer | None = None  # None for a closed-form method
+    machine: dict = field(default_factory=dict)  # the machine class training runs on (pipeline/machine.py)
 
     @property
     def closed_form(self) -> bool:
@@ -243,7 +245,7 @@ def _setup(name: str, params: dict, data: RetrievalData, model_dir: Path, histor
                 amp=settings["amp"] and device.type == "cuda" and not closed_form, method=method, key=key,
                 fingerprint=run_fingerprint(method.config(), settings, seed, params["metrics"], data.fingerprint()),
                 train_captions=train_items.captions, progress=progress, log=log, step_hook=step_hook,
-                optimizer=optimizer)
+                optimizer=optimizer, machine=machine_record(device))
 
 
 def _parallel(run: _Run) -> tuple[torch.nn.Module, int]:
@@ -471,7 +473,7 @@ def _checkpoint(run: _Run, state: dict, improved: bool, value: float, epoch: int
         save_model(run.model_dir, run.method, {"epoch": epoch + 1, "select_metric": run.key, "value": value,
                                                "data_fingerprint": run.data.fingerprint(),
                                                "inputs": run.data.inputs,
-                                               "run_fingerprint": run.fingerprint})
+                                               "run_fingerprint": run.fingerprint, "machine": run.machine})
     if not run.closed_form:
         save_torch(run.model_dir / STATE_FILE, {
             **state, "fingerprint": run.fingerprint,
