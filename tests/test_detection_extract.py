@@ -23,6 +23,7 @@ from pipeline.detection.positions import box_positions
 from pipeline.detection.settings import extract_settings
 from pipeline.detection.store import ARRAYS, FeatureStore, partial_path
 from pipeline.io import write_json
+from pipeline.machine import machine_record
 
 N = 10
 
@@ -55,6 +56,7 @@ def test_store_layout_and_row_alignment(tiny, tmp_path):
     store = FeatureStore(out)
     assert len(store) == N and store.dim == 32 and store.num_boxes == 36 and store.num_classes == 24
     assert store.attrs["detector"] == "shapes_frcnn" and len(store.attrs["weights_sha256"]) == 64
+    assert store.attrs["machine"]["isa"] == machine_record()["isa"]  # the class that computed the features
     assert store.attrs["selection"]["num_boxes"] == 36 and store.attrs["selection"]["score_threshold"] == 0.5
     assert store.group["features"].dtype == np.float16
     a = all_arrays(out)

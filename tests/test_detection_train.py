@@ -10,6 +10,7 @@ import pipeline.detection.train as train_mod
 from detection_helpers import shapes_table
 from pipeline.data.table import read_table
 from pipeline.detection.train import TrainSettings, evaluate, load_shapes_detector, train_shapes_detector
+from pipeline.machine import machine_record
 
 SETTINGS = TrainSettings(iterations=12, batch_size=2, lr=0.004, warmup=0.0, width=8, representation=32,
                          proposals=50, checkpoint_every=4)
@@ -26,6 +27,7 @@ def test_training_learns_and_resumes_to_identical_weights(table, tmp_path, monke
     assert losses[-1] < 0.95 * losses[0]  # the loss falls (recall on real data: reports/detector)
     meta = json.loads((tmp_path / "ref" / "config.json").read_text())
     assert meta["class_names"][0] == "red circle" and meta["metrics"]["split"] == "val"
+    assert meta["machine"] == machine_record()  # the machine class that trained the weights
 
     real = train_mod._lr_factor
 

@@ -24,18 +24,20 @@ template = json.loads(Path("template.json").read_text())
 shift = p["lambda"] + p["seed"] + len(sys.argv[1])
 out = Path("reports/metrics/shapes") / f"{sys.argv[1]}.json"
 out.parent.mkdir(parents=True, exist_ok=True)
-out.write_text(json.dumps({k: round(v + shift, 4) for k, v in template.items()}))
+out.write_text(json.dumps({k: round(v + shift, 4) if isinstance(v, (int, float)) else v for k, v in template.items()}))
 """
 
 
 def template() -> dict:
+    from pipeline.machine import machine_metrics
     from pipeline.metrics import evaluate_similarity
     from pipeline.training.scoring import metrics_file
 
     rng = np.random.default_rng(0)
     result = evaluate_similarity(rng.normal(size=(8, 16)), image_labels=rng.integers(0, 2, size=(8, 4)),
                                  caption_image=np.repeat(np.arange(8), 2), ndcg_k=5, map_k=5)
-    return {**metrics_file(result), "selected_epoch": 3}
+    machine = {"cpu": "CPU", "isa": "AVX2", "torch": "2", "numpy": "2", "threads": "2/2", "accelerator": "none"}
+    return {**metrics_file(result), "selected_epoch": 3, **machine_metrics(machine, machine)}  # strings too
 
 
 def documented_command() -> str:
@@ -82,3 +84,9 @@ def test_documented_exp_show_fits_in_120_columns(tmp_path):
     assert {"0.01", "1", "0.1"} <= lambdas
     for row in shown[2:]:
         assert "-" not in row.strip("|").split("|")[header.index(next(c for c in header if c.endswith("ndcg_ave")))]
+    # the machine-class strings beside the numbers: `dvc metrics show` lists them, the report's reader keeps them
+    assert "machine_train" in sh("dvc metrics show")
+    from pipeline.reporting.sweep import read_states
+    states = read_states(json.loads(sh("dvc exp show --json")))
+    assert any(values.get("machine_train") == "CPU; isa AVX2; torch 2; numpy 2; threads 2/2; accelerator none"
+               for state in states for values in state.metrics.values())

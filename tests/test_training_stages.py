@@ -55,6 +55,11 @@ def test_train_then_evaluate_writes_every_output(project):
     assert 0 < metrics["ndcg_ave"] <= 100 and "rsum" in metrics
     assert not {"n_images", "n_texts", "ndcg_k", "map_k", "protocol"} & set(metrics)  # measurements only
     assert metrics["selected_epoch"] in (1, 2)
+    # where the numbers came from: the training machine's record in config.json, both classes in the metrics
+    from pipeline.machine import machine_class, machine_record
+    trained = json.loads((model_dir / "config.json").read_text())["machine"]
+    assert trained == machine_record("cpu") and trained["threads"].startswith("1/")  # train.threads: 1
+    assert metrics["machine_train"] == machine_class(trained) == metrics["machine_eval"]
     assert 0 <= metrics["f1_image"] <= 1 and 0 <= metrics["f1_text"] <= 1  # the shared classifier's Micro-F1
     for modality in ("image", "text"):  # beside it: a validation-tuned threshold and top-k (issue 15)
         assert 0 <= metrics[f"f1_{modality}_tuned"] <= 1 and 0 <= metrics[f"f1_{modality}_topk"] <= 1
