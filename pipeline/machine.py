@@ -8,12 +8,29 @@ this record so the report can say where its numbers came from. torch is imported
 """
 from __future__ import annotations
 
+import os
 import platform
+import sys
 from pathlib import Path
 
 # The fields of a record, in the order of its one-line form (`machine_class`).
 FIELDS = ("cpu", "isa", "torch", "numpy", "threads", "accelerator")
 UNRECORDED = "not recorded"  # a file written before machine records existed
+# `train.portable_kernels`: the CPU kernel paths pinned to ones every x86-64 CPU has (ATen's unvectorised
+# kernels, MKL's conditional-numerical-reproducibility mode, oneDNN capped at SSE4.1). Read by the libraries
+# when they load, so they are set before torch is imported (the `xmr` entry point, stages/cli.py).
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+KERNEL_CAPS = ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA")  # caps that change the kernels without showing in the isa
+
+
+def pin_portable_kernels(environ=os.environ) -> None:
+    """Set `PORTABLE_ENV` in `environ`, over any value already there; refuses when torch is already loaded
+    with other kernels (the settings would then not apply)."""
+    environ.update(PORTABLE_ENV)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+        raise RuntimeError("parameter 'train.portable_kernels' is true, but torch was loaded before the kernels "
+                           "could be pinned: run the stage through the `xmr` command")
 
 
 def cpu_model() -> str:
@@ -29,15 +46,17 @@ def cpu_model() -> str:
 
 def machine_record(device=None) -> dict[str, str]:
     """The machine class of the current process, as flat strings: CPU model, the instruction set torch's
-    CPU kernels dispatch to, torch and numpy versions, torch's intra/inter-op thread counts, and the
-    accelerator when `device` (a torch device or its name) is a CUDA device ("none" otherwise)."""
+    CPU kernels dispatch to (with the MKL / oneDNN caps when set), torch and numpy versions, torch's
+    intra/inter-op thread counts, and the accelerator when `device` (a torch device or its name) is a CUDA device ("none" otherwise)."""
     import numpy
     import torch
 
     accelerator = "none"
     if device is not None and torch.device(device).type == "cuda":
         accelerator = f"{torch.cuda.get_device_name(torch.device(device))} (CUDA {torch.version.cuda})"
-    return {"cpu": cpu_model(), "isa": torch.backends.cpu.get_cpu_capability(),
+    caps = [f"{k}={os.environ[k]}" for k in KERNEL_CAPS if os.environ.get(k)]
+    isa = torch.backends.cpu.get_cpu_capability() + (f" ({', '.join(caps)})" if caps else "")
+    return {"cpu": cpu_model(), "isa": isa,
             "torch": torch.__version__, "numpy": numpy.__version__,
             "threads": f"{torch.get_num_threads()}/{torch.get_num_interop_threads()}", "accelerator": accelerator}
 

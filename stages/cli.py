@@ -23,8 +23,35 @@ COMMANDS = {
 }
 
 
+def portable_kernels_asked(args: list[str]) -> bool:
+    """Whether the params file of a command line (`--params`, default params.yaml) sets
+    `train.portable_kernels: true`; read with yaml alone, before torch. An unreadable file is left to the
+    stage's own check, which names the problem."""
+    import yaml
+
+    path = "params.yaml"
+    for i, arg in enumerate(args):
+        if arg == "--params" and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--params="):
+            path = arg.split("=", 1)[1]
+    try:
+        params = yaml.safe_load(open(path, encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    train = params.get("train") if isinstance(params, dict) else None
+    return isinstance(train, dict) and train.get("portable_kernels") is True
+
+
 class LazyStages(TyperGroup):
     """A click group that builds a subcommand from its module only when it is asked for."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] in COMMANDS and portable_kernels_asked(args[1:]):
+            from pipeline.machine import pin_portable_kernels
+
+            pin_portable_kernels()  # before the stage's module (and torch) is imported
+        return super().resolve_command(ctx, args)
 
     def list_commands(self, ctx) -> list[str]:
         return list(COMMANDS)

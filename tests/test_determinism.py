@@ -78,8 +78,8 @@ def test_method_training_reruns_bit_identically(tmp_path):
 # tracks all of its keys.
 NUMBER_SETTINGS = {
     "download": ["data.${item}"],
-    "train_detector": ["seed", "detector"],  # detector.threads among them
-    "extract": ["extract.threads", "extract.device", "extract.dtype", "extract.autocast", "extract.batch_size"],
+    "train_detector": ["seed", "detector", "train.portable_kernels"],  # detector.threads among them
+    "extract": ["train.portable_kernels", "extract.threads", "extract.device", "extract.dtype", "extract.autocast", "extract.batch_size"],
     "tokenize": ["seed", "text"],
     "train_ss": ["seed", "train", "lambda"],  # train.threads, train.device, train.amp
     "train_cca": ["seed", "train"],

@@ -60,6 +60,9 @@ TRAIN_SCHEMA: dict[str, Any] = {
     "diverge_ratio": 20.0,
     # CPU threads for torch (0 = torch's default).
     "threads": 0,
+    # Pin the CPU kernels of every `xmr` stage (detector training and extraction too) to paths every x86-64
+    # CPU has, before torch loads (pipeline/machine.py PORTABLE_ENV; stages/cli.py sets them).
+    "portable_kernels": False,
 }
 
 # Every declared method's section (pipeline/methods/): a method without a section in params.yaml runs on
