@@ -47,7 +47,8 @@ def cpu_model() -> str:
 def machine_record(device=None) -> dict[str, str]:
     """The machine class of the current process, as flat strings: CPU model, the instruction set torch's
     CPU kernels dispatch to (with the MKL / oneDNN caps when set), torch and numpy versions, torch's
-    intra/inter-op thread counts, and the accelerator when `device` (a torch device or its name) is a CUDA device ("none" otherwise)."""
+    intra/inter-op thread counts, and the accelerator when `device` (a torch device or its name) is a CUDA
+    device ("none" otherwise)."""
     import numpy
     import torch
 
@@ -67,7 +68,8 @@ def machine_class(record: dict | None) -> str:
         return UNRECORDED
     missing = [f for f in FIELDS if not isinstance(record.get(f), str)]
     if missing:
-        raise ValueError(f"machine record: field '{missing[0]}' is missing or not a string (fields: {', '.join(FIELDS)})")
+        raise ValueError(f"machine record: field '{missing[0]}' is missing or not a string "
+                         f"(fields: {', '.join(FIELDS)})")
     return (f"{record['cpu']}; isa {record['isa']}; torch {record['torch']}; numpy {record['numpy']}; "
             f"threads {record['threads']}; accelerator {record['accelerator']}")
 

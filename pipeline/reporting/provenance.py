@@ -161,7 +161,8 @@ def provenance_markdown(classes: dict[str, dict[str, list[str]]], committed: Com
     if same:
         out += [f"{same} of these come from the same machine class as the committed ones: a rerun there is "
                 "bit-identical, so their difference comes from changed code, params or data.", ""]
-    rows = ["| dataset | method | metric | workspace | committed | \\|Δ\\| | seed std | \\|Δ\\| / std | machine class |",
+    rows = ["| dataset | method | metric | workspace | committed | \\|Δ\\| | seed std | \\|Δ\\| / std "
+            "| machine class |",
             "|---|---|---|---|---|---|---|---|---|"]
     for d in committed.differences:
         std = f"{d.seed.std:.2f} (n={d.seed.n})" if d.seed and d.seed.n > 1 else "–"
