@@ -1,21 +1,29 @@
 """The train, evaluate and report stages of dvc.yaml, written from the method declarations and params.yaml.
 
 Each method has its own stage pair (`train_<m>@<ds>`, `evaluate_<m>@<ds>`, one per dataset of
-`datasets`) whose `deps` are exactly the import closure of its command and of its code and declaration
-modules (`pipeline/code_deps.py`), and whose `params` are what it reads (`lambda` only for the methods
-that read it, its own `methods.<m>` section). Editing one method's module reruns that method; `dvc exp
-run -S lambda=...` reruns the methods that read `lambda`. DVC's templating cannot interpolate a list
-(`deps: ${...}`), so the stages are written out here and `xmr check-params` refuses a dvc.yaml that differs
-from what this module writes (`xmr dvc-yaml` rewrites it). Torch-free.
+`datasets`) whose code dependency is its fingerprint file, `data/code/<command>_<m>.txt`: the hash of
+every file of the import closure of its command and of its code and declaration modules
+(`pipeline/code_deps.py`), written by the `code_fingerprints` stage. Editing one method's module changes
+that method's fingerprints only, so `dvc repro` reruns that method. The closure is not listed in the
+stages' `deps` themselves: DVC reads and rewrites the whole dvc.lock around every stage it runs, and 40
+stages x 40 files made dvc.lock 24,000 lines and DVC's bookkeeping about 15 s per stage
+(reports/benchmarks.md "DVC bookkeeping per stage"). The `params` are what the stage reads (`lambda` only
+for the methods that read it, its own `methods.<m>` section): `dvc exp run -S lambda=...` reruns the
+methods that read `lambda`. DVC's templating cannot interpolate a list (`deps: ${...}`), so the stages are
+written out here and `xmr check-params` refuses a dvc.yaml that differs from what this module writes
+(`xmr dvc-yaml` rewrites it). Torch-free.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import yaml
 
 from pipeline.code_deps import as_deps, closure_paths
 
+CODE_DIR = "data/code"
+COMMANDS = ("train", "evaluate")
 MARKER = ("  # --- Below: written by `xmr dvc-yaml` from pipeline/methods/ and params.yaml "
           "(run it after adding a method) ---\n")
 CHECKED = "data/params_checked.txt"
@@ -34,14 +42,46 @@ def run_methods(params: dict) -> list[str]:
     return [m for m in chosen if m not in params["run"]["exclude"]]
 
 
-def code_deps(method: str, command: str, root: Path) -> list[str]:
+def code_files(method: str, command: str, root: Path) -> list[str]:
     """The project files `xmr <command> <ds> <method>` runs: the command's closure, the method's code
-    module and its declaration module, with everything they import."""
+    module and its declaration module, with everything they import (sorted paths relative to `root`)."""
     from pipeline.methods import declaration_module
     from pipeline.training.registry import METHODS
 
-    return as_deps(closure_paths([f"stages.{command}", METHODS[method].module, declaration_module(method)], root),
-                   root)
+    return closure_paths([f"stages.{command}", METHODS[method].module, declaration_module(method)], root)
+
+
+def fingerprint_path(command: str, method: str) -> str:
+    """The fingerprint file of `xmr <command> <ds> <method>`'s code: the stage's one code dependency."""
+    return f"{CODE_DIR}/{command}_{method}.txt"
+
+
+def fingerprint_text(method: str, command: str, root: Path) -> str:
+    """One line `<md5>  <path>` per file of the code's closure (the format `md5sum -c` reads), after a
+    comment naming the command: it changes exactly when one of those files does."""
+    lines = [f"# the files `xmr {command} <dataset> {method}` runs (pipeline/dvc_stages.py)"]
+    for path in code_files(method, command, root):
+        lines.append(f"{hashlib.md5((root / path).read_bytes()).hexdigest()}  {path}")
+    return "\n".join(lines) + "\n"
+
+
+def write_fingerprints(root: Path) -> list[Path]:
+    """Every declared method's fingerprint files under `root`/data/code (each written atomically); the
+    folder holds those files only. Returns them."""
+    from pipeline.io import atomic_output
+    from pipeline.training.registry import METHODS
+
+    wanted = {root / fingerprint_path(c, m): fingerprint_text(m, c, root) for m in METHODS for c in COMMANDS}
+    folder = root / CODE_DIR
+    for stale in (folder.glob("*.txt") if folder.is_dir() else []):
+        if stale not in wanted:
+            stale.unlink()
+    for path, text in wanted.items():
+        if path.is_file() and path.read_text() == text:
+            continue
+        with atomic_output(path) as tmp:
+            tmp.write_text(text)
+    return sorted(wanted)
 
 
 def check_params_deps(root: Path) -> list[str]:
@@ -53,7 +93,7 @@ def check_params_deps(root: Path) -> list[str]:
     return [*as_deps(closure_paths(["stages.check_params", *_modules()], root), root)]
 
 
-def method_stages(method: str, raw: dict, root: Path) -> dict:
+def method_stages(method: str, raw: dict) -> dict:
     """`train_<method>` and `evaluate_<method>`, one stage per dataset (`foreach: ${datasets}`)."""
     from pipeline.training.registry import uses_lambda
 
@@ -64,14 +104,14 @@ def method_stages(method: str, raw: dict, root: Path) -> dict:
     train = {
         "cmd": f"xmr train ${{item}} {method} --no-progress",
         "deps": [CHECKED, *data, "data/${item}/text/embeddings.npy", "data/${item}/settings.json",
-                 *code_deps(method, "train", root)],
+                 fingerprint_path("train", method)],
         "params": params,
         "outs": [{f"models/${{item}}/{method}": {"persist": True}}],
         "plots": [{f"reports/training/${{item}}/{method}.json": {"cache": False, "x": "epoch", "y": "loss"}}],
     }
     evaluate = {
         "cmd": f"xmr evaluate ${{item}} {method} --no-progress",
-        "deps": [CHECKED, f"models/${{item}}/{method}", *data, *code_deps(method, "evaluate", root)],
+        "deps": [CHECKED, f"models/${{item}}/{method}", *data, fingerprint_path("evaluate", method)],
         "params": ["metrics", "train.device", "train.amp", "train.threads", "train.eval_batch_size"],
         "metrics": [{f"reports/metrics/${{item}}/{method}.json": {"cache": False}}],
         "outs": [f"reports/rankings/${{item}}/{method}.npz", f"reports/per_query/${{item}}/{method}.npz"],
@@ -105,9 +145,12 @@ def generated_text(params: dict, raw: dict, root: Path) -> str:
         # First: every param through every stage's checks, so a bad value (`-S extract.num_boxes=0`) stops
         # here, before DVC removes any stage's outputs. Every stage depends on the marker (constant text).
         "cmd": "xmr check-params", "deps": check_params_deps(root), "params": [{"params.yaml": None}],
-        "outs": [CHECKED]}}
+        "outs": [CHECKED]},
+        # Every method's code fingerprints (stages/code_fingerprints.py), rewritten after any edit under
+        # pipeline/ or stages/; a train/evaluate stage reruns only when its own file changes.
+        "code_fingerprints": {"cmd": "xmr code-fingerprints", "deps": ["pipeline", "stages"], "outs": [CODE_DIR]}}
     for method in methods:
-        stages.update(method_stages(method, raw, root))
+        stages.update(method_stages(method, raw))
     stages.update(report_stage(methods, raw))
     text = yaml.safe_dump(stages, sort_keys=False, width=120, default_flow_style=False)
     return "".join(f"  {line}\n" if line else "\n" for line in text.splitlines())

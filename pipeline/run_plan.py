@@ -1,36 +1,53 @@
-"""What `make repro` runs: every stage, each dataset's stages in a lane of their own, and the datasets
-whose local folder is absent left out, saying so.
+"""What `make repro` runs: every stage, two `dvc repro` processes side by side (one per core), and the
+datasets whose local folder is absent left out, saying so.
 
-Lanes. The datasets' stage chains are independent (each dataset's download -> ... -> evaluate reads only
-its own files), so after `check_params` each dataset's chain runs in its own `dvc repro` process, side by
-side (`lanes` at a time, default 2: one per core, every stage using one torch thread; each lane runs
-exactly its dataset's stages, `--single-item --glob '*@<ds>'`, in dvc.yaml's order), then a last
-`dvc repro` runs what is left (the report). DVC releases its repository lock while a stage's command runs
-and `--wait-for-lock` makes the lanes take turns for their bookkeeping, so `dvc.lock` ends the same as
-after a plain `dvc repro` (`tests/test_real_data_run.py` checks `dvc status` after it). Each line a lane
-prints is prefixed with its dataset.
+Tasks. After the shared stages (`check_params`, `code_fingerprints`), the work is split into tasks that
+each run in a `dvc repro --single-item` process of their own: one per dataset for its data stages
+(download -> ... -> tokenize, in dvc.yaml's order, which is the pipeline's), then one per (dataset,
+method) for the method's train and evaluate stages, which starts once its dataset's data task is done.
+`lanes` tasks run at a time (default 2: one per core, every stage using one torch thread), the longest
+first: a method's estimated cost is the seconds of its last training history (`reports/training/<ds>/<m>.json`,
+committed), so the slow methods start early and the two cores finish together instead of one dataset's
+chain running long after the other's. Then a last `dvc repro` runs what is left (the report).
+DVC releases its repository lock while a stage's command runs and `--wait-for-lock` makes the processes
+take turns for their bookkeeping, so `dvc.lock` ends the same as after a plain `dvc repro`
+(`tests/test_real_data_run.py` checks `dvc status` after it). Each line a task prints is prefixed with its
+name (`[shapes]`, `[coco_mini/scan_t2i]`).
 
 Absent folders. DVC's `foreach: ${datasets}` is fixed by params.yaml, so a dataset read in place from a
 folder beside the checkout (`coco_mini` from `../shared/coco-mini`) has stages even on a clone without that
-folder. There its lane is left out, the report runs alone (`--single-item`: its upstream includes the
+folder. There its tasks are left out, the report runs alone (`--single-item`: its upstream includes the
 skipped stages), and one line says which dataset was skipped and why. No stage of the skipped dataset runs.
 
-Run as `python -m pipeline.run_plan` (the Makefile's `repro`); `--dry-run` prints the commands only,
-`--lanes N` sets the lanes (1: one after the other).
+Run as `python -m pipeline.run_plan` (the Makefile's `repro`); `--dry-run` prints the tasks only,
+`--lanes N` sets how many run at a time (1: one after the other).
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 REPORT_STAGE = "report"
+SHARED = "shared"
 DVC = ["dvc", "--wait-for-lock", "repro"]
-# A lane runs its own stages only, in dvc.yaml's order (which is the pipeline's): without --single-item DVC
-# also takes the upstream `check_params` of each target and locks its output for writing, which collides
-# with the other lane's read lock on that file ("is busy, it is being blocked by").
+# A task runs its own stages only: without --single-item DVC also takes the upstream `check_params` of each
+# target and locks its output for writing, which collides with the other task's read lock on that file
+# ("is busy, it is being blocked by").
 LANE = DVC + ["--single-item"]
+# The estimated seconds of a method without a training history: after every method that has one.
+UNKNOWN_COST = 0.0
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str                      # the prefix of its output lines
+    cmd: list[str]
+    after: tuple[str, ...] = ()    # the tasks that must have succeeded before it starts
+    cost: float = 0.0              # estimated seconds: among the ready tasks, the costliest starts first
 
 
 def absent_datasets(params: dict, project: str | Path = ".") -> dict[str, str]:
@@ -45,58 +62,92 @@ def absent_datasets(params: dict, project: str | Path = ".") -> dict[str, str]:
 
 
 def dataset_of(stage: str, datasets: list[str]) -> str | None:
-    """The dataset of a `<stage>@<ds>` or matrix `<stage>@<ds>-<method>` stage name (None: a shared stage)."""
+    """The dataset of a `<stage>@<ds>` stage name (None: a shared stage)."""
     item = stage.partition("@")[2]
-    return next((ds for ds in sorted(datasets, key=len, reverse=True) if item == ds or item.startswith(f"{ds}-")),
-                None)
+    return item if item in datasets else None
 
 
-def plan(params: dict, stage_names: list[str], project: str | Path = ".") -> tuple[list[dict[str, list[str]]], list[str]]:
-    """`(steps, notes)`: each step maps a lane's name to its `dvc repro` command line (the lanes of a step run
-    side by side, one per dataset; the steps one after the other); `notes` are the one-line notes of
-    skipped datasets."""
+def method_of(stage: str, methods: list[str]) -> str | None:
+    """The method of a `train_<m>@<ds>` / `evaluate_<m>@<ds>` stage (None: a data stage)."""
+    name = stage.partition("@")[0]
+    return next((m for m in methods if name in (f"train_{m}", f"evaluate_{m}")), None)
+
+
+def training_seconds(project: str | Path, dataset: str, method: str) -> float:
+    """The seconds of `method`'s last training on `dataset` (its history's epochs; UNKNOWN_COST without one)."""
+    path = Path(project) / "reports" / "training" / dataset / f"{method}.json"
+    try:
+        history = json.loads(path.read_text())
+        return float(sum(float(r.get("seconds", 0.0)) for r in history if isinstance(r, dict)))
+    except (OSError, ValueError, TypeError):
+        return UNKNOWN_COST
+
+
+def plan(params: dict, stage_names: list[str], project: str | Path = ".") -> tuple[list[Task], list[str]]:
+    """`(tasks, notes)`: the tasks in the order they may start (see the module docstring) and the one-line
+    notes of skipped datasets."""
+    from pipeline.dvc_stages import run_methods
+
     absent = absent_datasets(params, project)
     notes = [f"make repro: {ds} skipped ({why}; docs/datasets.md); every other dataset runs" for ds, why in absent.items()]
-    datasets = list(params["datasets"])
-    by_dataset = {ds: [n for n in stage_names if dataset_of(n, datasets) == ds] for ds in datasets if ds not in absent}
+    datasets, methods = list(params["datasets"]), run_methods(params)
     shared = [n for n in stage_names if dataset_of(n, datasets) is None and n != REPORT_STAGE]
-    steps = [{"shared": DVC + shared}] if shared else []
-    steps.append({ds: LANE + _targets(ds, names) for ds, names in by_dataset.items() if names})
-    steps.append({REPORT_STAGE: DVC + (["--single-item", REPORT_STAGE] if absent else [])})
-    return [s for s in steps if s], notes
+    tasks = [Task(SHARED, DVC + shared)] if shared else []
+    first = (SHARED,) if shared else ()
+    for ds in (d for d in datasets if d not in absent):
+        names = [n for n in stage_names if dataset_of(n, datasets) == ds]
+        data = [n for n in names if method_of(n, methods) is None]
+        if data:
+            tasks.append(Task(ds, LANE + data, first))
+        for method in methods:
+            own = [n for n in names if method_of(n, methods) == method]
+            if own:
+                tasks.append(Task(f"{ds}/{method}", LANE + own, first + ((ds,) if data else ()),
+                                  training_seconds(project, ds, method)))
+    report = DVC + (["--single-item", REPORT_STAGE] if absent else [])
+    tasks.append(Task(REPORT_STAGE, report, tuple(t.name for t in tasks)))
+    return tasks, notes
 
 
-def _targets(dataset: str, names: list[str]) -> list[str]:
-    """A lane's `dvc repro` targets: the pattern `*@<dataset>` when it names exactly the lane's stages. DVC
-    collects a pattern in one pass over dvc.yaml, in the file's order, and each explicit target in a pass
-    of its own (about 7 s each here: 5 minutes for a dataset's 46 stages)."""
-    if all(n.endswith(f"@{dataset}") for n in names):
-        return ["--glob", f"*@{dataset}"]
-    return names
-
-
-def _run_lane(cmd: list[str], prefix: str, codes: list[int]) -> None:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+def _run_task(task: Task, prefix: bool) -> int:
+    if not prefix:
+        return subprocess.run(task.cmd).returncode
+    proc = subprocess.Popen(task.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     for line in proc.stdout:
-        sys.stdout.write(f"{prefix}{line}")
+        sys.stdout.write(f"[{task.name}] {line}")
         sys.stdout.flush()
-    codes.append(proc.wait())
+    return proc.wait()
 
 
-def run_step(step: dict[str, list[str]], lanes: int) -> int:
-    """Run a step's lanes, `lanes` at a time; the first non-zero exit code, else 0."""
+def run_tasks(tasks: list[Task], lanes: int) -> int:
+    """Run `tasks`, at most `lanes` at a time, each once all its `after` tasks succeeded; among the ready
+    ones the costliest first (ties: plan order). After a failure no new task starts (those running finish);
+    returns the first non-zero exit code, else 0."""
+    pending = list(tasks)
+    done: set[str] = set()
     codes: list[int] = []
-    items = list(step.items())
-    for start in range(0, len(items), lanes):
-        batch = items[start:start + lanes]
-        if len(batch) == 1:
-            codes.append(subprocess.run(batch[0][1]).returncode)
-            continue
-        threads = [threading.Thread(target=_run_lane, args=(cmd, f"[{name}] ", codes)) for name, cmd in batch]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+    running: dict[str, threading.Thread] = {}
+    changed = threading.Condition()
+
+    def work(task: Task) -> None:
+        code = _run_task(task, prefix=task.name != REPORT_STAGE)
+        with changed:
+            codes.append(code)
+            if code == 0:
+                done.add(task.name)
+            del running[task.name]
+            changed.notify()
+
+    with changed:
+        while pending or running:
+            ready = [t for t in pending if set(t.after) <= done] if not any(codes) else []
+            for task in sorted(ready, key=lambda t: -t.cost)[:max(0, lanes - len(running))]:
+                pending.remove(task)
+                running[task.name] = threading.Thread(target=work, args=(task,))
+                running[task.name].start()
+            if not running:
+                break  # nothing can start: a failure upstream
+            changed.wait()
     return next((c for c in codes if c), 0)
 
 
@@ -110,17 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     if names.returncode != 0:
         print(f"make repro: `dvc stage list` failed: {names.stderr.strip() or names.stdout.strip()}", file=sys.stderr)
         return names.returncode
-    steps, notes = plan(params, names.stdout.split())
+    tasks, notes = plan(params, names.stdout.split())
     for note in notes:
         print(note, flush=True)
-    for step in steps:
-        if "--dry-run" in argv:
-            print("\n".join(f"[{name}] " + " ".join(cmd) for name, cmd in step.items()))
-            continue
-        code = run_step(step, max(1, lanes))
-        if code:
-            return code
-    return 0
+    if "--dry-run" in argv:
+        for task in tasks:
+            after = f" (after {', '.join(task.after)})" if task.after else ""
+            print(f"[{task.name}] {' '.join(task.cmd)}{after}; estimated {task.cost:.0f} s")
+        return 0
+    return run_tasks(tasks, max(1, lanes))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ COMMANDS = {
     "extract": "stages.extract", "tokenize": "stages.tokenize", "dataset-settings": "stages.dataset_settings",
     "train": "stages.train",
     "evaluate": "stages.evaluate", "report": "stages.report", "methods": "stages.methods",
-    "dvc-yaml": "stages.dvc_yaml", "verify": "stages.verify",
+    "dvc-yaml": "stages.dvc_yaml", "code-fingerprints": "stages.code_fingerprints", "verify": "stages.verify",
 }
 
 

@@ -1,6 +1,6 @@
-"""Each method's train/evaluate stages depend on exactly the files its code imports (issue 25 item 2):
-nothing missing (a stale result would go unnoticed), no other method's module (a needless rerun); and
-editing one method's module makes DVC rerun that method only."""
+"""Each method's train/evaluate stages depend on exactly the files its code imports (issue 25 item 2),
+through the method's code fingerprint file: nothing missing (a stale result would go unnoticed), no other
+method's module (a needless rerun); and editing one method's module makes DVC rerun that method only."""
 import json
 import modulefinder
 import shutil
@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from pipeline.code_deps import expand_deps
-from pipeline.dvc_stages import write
+from pipeline.dvc_stages import COMMANDS, code_files, fingerprint_path, write, write_fingerprints
 from pipeline.methods import declaration_module
 from pipeline.training.registry import METHODS, USES_LAMBDA
 from tiny_project import BIN, run
@@ -43,7 +42,10 @@ def test_dvc_yaml_is_what_the_declarations_and_params_give():
 def test_a_methods_stage_depends_on_exactly_its_import_closure(name, command):
     stage = f"{command}_{name}"
     assert stage in STAGES, f"dvc.yaml has no stage {stage}: run `xmr dvc-yaml` (or method '{name}' is excluded)"
-    deps = {d for d in expand_deps(STAGES[stage]["do"]["deps"], REPO) if d.endswith(".py")}
+    listed = STAGES[stage]["do"]["deps"]
+    assert fingerprint_path(command, name) in listed, f"{stage} does not depend on its code fingerprint"
+    assert not [d for d in listed if d.startswith(("pipeline", "stages"))], f"{stage} lists code files itself"
+    deps = set(code_files(name, command, REPO))
     wanted = _imported_files([f"stages.{command}", METHODS[name].module, declaration_module(name)])
     assert not wanted - deps, f"{stage} misses {sorted(wanted - deps)}, which its code imports: run `xmr dvc-yaml`"
     assert not deps - wanted, f"{stage} lists {sorted(deps - wanted)}, which its code does not import"
@@ -52,6 +54,30 @@ def test_a_methods_stage_depends_on_exactly_its_import_closure(name, command):
             assert _module_path(entry.module) not in deps, f"{stage} depends on method '{other}''s module"
         if declaration_module(other) != declaration_module(name):
             assert _module_path(declaration_module(other)) not in deps, f"{stage} depends on '{other}''s declaration"
+
+
+def test_a_fingerprint_changes_exactly_when_a_file_of_its_closure_does(tmp_path):
+    """The fingerprint files are what DVC compares: an edit to SCAN's module changes SCAN's six files and no
+    other, an edit to a file every method runs changes them all, and rewriting without an edit changes none."""
+    for name in ("pipeline", "stages"):
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    read = lambda: {p.name: p.read_text() for p in sorted((tmp_path / "data" / "code").glob("*.txt"))}  # noqa: E731
+    write_fingerprints(tmp_path)
+    before = read()
+    assert len(before) == len(METHODS) * len(COMMANDS)
+    line = next(x for x in before["train_ss.txt"].splitlines() if x.endswith("pipeline/models/semantic_sharing.py"))
+    assert len(line.split()[0]) == 32
+    write_fingerprints(tmp_path)
+    assert read() == before
+    scan = tmp_path / "pipeline/models/scan.py"
+    scan.write_text(scan.read_text() + "# an edit\n")
+    write_fingerprints(tmp_path)
+    changed = {name for name, text in read().items() if text != before[name]}
+    assert changed == {f"{c}_{m}.txt" for c in COMMANDS for m in ("scan_i2t", "scan_t2i", "scan_consistency")}
+    io = tmp_path / "pipeline/io.py"
+    io.write_text(io.read_text() + "# an edit\n")
+    write_fingerprints(tmp_path)
+    assert all(text != before[name] for name, text in read().items())
 
 
 def test_only_the_methods_that_read_lambda_track_it():
@@ -92,23 +118,27 @@ def committed(tmp_path_factory):
     run(["git", "init", "-q"], project)
     run([BIN / "dvc", "init", "-q"], project)
     _fake_workspace(project)
+    run([BIN / "xmr", "code-fingerprints"], project)
     run([BIN / "dvc", "commit", "-f", "-q"], project)
     assert json.loads(run([BIN / "dvc", "status", "--json"], project).stdout) == {}
     return project
 
 
-def _status_after_editing(project: Path, relative: str) -> set[str]:
-    path = project / relative
-    original = path.read_text()
-    try:
-        path.write_text(original + "# an edit\n")
-        return set(json.loads(run([BIN / "dvc", "status", "--json"], project).stdout))
-    finally:
-        path.write_text(original)
+def _status(project: Path) -> set[str]:
+    return set(json.loads(run([BIN / "dvc", "status", "--json"], project).stdout))
 
 
 def test_editing_one_methods_module_reruns_only_that_method(committed):
-    """One real DVC check (every method's deps are checked above without DVC): SCAN's module."""
-    changed = _status_after_editing(committed, "pipeline/models/scan.py")
+    """One real DVC check (every method's closure is checked above without DVC): SCAN's module. DVC first
+    sees the code folder changed (the fingerprints stage), and once that stage has run, SCAN's stages only."""
+    path = committed / "pipeline/models/scan.py"
+    original = path.read_text()
+    try:
+        path.write_text(original + "# an edit\n")
+        assert _status(committed) == {"code_fingerprints"}
+        run([BIN / "dvc", "repro", "--single-item", "code_fingerprints"], committed)
+        changed = _status(committed)
+    finally:
+        path.write_text(original)
     methods = ("scan_i2t", "scan_t2i", "scan_consistency")
     assert changed == {f"{c}_{m}@{d}" for m in methods for c in ("train", "evaluate") for d in DATASETS}, changed

@@ -19,7 +19,7 @@ from pipeline.detection.settings import train_settings
 from pipeline.metrics import top_retrievals, write_rankings
 from pipeline.params import DATASET_SCHEMAS, ParamError, load_params, validate
 from pipeline.reporting.report import build_report
-from pipeline.run_plan import DVC, LANE, plan
+from pipeline.run_plan import DVC, LANE, Task, plan, run_tasks
 from pipeline.training.schema import method_train_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,55 +114,104 @@ STAGES = ["check_params", "download@shapes", "download@coco_mini", "train_ss@sha
           "train_scan_i2t@coco_mini", "evaluate_cca@coco_mini", "evaluate_cca@shapes", "report"]
 
 
-def test_make_repro_runs_each_dataset_in_a_lane_and_skips_an_absent_folder_in_one_line(tmp_path):
+def test_make_repro_runs_data_then_method_tasks_and_skips_an_absent_folder_in_one_line(tmp_path):
     params = shipped_params()
     (tmp_path / "shared/coco-mini").mkdir(parents=True)
     (tmp_path / "checkout").mkdir()
-    steps, notes = plan(params, STAGES, project=tmp_path / "checkout")
-    assert notes == [] and steps == [
-        {"shared": DVC + ["check_params"]},
-        {"shapes": LANE + ["--glob", "*@shapes"], "coco_mini": LANE + ["--glob", "*@coco_mini"]},
-        {"report": DVC}]
+    tasks, notes = plan(params, STAGES, project=tmp_path / "checkout")
+    got = {t.name: (t.cmd, t.after) for t in tasks}
+    first = ("shared",)
+    assert notes == [] and got == {
+        "shared": (DVC + ["check_params"], ()),
+        "shapes": (LANE + ["download@shapes"], first), "coco_mini": (LANE + ["download@coco_mini"], first),
+        "shapes/ss": (LANE + ["train_ss@shapes"], first + ("shapes",)),
+        "shapes/cca": (LANE + ["evaluate_cca@shapes"], first + ("shapes",)),
+        "coco_mini/ss": (LANE + ["train_ss@coco_mini"], first + ("coco_mini",)),
+        "coco_mini/scan_i2t": (LANE + ["train_scan_i2t@coco_mini"], first + ("coco_mini",)),
+        "coco_mini/cca": (LANE + ["evaluate_cca@coco_mini"], first + ("coco_mini",)),
+        "report": (DVC, tuple(n for n in got if n != "report"))}
     (tmp_path / "shared/coco-mini").rmdir()
-    steps, notes = plan(params, STAGES, project=tmp_path / "checkout")
-    assert steps == [{"shared": DVC + ["check_params"]},
-                     {"shapes": LANE + ["--glob", "*@shapes"]},
-                     {"report": DVC + ["--single-item", "report"]}]
+    tasks, notes = plan(params, STAGES, project=tmp_path / "checkout")
+    assert [t.name for t in tasks] == ["shared", "shapes", "shapes/ss", "shapes/cca", "report"]
+    assert tasks[-1].cmd == DVC + ["--single-item", "report"]
     assert len(notes) == 1 and notes[0].startswith("make repro: coco_mini skipped (data.coco_mini.root")
 
 
-def test_the_lanes_cover_every_stage_of_dvc_yaml_once(tmp_path):
-    """The real stage list: every stage is in exactly one lane or step, coco_mini's in its own lane."""
+def test_a_methods_estimated_cost_is_its_last_training_time(tmp_path):
+    (tmp_path / "shared/coco-mini").mkdir(parents=True)
+    project = tmp_path / "checkout"
+    history = project / "reports/training/shapes/ss.json"
+    history.parent.mkdir(parents=True)
+    history.write_text(json.dumps([{"epoch": 1, "seconds": 20.5}, {"epoch": 2, "seconds": 21.5}]))
+    costs = {t.name: t.cost for t in plan(shipped_params(), STAGES, project=project)[0]}
+    assert costs["shapes/ss"] == 42.0 and costs["coco_mini/ss"] == 0.0  # no history: unknown
+    history.write_text("{not json")
+    assert {t.name: t.cost for t in plan(shipped_params(), STAGES, project=project)[0]}["shapes/ss"] == 0.0
+
+
+def test_the_scheduler_keeps_order_lanes_and_priority_and_stops_after_a_failure(tmp_path):
+    """Fake tasks that log their start and end: none starts before what it comes after, never more than
+    two at once, the costliest ready one first; after a failure nothing new starts."""
+    import sys
+
+    log = tmp_path / "log"
+
+    def task(name, after=(), cost=0.0, code=0):
+        script = (f"import time; open({str(log)!r}, 'a').write('start {name}\\n'); time.sleep(0.2); "
+                  f"open({str(log)!r}, 'a').write('end {name}\\n'); raise SystemExit({code})")
+        return Task(name, [sys.executable, "-c", script], tuple(after), cost)
+
+    tasks = [task("data"), task("cheap", ["data"], 1), task("dear", ["data"], 9), task("mid", ["data"], 5),
+             task("last", ["cheap", "dear", "mid"])]
+    assert run_tasks(tasks, lanes=2) == 0
+    events = log.read_text().split("\n")[:-1]
+    order = [e.split()[1] for e in events if e.startswith("start")]
+    assert order[0] == "data" and order[1:3] == ["dear", "mid"] and order[3:] == ["cheap", "last"]
+    position = {e: i for i, e in enumerate(events)}
+    assert position["start last"] > max(position[f"end {n}"] for n in ("cheap", "dear", "mid"))
+    live = 0
+    for event in events:
+        live += 1 if event.startswith("start") else -1
+        assert live <= 2
+    log.unlink()
+    tasks = [task("data", code=3), task("after_data", ["data"]), task("other", [], 0)]
+    assert run_tasks(tasks, lanes=1) == 3
+    assert "after_data" not in log.read_text() and "start other" not in log.read_text()
+
+
+def test_the_tasks_cover_every_stage_of_dvc_yaml_once_in_the_graphs_order(tmp_path):
+    """The real stage list: every stage in exactly one task (the report in the last, plain `dvc repro`), and
+    every stage's upstream either earlier in its own task or in a task it comes after."""
     names = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
     (tmp_path / "shared/coco-mini").mkdir(parents=True)
     (tmp_path / "checkout").mkdir()
-    steps, _ = plan(shipped_params(), names, project=tmp_path / "checkout")
+    tasks, _ = plan(shipped_params(), names, project=tmp_path / "checkout")
+    own = {t.name: t.cmd[len(LANE):] if t.cmd[:len(LANE)] == LANE else t.cmd[len(DVC):] for t in tasks}
+    planned = [n for stages in own.values() for n in stages]
+    assert sorted(planned) == sorted(n for n in names if n != "report") and tasks[-1].cmd == DVC
+    assert sum(t.name.startswith("coco_mini/") for t in tasks) >= 20
     import networkx as nx
     from dvc.repo import Repo
 
-    with Repo(str(ROOT)) as repo:
-        def lane_stages(cmd):
-            """What DVC runs for a lane command, in its order (--single-item: the targets as collected)."""
-            args = cmd[len(LANE):]
-            if args[:1] == ["--glob"]:
-                return [s.addressing for s in repo.stage.collect(args[1], glob=True)]
-            return args
+    by_task = {t.name: t for t in tasks}
 
-        lanes = {name: lane_stages(cmd) for name, cmd in steps[1].items()}
-        planned = [n for step in (steps[0], steps[-1]) for cmd in step.values() for n in cmd[len(DVC):]]
-        planned += [n for lane in lanes.values() for n in lane]
-        assert sorted(planned) == sorted(n for n in names if n != "report")  # the last step: plain dvc repro
-        assert set(lanes["coco_mini"]) == {n for n in names if "@coco_mini" in n}
-        assert sum("@coco_mini" in n for n in names) >= 5 + 2 * 20
-        # a lane runs its stages in that order: every stage after those it reads from
+    def before(name: str) -> set[str]:
+        """Every stage of the tasks `name` comes after, transitively."""
+        out: set[str] = set()
+        for up in by_task[name].after:
+            out |= set(own[up]) | before(up)
+        return out
+
+    with Repo(str(ROOT)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         by_name = {stage.addressing: stage for stage in graph}
-        for order in lanes.values():
-            position = {name: i for i, name in enumerate(order)}
-            for name in order:
+        for task in tasks[:-1]:
+            ready = before(task.name)
+            for i, name in enumerate(own[task.name]):
                 upstream = {s.addressing for s in nx.descendants(graph, by_name[name])}
-                assert all(position[u] < position[name] for u in upstream if u in position), name
+                missing = upstream - ready - set(own[task.name][:i])
+                assert not missing, f"{task.name}: {name} runs before {sorted(missing)}"
 
 
 def report_inputs(tmp_path: Path, datasets: tuple[str, ...] = ("shapes", "coco_mini")) -> Path:
@@ -272,7 +321,7 @@ def test_run_plan_in_a_dvc_project_without_the_shared_folder(tmp_path):
     (tmp_path / "shared/coco-mini").mkdir(parents=True)
     done = run(sys.executable, "-m", "pipeline.run_plan")
     assert done.returncode == 0 and "skipped" not in done.stdout, done.stderr
-    assert "[coco_mini] Running stage 'make@coco_mini'" in done.stdout  # its own lane, beside shapes'
+    assert "[coco_mini] Running stage 'make@coco_mini'" in done.stdout  # its own task, beside shapes'
     assert (project / "report.txt").read_text() == "coco_mini shapes"
     status = run("dvc", "status")
     assert status.returncode == 0 and "changed" not in status.stdout and "modified" not in status.stdout, status.stdout

@@ -44,8 +44,8 @@ def per_dataset(*stages: str) -> set[str]:
 def test_first_repro_runs_every_stage(project):
     assert ran(project["first"]) == per_dataset(
         "download@{ds}", "prepare@{ds}", "train_detector@{ds}", "extract@{ds}", "tokenize@{ds}",
-        "dataset_settings@{ds}", "train_ss@{ds}", "train_cca@{ds}", "evaluate_ss@{ds}", "evaluate_cca@{ds}") | {"report",
-                                                                                                      "check_params"}
+        "dataset_settings@{ds}", "train_ss@{ds}", "train_cca@{ds}", "evaluate_ss@{ds}", "evaluate_cca@{ds}") | {
+        "report", "check_params", "code_fingerprints"}
     assert (project["origin"] / "reports" / "metrics" / "shapes_2" / "cca.json").is_file()
 
 

@@ -70,7 +70,9 @@ def test_the_guides_method_gets_its_stages_and_passes_the_registry_checks(copy):
     assert stale.returncode == 2 and "xmr dvc-yaml" in stale.stderr + stale.stdout  # step 3 not done yet
     _run(copy, *XMR, "dvc-yaml")
     stages = yaml.safe_load((copy / "dvc.yaml").read_text())["stages"]
-    deps = stages["train_vsepp"]["do"]["deps"]
+    assert "data/code/train_vsepp.txt" in stages["train_vsepp"]["do"]["deps"]
+    _run(copy, *XMR, "code-fingerprints")
+    deps = [line.split()[1] for line in (copy / "data/code/train_vsepp.txt").read_text().splitlines()[1:]]
     assert "pipeline/models/vsepp.py" in deps and "pipeline/methods/vsepp.py" in deps
     assert not any(d.startswith(("pipeline/models/scan", "pipeline/methods/scan")) for d in deps)
     _run(copy, *XMR, "check-params", "--out", "checked.txt")
