@@ -27,6 +27,8 @@ def portable_kernels_asked(args: list[str]) -> bool:
     """Whether the params file of a command line (`--params`, default params.yaml) sets
     `train.portable_kernels: true`; read with yaml alone, before torch. An unreadable file is left to the
     stage's own check, which names the problem."""
+    from pathlib import Path
+
     import yaml
 
     path = "params.yaml"
@@ -36,7 +38,7 @@ def portable_kernels_asked(args: list[str]) -> bool:
         elif arg.startswith("--params="):
             path = arg.split("=", 1)[1]
     try:
-        params = yaml.safe_load(open(path, encoding="utf-8"))
+        params = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
     train = params.get("train") if isinstance(params, dict) else None
