@@ -112,7 +112,8 @@ def method_stages(method: str, raw: dict) -> dict:
     evaluate = {
         "cmd": f"xmr evaluate ${{item}} {method} --no-progress",
         "deps": [CHECKED, f"models/${{item}}/{method}", *data, fingerprint_path("evaluate", method)],
-        "params": ["metrics", "train.device", "train.amp", "train.threads", "train.eval_batch_size"],
+        "params": ["metrics", "train.device", "train.amp", "train.threads", "train.eval_batch_size",
+                   "train.portable_kernels"],
         "metrics": [{f"reports/metrics/${{item}}/{method}.json": {"cache": False}}],
         "outs": [f"reports/rankings/${{item}}/{method}.npz", f"reports/per_query/${{item}}/{method}.npz"],
     }
