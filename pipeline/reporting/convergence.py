@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from pipeline.reporting.plots import FALLBACK_METRIC, FAMILY_METRIC, _curve, _family, is_closed_form_fit
 from pipeline.reporting.tables import RISING_MARK
-from pipeline.training.plateau import DEFAULT_RANGE, METRIC_RANGE, TOLERANCE, improves, tolerance  # noqa: F401
+from pipeline.training.plateau import improves, tolerance
 
 CONVERGED, RISING, ONE_EPOCH, CLOSED_FORM = "converged", "still rising", "one epoch", "closed form"
 
