@@ -15,8 +15,8 @@ on that validation curve too):
 - `closed form`: one fit, no curve (CCA, LCFS, JFSSL).
 
 Tolerance (`pipeline.training.plateau`): 0.2% of the metric's range, i.e. 0.2 points of NDCG / mAP / R@K
-(0-100) and 1.2 points of rsum (0-600). It is well below the seed-to-seed spread on shapes (std 0.73 of `ss`'s test NDCG Ave over 3 seeds),
-which keeps the flag conservative: a curve counts as converged only when its last epoch added (almost)
+(0-100) and 1.2 points of rsum (0-600). It is well below the seed-to-seed spread on shapes (std 0.73 of
+`ss`'s test NDCG Ave over 3 seeds), which keeps the flag conservative: a curve counts as converged only when its last epoch added (almost)
 nothing. The metric is the one the loop's `train.select_metric: auto` selects on (`selection_metric`).
 """
 from __future__ import annotations
