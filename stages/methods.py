@@ -25,7 +25,7 @@ def catalogue(params: dict | None, dataset: str | None = None) -> list[dict[str,
     for name, entry in METHODS.items():
         train = method_train_settings(params, name, dataset) if params else TRAIN_SCHEMA
         training = ("closed form, one fit" if entry.closed_form
-                    else f"{train['epochs']} epochs, lr {train['lr']:g}, batch {train['batch_size']}")
+                    else f"{_length(train)}, lr {train['lr']:g}, batch {train['batch_size']}")
         if not entry.closed_form:
             training += _loop_behaviours(train)
         recipe = "-"
@@ -35,6 +35,13 @@ def catalogue(params: dict | None, dataset: str | None = None) -> list[dict[str,
                      "labels": "yes" if entry.needs_labels else "no", "lambda": "yes" if uses_lambda(name) else "no",
                      "recipe": recipe, "training": training, "description": entry.description})
     return rows
+
+
+def _length(train: dict) -> str:
+    """`12 epochs`, or with early stopping `up to 12 epochs, patience 2`."""
+    if train["patience"] > 0:
+        return f"up to {train['epochs']} epochs, patience {train['patience']}"
+    return f"{train['epochs']} epochs"
 
 
 def _loop_behaviours(train: dict) -> str:

@@ -33,8 +33,10 @@ def test_every_real_kind_added_to_the_shipped_params_passes_check_params(kind, t
     raw["datasets"] = ["shapes", "real"]
     raw["data"]["real"] = {"kind": kind}
     p = _check_params(raw, tmp_path)
-    assert method_train_settings(p, "scan_i2t", "shapes")["epochs"] == 1  # shapes keeps its short loop
+    shapes = method_train_settings(p, "scan_i2t", "shapes")  # shapes keeps its cap and early stopping
+    assert (shapes["epochs"], shapes["patience"]) == (SHIPPED["per_dataset"]["shapes"]["train"]["epochs"], 2)
     real = method_train_settings(p, "scan_i2t", "real")
+    assert real["patience"] == 0  # real kinds keep the official fixed schedules
     recipe_epochs = {"coco2014": 20, "flickr30k": 30, "flickr8k": 20}
     assert real["epochs"] == recipe_epochs.get(kind, SHIPPED["train"]["epochs"]), real
     assert method_train_settings(p, "ss", "real")["lr"] == SHIPPED["train"]["lr"] != \
@@ -130,7 +132,7 @@ def test_a_datasets_settings_file_changes_only_with_its_own_entry(tmp_path):
         return out.read_bytes()
 
     before = {name: write(name) for name in raw["datasets"]}
-    assert b'"epochs": 3' in before["shapes"] and b'"per_dataset": {}' in before["other"]
+    assert b'"patience": 2' in before["shapes"] and b'"per_dataset": {}' in before["other"]
     raw["per_dataset"]["shapes"]["train"]["epochs"] = 2
     assert write("shapes") != before["shapes"]
     assert write("other") == before["other"]

@@ -36,8 +36,10 @@ def test_shipped_params_run_coco_mini_with_its_kinds_recipe_and_shapes_with_its_
     for method in ("scan_i2t", "scan_t2i", "scan_consistency"):
         shapes = method_train_settings(params, method, "shapes")
         coco = method_train_settings(params, method, "coco_mini")
-        assert shapes["epochs"] == 1  # `per_dataset.shapes`: the embedded data only
+        assert shapes["patience"] == 2 and shapes["epochs"] == params["per_dataset"]["shapes"]["train"]["epochs"]
+        # the official COCO loop, its 20 epochs the cap for early stopping (docs/fidelity.md "Training length")
         assert (coco["epochs"], coco["lr_decay_epoch"], coco["batch_size"], coco["lr"]) == (20, 10, 128, 5e-4)
+        assert coco["patience"] == 2
     assert train_settings(params, "coco_mini").image_size == 320  # detector.datasets.coco_mini
     assert train_settings(params, "shapes").image_size == 0 and train_settings(params, "shapes").iterations == 600
 

@@ -125,6 +125,12 @@ class DualPath(RetrievalMethod):
             raise ValueError("dual_path: stage1_epochs is null (no recipe value for this dataset kind): write it")
         return 1 if self.epoch < self.settings["stage1_epochs"] else 2
 
+    @property
+    def first_stage_epochs(self) -> int:
+        """Epochs early stopping never cuts (the loop reads it): stage I runs whole, so patience judges
+        stage II only."""
+        return int(self.settings.get("stage1_epochs") or 0)
+
     def start_epoch(self, epoch: int) -> None:
         """Called by the training loop before epoch `epoch` (0-based): selects the stage."""
         self.epoch = int(epoch)
@@ -227,3 +233,7 @@ class DualPathStage1(DualPath):
     @property
     def stage(self) -> int:
         return 1
+
+    @property
+    def first_stage_epochs(self) -> int:
+        return 0

@@ -1,21 +1,22 @@
-"""Did each method's validation curve converge within its epochs? (issue 14 item 5)
+"""Did each method's validation curve converge within its epochs? (issue 14 item 5, issue 27)
 
-The embedded run trains few epochs (the main job must fit 20 minutes on 2 cores), so a method whose
-validation metric was still climbing at its last epoch is measured at how fast it starts, not at what it
-reaches. Rather than adding epochs, the report flags it: per (dataset, method), from its training history
+A run ends when `train.patience` epochs in a row did not improve its validation curve, or at its epoch cap
+(`train.epochs`). A method whose validation metric was still climbing at its last epoch is measured at how
+far it got, not at what it reaches, so the report flags it: per (dataset, method), from its training history
 (`reports/training/<ds>/<method>.json`), on its validation metric (the one `train.select_metric: auto`
 selects on; a method whose recipe selects on the training loss, such as `ss`'s official one, is judged
 on that validation curve too):
 
-- `converged`: the last epoch did not beat the best earlier epoch by more than `TOLERANCE` of the metric's
-  range (it plateaued or peaked earlier);
-- `still rising`: the last epoch is the best and beat every earlier one by more than the tolerance;
+- `converged`: the last epoch did not improve the curve (`pipeline.training.plateau`: it did not beat the
+  best earlier epoch by more than the tolerance), so it plateaued or peaked earlier; a run stopped by
+  patience is converged by construction, since the loop judges the same curve by the same rule;
+- `still rising`: the last epoch improved the curve (it hit its epoch cap while still gaining);
 - `one epoch`: a single validation point, so the curve's shape cannot be told;
 - `closed form`: one fit, no curve (CCA, LCFS, JFSSL).
 
-Tolerance: 0.2% of the metric's range, i.e. 0.2 points of NDCG / mAP / R@K (0-100) and 1.2 points of
-rsum (0-600). It is well below the seed-to-seed spread on shapes (std 0.73 of `ss`'s test NDCG Ave over 3 seeds),
-which keeps the flag conservative: a curve counts as converged only when its last epoch added (almost)
+Tolerance (`pipeline.training.plateau`): 0.2% of the metric's range, i.e. 0.2 points of NDCG / mAP / R@K
+(0-100) and 1.2 points of rsum (0-600). It is well below the seed-to-seed spread on shapes (std 0.73 of
+`ss`'s test NDCG Ave over 3 seeds), which keeps the flag conservative: a curve counts as converged only when its last epoch added (almost)
 nothing. The metric is the one the loop's `train.select_metric: auto` selects on (`selection_metric`).
 """
 from __future__ import annotations
@@ -24,11 +25,9 @@ from dataclasses import dataclass
 
 from pipeline.reporting.plots import FALLBACK_METRIC, FAMILY_METRIC, _curve, _family, is_closed_form_fit
 from pipeline.reporting.tables import RISING_MARK
+from pipeline.training.plateau import improves, tolerance
 
 CONVERGED, RISING, ONE_EPOCH, CLOSED_FORM = "converged", "still rising", "one epoch", "closed form"
-TOLERANCE = 0.002                        # fraction of the metric's range
-METRIC_RANGE = {"val_rsum": 600.0}       # every other validation metric is on a 0-100 scale
-DEFAULT_RANGE = 100.0
 
 
 @dataclass(frozen=True)
@@ -61,14 +60,14 @@ def convergence(method: str, history: list[dict], select_metric: str = "auto") -
     epochs, values = _curve(history, key)
     if not values:
         return Convergence(method, CLOSED_FORM, "", 0, None, None, None, None)
-    tolerance = TOLERANCE * METRIC_RANGE.get(key, DEFAULT_RANGE)
+    tol = tolerance(key)
     best_i = max(range(len(values)), key=lambda i: (values[i], -i))
     selected, best = epochs[best_i], values[best_i]
     if len(values) == 1:
-        return Convergence(method, ONE_EPOCH, key, 1, selected, best, None, tolerance)
+        return Convergence(method, ONE_EPOCH, key, 1, selected, best, None, tol)
     gain = values[-1] - max(values[:-1])
-    status = RISING if gain > tolerance else CONVERGED
-    return Convergence(method, status, key, len(values), selected, best, gain, tolerance)
+    status = RISING if improves(values[-1], max(values[:-1]), tol) else CONVERGED
+    return Convergence(method, status, key, len(values), selected, best, gain, tol)
 
 
 def dataset_convergence(histories: dict[str, list[dict]], select_metric: str = "auto") -> list[Convergence]:
@@ -94,8 +93,9 @@ def convergence_markdown(statuses: dict[str, list[Convergence]], epochs_param: s
                 "Each method's validation curve (NDCG for label-wise methods, rsum for instance-level ones). `still rising` "
                 f"({RISING_MARK} in the tables above): the last epoch is the best and beat every earlier one by "
                 "more than the tolerance (0.2% of the metric's range: 0.2 NDCG / R@K points, 1.2 rsum points), so "
-                f"the number measures how far the method got in its epochs (`{epochs_param}`), not what it "
-                "reaches; `converged`: it plateaued or peaked earlier. "
+                f"the run hit its epoch cap (`{epochs_param}`) still gaining, so the number measures how far "
+                "the method got, not what it reaches; `converged`: it plateaued or peaked earlier (a run "
+                "stopped by `train.patience` always is: the loop judges the same curve by the same rule). "
                 "Last gain: last epoch minus the best earlier one.", ""]
         out += [f"Still rising: {', '.join(f'`{m}`' for m in rising)}." if rising
                 else "No method was still rising at its last epoch.", ""]

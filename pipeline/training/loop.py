@@ -4,8 +4,9 @@ Per epoch: every training caption once, in a seeded random order, with its image
 both modalities in each mini-batch); Adam; optional gradient clipping (of every parameter, or of the
 text-only group: `train.grad_clip_scope`); bfloat16 autocast on CUDA. After each epoch: the validation
 metric (pipeline.metrics; or the mean training loss, `train.select_metric: train_loss`) selects the
-model (`model.pt`), the
-resumable state is saved (`last.pt`) and the history is written for `dvc plots`.
+model (`model.pt`), the resumable state is saved (`last.pt`) and the history is written for `dvc plots`.
+Early stopping (`train.patience`) judges the validation curve (the validation metric, also when the model
+is selected on the training loss) by the report's rule (`pipeline.training.plateau`).
 
 Determinism and resume: the model is initialised after `torch.manual_seed(seed)`, and each epoch
 reseeds torch and draws its caption order from `(seed, epoch)`, so an epoch depends only on the state
@@ -38,6 +39,8 @@ from pipeline.training.checkpoint import (CONFIG_FILE, MODEL_FILE, STATE_FILE, l
                                           save_torch)
 from pipeline.training.data import RetrievalData
 from pipeline.training.order import epoch_order, prefetched
+from pipeline.training.plateau import step as plateau_step
+from pipeline.training.plateau import stop_epoch, tolerance
 from pipeline.training.registry import build_method
 from pipeline.training.schedule import make_optimizer, set_epoch_lr
 from pipeline.training.schema import method_train_settings
@@ -171,6 +174,8 @@ class _Run:
     amp: bool
     method: torch.nn.Module
     key: str                # the validation metric that selects the model
+    curve_key: str          # history key of the validation curve early stopping judges (`val_<metric>`)
+    flat_from: int          # epochs that are never counted as flat (a two-stage method's first stage)
     fingerprint: str        # identity of the run (what may be resumed)
     train_captions: np.ndarray
     progress: bool
@@ -188,6 +193,10 @@ class _Run:
     def epochs(self) -> int:
         return 1 if self.closed_form else self.settings["epochs"]
 
+    @property
+    def tolerance(self) -> float:
+        return tolerance(self.curve_key)
+
 
 def _train(name: str, params: dict, data: RetrievalData, model_dir: Path, history_path: Path, dataset: str,
            progress: bool, step_hook: Callable[[int, int], None] | None, log: Callable[[str], None]) -> TrainResult:
@@ -201,15 +210,25 @@ def _train(name: str, params: dict, data: RetrievalData, model_dir: Path, histor
         started = time.perf_counter()
         record = _fit_closed_form(run) if run.closed_form else _train_epoch(run, state, epoch, step_model, n_steps)
         if run.rank > 0:  # rank 0 validates and saves; the others follow its selection bookkeeping
-            _select(state, _broadcast(None, run.world), epoch)
+            value, curve_value = _broadcast(None, run.world)
+            _select(state, value, epoch)
+            _plateau(run, state, curve_value, epoch)
             continue
+        trained = time.perf_counter()
         value = _validate(run, record)
         record["seconds"] = round(time.perf_counter() - started, 3)
-        value = _broadcast(value, run.world)
+        record["validate_seconds"] = round(time.perf_counter() - trained, 3)
+        curve_value = record.get(run.curve_key)
+        value, curve_value = _broadcast((value, curve_value), run.world)
         state["history"] = _aligned(state["history"] + [record])
         improved = _select(state, value, epoch)
+        _plateau(run, state, curve_value, epoch)
         _checkpoint(run, state, improved, value, epoch)
         _log_epoch(run, state, record, value, epoch)
+        if _stopped(run, state):
+            run.log(f"{run.name}: stopped after epoch {epoch + 1}: {state['flat_epochs']} epochs in a row did not "
+                    f"improve {run.curve_key} by more than {run.tolerance:g} (train.patience "
+                    f"{run.settings['patience']})")
 
     if run.rank == 0:
         write_json(history_path, state["history"])
@@ -232,7 +251,9 @@ def _setup(name: str, params: dict, data: RetrievalData, model_dir: Path, histor
     method = build_method(name, params, data.info, word_vectors=np.asarray(data.text.embeddings),
                           dataset=dataset).to(device)
     closed_form = getattr(method, "closed_form", False)
-    key = selection_key(settings["select_metric"], data.info.num_labels > 0, getattr(method, "select_metric", None))
+    has_labels, method_key = data.info.num_labels > 0, getattr(method, "select_metric", None)
+    key = selection_key(settings["select_metric"], has_labels, method_key)
+    curve_key = f"val_{selection_key('auto', has_labels, method_key) if key == TRAIN_LOSS else key}"
     train_items = data.split_items("train")
     if len(train_items.captions) == 0:
         raise ValueError(f"{data.names['table']}: the train split has no captions to train on")
@@ -243,6 +264,7 @@ def _setup(name: str, params: dict, data: RetrievalData, model_dir: Path, histor
     return _Run(name=name, params=params, settings=settings, seed=seed, data=data, dataset=dataset,
                 model_dir=model_dir, history_path=history_path, device=device, rank=rank, world=world,
                 amp=settings["amp"] and device.type == "cuda" and not closed_form, method=method, key=key,
+                curve_key=curve_key, flat_from=int(getattr(method, "first_stage_epochs", 0)),
                 fingerprint=run_fingerprint(method.config(), settings, seed, params["metrics"], data.fingerprint()),
                 train_captions=train_items.captions, progress=progress, log=log, step_hook=step_hook,
                 optimizer=optimizer, machine=machine_record(device))
@@ -268,8 +290,8 @@ def _parallel(run: _Run) -> tuple[torch.nn.Module, int]:
 # --- resume ----------------------------------------------------------------------------------------
 
 def _fresh_state() -> dict:
-    return {"epoch": 0, "history": [], "best_value": -math.inf, "best_epoch": 0, "bad_epochs": 0,
-            "reference_loss": None}
+    return {"epoch": 0, "history": [], "best_value": -math.inf, "best_epoch": 0, "curve_best": -math.inf,
+            "flat_epochs": 0, "reference_loss": None}
 
 
 def _resume(run: _Run) -> dict:
@@ -308,17 +330,10 @@ def _exact_resume(run: _Run, saved: dict) -> bool:
     it is past `train.epochs` (lowered since), or when `train.patience` (lowered since) would have stopped
     it earlier. Such a state and its model are logged and dropped, and training starts over."""
     epochs, patience = run.settings["epochs"], run.settings["patience"]
-    stop = saved["epoch"]
-    if patience > 0:
-        best, bad = -math.inf, 0
-        for epoch, entry in enumerate(saved.get("history", [])[:saved["epoch"]], start=1):
-            value = -entry["loss"] if run.key == TRAIN_LOSS else entry.get(f"val_{run.key}")
-            if value is None:
-                break
-            best, bad = (value, 0) if value > best else (best, bad + 1)
-            if bad >= patience:
-                stop = epoch
-                break
+    curve = [entry.get(run.curve_key) for entry in saved.get("history", [])[:saved["epoch"]]]
+    if None in curve:
+        curve = curve[:curve.index(None)]
+    stop = stop_epoch(curve, run.tolerance, patience, run.flat_from) or saved["epoch"]
     if saved["epoch"] <= epochs and stop == saved["epoch"]:
         return True
     if run.rank == 0:
@@ -340,8 +355,9 @@ def _fitted_state(run: _Run) -> dict | None:
 
 
 def _stopped(run: _Run, state: dict) -> bool:
-    """Early stopping: `train.patience` epochs without a better validation metric."""
-    return run.settings["patience"] > 0 and state["bad_epochs"] >= run.settings["patience"]
+    """Early stopping: `train.patience` epochs in a row that did not improve the validation curve
+    (`pipeline.training.plateau`), whatever selects the model."""
+    return run.settings["patience"] > 0 and state["flat_epochs"] >= run.settings["patience"]
 
 
 # --- one epoch -------------------------------------------------------------------------------------
@@ -458,10 +474,18 @@ def _select(state: dict, value: float, epoch: int) -> bool:
     """Count epoch `epoch` as done and keep it when it beats the best so far; returns whether it did."""
     state["epoch"] = epoch + 1
     if value > state["best_value"]:
-        state.update(best_value=value, best_epoch=epoch + 1, bad_epochs=0)
+        state.update(best_value=value, best_epoch=epoch + 1)
         return True
-    state["bad_epochs"] += 1
     return False
+
+
+def _plateau(run: _Run, state: dict, curve_value: float | None, epoch: int) -> None:
+    """Advance the validation curve's best and its count of flat epochs (what `_stopped` reads)."""
+    if curve_value is None:
+        raise ValueError(f"{run.name}: the validation metrics have no {run.curve_key.removeprefix('val_')!r} "
+                         f"for early stopping to judge")
+    best, flat = plateau_step(state["curve_best"], state["flat_epochs"], curve_value, run.tolerance)
+    state.update(curve_best=best, flat_epochs=0 if epoch < run.flat_from else flat)
 
 
 # --- checkpointing ---------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ TRAIN_SCHEMA: dict[str, Any] = {
     "weight_decay": 0.0,
     # Maximal number of epochs (paper 45); one epoch visits every training caption once.
     "epochs": 45,
-    # Early stopping: stop after this many epochs without a better validation metric (0 = never).
+    # Early stopping: stop after this many epochs in a row that did not improve the validation curve by
+    # more than 0.2% of the metric's range (pipeline/training/plateau.py, the report's rule; 0 = never).
     "patience": 0,
     # Learning rate multiplied by lr_decay_factor from this epoch on (1-based: 15 = the 16th epoch
     # trains at the decayed rate, as SCAN's `lr_update 15`); 0 = constant.
@@ -73,7 +74,7 @@ METHOD_SCHEMAS: dict[str, dict[str, Any]] = {name: dict(d.schema) for name, d in
 # Methods whose objective reads the top-level `lambda` (those with the context loss L2).
 # Shared `train` keys a method section may override (`methods.<m>.train`), so slow methods can run fewer
 # epochs or another learning rate than the rest.
-METHOD_TRAIN_OVERRIDES = ("epochs", "lr", "batch_size", "lr_decay_epoch", "lr_decay_factor", "optimizer",
+METHOD_TRAIN_OVERRIDES = ("epochs", "patience", "lr", "batch_size", "lr_decay_epoch", "lr_decay_factor", "optimizer",
                           "momentum", "weight_decay", "adam_betas", "grad_clip", "grad_clip_scope",
                           "select_metric", "val_limit_images")
 
