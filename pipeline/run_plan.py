@@ -6,9 +6,9 @@ each run in a `dvc repro --single-item` process of their own: one per dataset fo
 (download -> ... -> tokenize, in dvc.yaml's order, which is the pipeline's), then one per (dataset,
 method) for the method's train and evaluate stages, which starts once its dataset's data task is done.
 `lanes` tasks run at a time (default 2: one per core, every stage using one torch thread), the longest
-first: a method's estimated cost is the seconds of its last training history (`reports/training/<ds>/<m>.json`,
-committed), so the slow methods start early and the two cores finish together instead of one dataset's
-chain running long after the other's. Then a last `dvc repro` runs what is left (the report).
+first: a method's estimated cost is its seconds per epoch in its last training history
+(`reports/training/<ds>/<m>.json`, committed) times the epochs it may train now (its cap), so the slow
+methods start early and the two cores finish together instead of one long method running alone at the end. Then a last `dvc repro` runs what is left (the report).
 DVC releases its repository lock while a stage's command runs and `--wait-for-lock` makes the processes
 take turns for their bookkeeping, so `dvc.lock` ends the same as after a plain `dvc repro`
 (`tests/test_real_data_run.py` checks `dvc status` after it). Each line a task prints is prefixed with its
@@ -73,20 +73,22 @@ def method_of(stage: str, methods: list[str]) -> str | None:
     return next((m for m in methods if name in (f"train_{m}", f"evaluate_{m}")), None)
 
 
-def training_seconds(project: str | Path, dataset: str, method: str) -> float:
-    """The seconds of `method`'s last training on `dataset` (its history's epochs; UNKNOWN_COST without one)."""
+def training_seconds(project: str | Path, dataset: str, method: str, epochs: int) -> float:
+    """`method`'s estimated training seconds on `dataset`: the mean seconds of an epoch in its last training
+    history times `epochs` (UNKNOWN_COST without a readable history)."""
     path = Path(project) / "reports" / "training" / dataset / f"{method}.json"
     try:
-        history = json.loads(path.read_text())
-        return float(sum(float(r.get("seconds", 0.0)) for r in history if isinstance(r, dict)))
-    except (OSError, ValueError, TypeError):
+        seconds = [float(r.get("seconds", 0.0)) for r in json.loads(path.read_text()) if isinstance(r, dict)]
+    except (OSError, ValueError, TypeError, AttributeError):
         return UNKNOWN_COST
+    return sum(seconds) / len(seconds) * max(1, epochs) if seconds else UNKNOWN_COST
 
 
 def plan(params: dict, stage_names: list[str], project: str | Path = ".") -> tuple[list[Task], list[str]]:
     """`(tasks, notes)`: the tasks in the order they may start (see the module docstring) and the one-line
     notes of skipped datasets."""
     from pipeline.dvc_stages import run_methods
+    from pipeline.training.schema import method_train_settings
 
     absent = absent_datasets(params, project)
     notes = [f"make repro: {ds} skipped ({why}; docs/datasets.md); every other dataset runs" for ds, why in absent.items()]
@@ -103,7 +105,8 @@ def plan(params: dict, stage_names: list[str], project: str | Path = ".") -> tup
             own = [n for n in names if method_of(n, methods) == method]
             if own:
                 tasks.append(Task(f"{ds}/{method}", LANE + own, first + ((ds,) if data else ()),
-                                  training_seconds(project, ds, method)))
+                                  training_seconds(project, ds, method,
+                                                   method_train_settings(params, method, ds)["epochs"])))
     report = DVC + (["--single-item", REPORT_STAGE] if absent else [])
     tasks.append(Task(REPORT_STAGE, report, tuple(t.name for t in tasks)))
     return tasks, notes

@@ -139,16 +139,20 @@ def test_make_repro_runs_data_then_method_tasks_and_skips_an_absent_folder_in_on
     assert len(notes) == 1 and notes[0].startswith("make repro: coco_mini skipped (data.coco_mini.root")
 
 
-def test_a_methods_estimated_cost_is_its_last_training_time(tmp_path):
+def test_a_methods_estimated_cost_is_its_last_seconds_per_epoch_times_its_cap(tmp_path):
+    from pipeline.training.schema import method_train_settings
+
     (tmp_path / "shared/coco-mini").mkdir(parents=True)
     project = tmp_path / "checkout"
     history = project / "reports/training/shapes/ss.json"
     history.parent.mkdir(parents=True)
     history.write_text(json.dumps([{"epoch": 1, "seconds": 20.5}, {"epoch": 2, "seconds": 21.5}]))
-    costs = {t.name: t.cost for t in plan(shipped_params(), STAGES, project=project)[0]}
-    assert costs["shapes/ss"] == 42.0 and costs["coco_mini/ss"] == 0.0  # no history: unknown
+    params = shipped_params()
+    costs = {t.name: t.cost for t in plan(params, STAGES, project=project)[0]}
+    assert costs["shapes/ss"] == 21.0 * method_train_settings(params, "ss", "shapes")["epochs"]
+    assert costs["coco_mini/ss"] == 0.0  # no history: unknown
     history.write_text("{not json")
-    assert {t.name: t.cost for t in plan(shipped_params(), STAGES, project=project)[0]}["shapes/ss"] == 0.0
+    assert {t.name: t.cost for t in plan(params, STAGES, project=project)[0]}["shapes/ss"] == 0.0
 
 
 def test_the_scheduler_keeps_order_lanes_and_priority_and_stops_after_a_failure(tmp_path):
