@@ -249,6 +249,7 @@ def test_miniature_features_text_and_metrics(project, ds):
         assert RETRIEVAL <= set(metrics), sorted(metrics)
         assert (LABEL_WISE_KEYS <= set(metrics)) == labelled, sorted(metrics)
         assert isinstance(metrics.pop("evaluation_id"), str)  # ties the metrics to their per-query and rankings files
+        assert all(isinstance(metrics.pop(k), str) for k in ("machine_train", "machine_eval"))  # machine classes
         numbers = [v for v in metrics.values() if isinstance(v, (int, float))]
         assert len(numbers) == len(metrics) and all(math.isfinite(v) for v in numbers), metrics
         said = run["outputs"][("evaluate", ds, method, "--no-progress")]
