@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import signal
 import threading
@@ -78,8 +79,11 @@ def stage_errors(func):
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`stop_on_sigterm`)
             if debug_enabled():
                 raise
-            # zarr's reads still in flight on its event-loop thread are dropped: not worth a warning
+            # zarr's reads still in flight on its event-loop thread are dropped: not worth a warning, nor the
+            # "Future exception was never retrieved" its cancelled batch logs through asyncio's logger when the
+            # interpreter collects it at exit (seen under load: a traceback after the one line)
             warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+            logging.getLogger("asyncio").disabled = True
             typer.secho("interrupted: stopped here; finished work is kept, and running the same command again "
                         "resumes from it", err=True, fg=typer.colors.YELLOW)
             raise typer.Exit(code=INTERRUPTED) from exc
