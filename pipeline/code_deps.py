@@ -1,8 +1,9 @@
 """The files of `pipeline/` and `stages/` a piece of code imports, found by reading its imports (`ast`).
 
-DVC reruns a stage when one of its `deps` changes. A method's train and evaluate stages list exactly
-the import closure of their command and of the method's module (`pipeline/dvc_stages.py` writes them),
-so editing one method's module reruns that method only, and no file a method runs is left out. Every
+DVC reruns a stage when one of its `deps` changes. A method's train and evaluate stages depend on the
+fingerprint of exactly the import closure of their command and of the method's module
+(`pipeline/dvc_stages.py`), so editing one method's module reruns that method only, and no file a
+method runs is left out. Every
 import is followed, including those inside functions (the lazy imports of the stages), and importing a
 module counts its packages' `__init__.py`. Torch-free: it reads source files, it imports nothing.
 """
@@ -86,16 +87,3 @@ def as_deps(paths: list[str], root: Path) -> list[str]:
 def _folder_files(root: Path, folder: str) -> tuple[str, ...]:
     return tuple(f.relative_to(root).as_posix() for f in (root / folder).rglob("*")
                  if f.is_file() and "__pycache__" not in f.parts)
-
-
-def expand_deps(deps: list[str], root: Path) -> set[str]:
-    """The files a dvc.yaml `deps` list stands for (folders expanded, __pycache__ left out)."""
-    out: set[str] = set()
-    for dep in deps:
-        path = root / dep
-        if path.is_dir():
-            out.update(f.relative_to(root).as_posix() for f in path.rglob("*")
-                       if f.is_file() and "__pycache__" not in f.parts)
-        else:
-            out.add(dep)
-    return out
