@@ -3,7 +3,11 @@
 DVC runs `dvc exp run --queue` experiments in `.dvc/tmp/exps/<tmp>/` and sets DVC_ROOT to the project;
 coco_mini's `../shared/coco-mini` (params and table paths) must still find the images there.
 """
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +18,7 @@ from pipeline.detection.images import ImageMissingError, decode_image
 from pipeline.project_paths import project_path
 
 PREP = {"images_without_labels": "keep", "max_captions": 5}
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -64,3 +69,27 @@ def test_coco_folder_beside_the_project_from_an_experiment(experiment_copy, tmp_
     assert decode_image(relative)[0].shape == pixels.shape
     with pytest.raises(ImageMissingError, match="outside/none.jpg"):
         decode_image("../outside/none.jpg")
+
+
+def test_a_queued_experiment_runs_its_own_copy_of_the_code(tmp_path):
+    """`xmr` in an experiment's copy runs the copy's code, not the installed (editable: the workspace's)
+    package, which may have changed since the experiment was queued."""
+    xmr = Path(sys.executable).parent / "xmr"
+    if not xmr.is_file():
+        pytest.skip(f"{xmr}: the xmr script is not installed beside this Python")
+    project = tmp_path / "project"
+    copy = project / ".dvc" / "tmp" / "exps" / "tmpabc"
+    for package in ("pipeline", "stages"):
+        shutil.copytree(REPO / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+    with (copy / "pipeline" / "__init__.py").open("a") as f:
+        f.write("\nprint('code of the experiment copy')\n")
+
+    def methods(dvc_root: Path) -> str:
+        env = {**os.environ, "DVC_ROOT": str(dvc_root)}
+        run = subprocess.run([str(xmr), "methods"], cwd=copy, env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    out = methods(project)
+    assert "code of the experiment copy" in out and "scan_t2i" in out
+    assert "code of the experiment copy" not in methods(copy)  # DVC_ROOT is the cwd: an ordinary run
