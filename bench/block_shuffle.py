@@ -1,6 +1,6 @@
 """Does block shuffling cost accuracy? Validation curves of one training run per epoch order (issue 24 item 2).
 
-    python bench/block_shuffle.py --dataset shapes --data-dir /path/to/data [--methods ss]
+    python bench/block_shuffle.py --dataset shapes --data-dir /path/to/data [--methods ss] [--windows 16 1]
                                   [--out /tmp/xmr-block-shuffle] [--record reports/benchmarks.md]
 
 A streamed epoch visits the captions block-shuffled (`pipeline.training.order`: the store's inner chunks in
@@ -9,8 +9,8 @@ whole chunks; a cached epoch is a plain permutation. This bench trains each meth
 (`data/<ds>/` of a finished main job, params.yaml's settings for it: cap, patience, recipe) once per order:
 
 - `uniform`: the plain permutation (what the cache gives);
-- `blocks, window 16`: the streamed order as shipped (`WINDOW_BLOCKS`);
-- `blocks, window 1`: the harshest block order, one chunk's captions at a time (a batch spans 1-2 chunks).
+- `blocks, window W` for each of `--windows` (default 16, the streamed order as shipped, `WINDOW_BLOCKS`,
+  and 1, the harshest: one chunk's captions at a time, so a batch spans 1-2 chunks).
 
 The features stay in memory in all three (only the order differs), so a run costs what a cached run costs.
 The table gives each run's validation curve on the metric the report judges it by, its best value and
@@ -39,7 +39,6 @@ from pipeline.training.data import RetrievalData  # noqa: E402
 from pipeline.training.order import WINDOW_BLOCKS, epoch_order  # noqa: E402
 
 DEFAULT_BLOCK_ROWS = 8  # the store's inner chunk at COCO size, when the built store has no inner chunks
-ORDERS = {"uniform": None, f"blocks, window {WINDOW_BLOCKS}": WINDOW_BLOCKS, "blocks, window 1": 1}
 
 
 def train_in_order(method: str, window: int | None, block_rows: int, data: RetrievalData, args) -> list[dict]:
@@ -64,15 +63,18 @@ def main() -> None:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--methods", nargs="+", default=["ss"])
     parser.add_argument("--out", default="/tmp/xmr-block-shuffle")
+    parser.add_argument("--windows", type=int, nargs="+", default=[WINDOW_BLOCKS, 1],
+                        help="block orders to compare with uniform: chunks whose captions are shuffled together")
     parser.add_argument("--record", default=None)
     args = parser.parse_args()
+    orders = {"uniform": None, **{f"blocks, window {w}": w for w in args.windows}}
     data = RetrievalData.open(args.data_dir, args.dataset, cache_splits=("train", "val"), progress=False,
                               log=lambda m: None)
     block_rows = int(getattr(data.store, "inner_chunk_rows", None) or DEFAULT_BLOCK_ROWS)
     lines = []
     for method in args.methods:
         base = None
-        for name, window in ORDERS.items():
+        for name, window in orders.items():
             history = train_in_order(method, window, block_rows, data, args)
             c = convergence(method, history)
             if not c.metric:
