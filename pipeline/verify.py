@@ -66,11 +66,8 @@ def locked_outputs(root: str | Path = ".") -> list[LockedOutput]:
 
 
 def md5_file(path: Path) -> str:
-    h = hashlib.md5()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def listing_bytes(entries: dict[str, str]) -> bytes:

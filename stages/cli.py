@@ -7,11 +7,34 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+from pathlib import Path
 
-import typer
-from typer.core import TyperGroup
 
-from stages.common import DEBUG_ENV, stop_on_sigterm
+def run_the_copys_code() -> None:
+    """In a queued DVC experiment, re-run this command on the experiment's own copy of the code.
+
+    DVC runs a queued experiment in a copy of the workspace under `.dvc/tmp/exps/` (DVC_ROOT names the
+    project), but the `xmr` script imports the installed package: with `pip install -e .`, the workspace's
+    code as it is when the experiment runs, not as it was queued. A method edited after `dvc exp run
+    --queue` would then train under the queued commit's name. The new process puts the copy first on
+    `sys.path`, so the code that runs is the code the experiment records."""
+    here = Path.cwd().resolve()
+    root = os.environ.get("DVC_ROOT")
+    if (not root or Path(root).resolve() == here or not (here / "stages" / "cli.py").is_file()
+            or Path(__file__).resolve().parents[1] == here):
+        return
+    sys.stdout.flush()
+    start = f"import sys; sys.path.insert(0, {str(here)!r}); from stages.cli import app; app(prog_name='xmr')"
+    os.execv(sys.executable, [sys.executable, "-c", start, *sys.argv[1:]])
+
+
+run_the_copys_code()
+
+import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from stages.common import DEBUG_ENV, stop_on_sigterm  # noqa: E402
 
 # Command name -> the module whose `main` implements it (in the order `xmr --help` lists them).
 COMMANDS = {
@@ -82,4 +105,3 @@ def options(debug: bool = typer.Option(False, "--debug", help="Show the full tra
     if debug:
         os.environ[DEBUG_ENV] = "1"
     stop_on_sigterm()
-

@@ -85,6 +85,12 @@ def test_equal_numbers_and_no_repository(committed, tmp_path):
     records = collect_metrics(committed / "metrics")
     text = "\n".join(provenance_markdown(machine_classes(records), compare_committed(records, {})))
     assert "The headline numbers of all 2 metrics files equal those committed at git HEAD." in text
+    assert "differ in other measured values" not in text
+    for record in records:  # what the report fills in from params.yaml is not a difference of the files
+        record.values.setdefault("ndcg_k", 500)
+    assert compare_committed(records, {}).other_numbers == 0
+    write(committed / "metrics/shapes/cca.json", metrics(60.0, map_ave=49.0))  # same headline, other map
+    assert compare_committed(collect_metrics(committed / "metrics"), {}).other_numbers == 1
     (tmp_path / ".git").rename(tmp_path / "not-git")  # no repository: nothing to compare, one line
     text = "\n".join(provenance_markdown(machine_classes(records), compare_committed(records, {})))
     assert "No committed metrics files to compare with" in text

@@ -15,6 +15,7 @@ from pipeline.data.fetch import FetchSettings, check_mirrors, fetch_file
 from pipeline.data.prepare import MANIFEST, raw_dir
 from pipeline.io import write_json
 from pipeline.params import DOWNLOAD_SCHEMA, AnyMapping
+from pipeline.project_paths import project_path
 
 
 def default_download_params() -> dict:
@@ -75,7 +76,7 @@ def record_local_coco(dataset: str, dparams: dict, data_dir: str | Path = "data"
     """Kind `coco` is read in place from `data.<dataset>.root`: nothing to fetch. Checks that the folder
     holds every split's annotation files and image folder, and records their sha256 and image counts in
     `data/<dataset>/raw/manifest.json`, the stage's output (prepare checks it: `check_local_coco`)."""
-    root = Path(dparams["root"]) if dparams["root"] else None
+    root = project_path(dparams["root"]) if dparams["root"] else None
     if root is None or not root.is_dir():
         raise FileNotFoundError(f"params: data.{dataset}.root is {dparams['root']!r}: expected the folder of a "
                                 f"COCO-layout dataset (annotations/, one image folder per split), not found")

@@ -23,6 +23,7 @@ import numpy as np
 from pipeline.data import coco, locate, splits
 from pipeline.data.image_size import image_sizes
 from pipeline.params import ParamError
+from pipeline.project_paths import project_path
 
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
@@ -135,7 +136,7 @@ def read_flickr(json_path: Path, dparams: dict, dataset: str, kind: str, max_cap
     if not dparams["images_root"]:
         raise ParamError(f"params: data.{dataset}.images_root is empty; set it to your folder of {kind} images "
                          f"(the JPEG files named as in dataset_{kind}.json)")
-    images_root = Path(dparams["images_root"])
+    images_root = project_path(dparams["images_root"])
     if not images_root.is_dir():
         raise FileNotFoundError(f"{images_root}: {kind} image folder not found (data.{dataset}.images_root)")
     entries = load(json_path, kind)

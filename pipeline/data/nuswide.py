@@ -26,6 +26,7 @@ import numpy as np
 from pipeline.data import locate, splits
 from pipeline.data.image_size import image_sizes
 from pipeline.params import ParamError
+from pipeline.project_paths import project_path
 
 _ALLOWED = np.zeros(256, dtype=bool)
 _ALLOWED[[ord(c) for c in "01 \t\r\n"]] = True
@@ -82,7 +83,7 @@ def read(root: Path, dparams: dict, dataset: str, progress: bool = True) -> tupl
     if not dparams["images_root"]:
         raise ParamError(f"params: data.{dataset}.images_root is empty; NUS-WIDE images are not downloadable from the "
                          f"official host: set it to your copy of the images (<concept>/<file>.jpg)")
-    images_root = Path(dparams["images_root"])
+    images_root = project_path(dparams["images_root"])
     if not images_root.is_dir():
         raise FileNotFoundError(f"{images_root}: NUS-WIDE image folder not found (data.{dataset}.images_root)")
 

@@ -12,6 +12,7 @@ from pipeline.data import coco
 from pipeline.data.table import SCHEMA, SPLITS, table_path, write_table
 from pipeline.io import write_json
 from pipeline.params import ParamError
+from pipeline.project_paths import project_path
 
 SHAPES_SPLITS = {"train": "train", "val": "val", "test": "test"}
 MANIFEST = "manifest.json"
@@ -32,7 +33,7 @@ def source(data_dir: str | Path, dataset: str, dparams: dict) -> tuple[Path, dic
     if bad or not splits or not all(isinstance(v, str) and v for v in splits.values()):
         raise ParamError(f"params: data.{dataset}.splits must map some of {', '.join(SPLITS)} to annotation-file "
                          f"suffixes (e.g. train: train2017), got {splits!r}")
-    root = Path(dparams["root"]) if dparams["root"] else raw_dir(data_dir, dataset)
+    root = project_path(dparams["root"]) if dparams["root"] else raw_dir(data_dir, dataset)
     return root, dict(splits)
 
 
@@ -56,7 +57,7 @@ def _downloaded(data_dir, dataset: str, source_name: str, param: str) -> Path:
 def karpathy_json(data_dir, dataset: str, dparams: dict, name: str) -> Path:
     """The Karpathy split file: the user's (karpathy_json) or the one in the downloaded archive."""
     if dparams["karpathy_json"]:
-        return Path(dparams["karpathy_json"])
+        return project_path(dparams["karpathy_json"])
     from pipeline.data.locate import find_file
 
     return find_file(_downloaded(data_dir, dataset, "karpathy", "karpathy_json"), f"dataset_{name}.json",
@@ -69,12 +70,12 @@ def read_real(dataset: str, dparams: dict, prepare_params: dict, data_dir) -> tu
 
     kind = dparams["kind"]
     if kind in ("mirflickr", "nuswide"):
-        root = Path(dparams["root"]) if dparams["root"] else _downloaded(
+        root = project_path(dparams["root"]) if dparams["root"] else _downloaded(
             data_dir, dataset, "mirflickr25k" if kind == "mirflickr" else "nuswide", "root")
         reader = mirflickr.read if kind == "mirflickr" else nuswide.read
         return reader(root, dparams, dataset)
     if kind == "coco2014":
-        root = Path(dparams["root"]) if dparams["root"] else _downloaded(data_dir, dataset, "coco2014", "root")
+        root = project_path(dparams["root"]) if dparams["root"] else _downloaded(data_dir, dataset, "coco2014", "root")
         return karpathy.read_coco(root, karpathy_json(data_dir, dataset, dparams, "coco"), dparams, dataset,
                                   prepare_params["max_captions"])
     return karpathy.read_flickr(karpathy_json(data_dir, dataset, dparams, kind), dparams, dataset, kind,

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.project_paths import project_path
+
 CONVERSIONS = ("grayscale", "16bit", "cmyk", "palette", "alpha")
 IMAGE_MODES = ("convert", "strict")
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -38,6 +40,7 @@ class ImageMissingError(ImageError, FileNotFoundError):
 
 
 def _open(path: Path) -> Image.Image:
+    path = project_path(path)
     if not path.is_file():
         raise ImageMissingError(f"{path}: image file not found")
     if path.stat().st_size == 0:

@@ -17,6 +17,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import nn
 
+from pipeline.project_paths import project_path
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FEATURE_DIM = 2048
@@ -61,7 +63,7 @@ class TableImages:
     def _one(self, row: int, train: bool, rng: np.random.Generator) -> torch.Tensor:
         if not 0 <= row < len(self.files):
             raise ValueError(f"{self.table_path}: row {row} outside the table's {len(self.files)} rows")
-        path = Path(self.files[row])
+        path = project_path(self.files[row])
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image of table row {row} ({self.table_path}) not found")
         with Image.open(path) as im:

@@ -108,15 +108,15 @@ def compare_committed(records: list[MetricsRecord], runs: dict) -> Committed:
         if committed is None:
             continue
         compared += 1
-        key = headline_key(record.values, committed)
-        measured = [k for k in set(record.values) | set(committed)
-                    if k not in MACHINE_KEYS and k != "evaluation_id"]
-        if key is not None and record.values[key] != committed[key]:
+        current = json.loads(record.path.read_text())  # the file as written: the report fills defaults into values
+        key = headline_key(current, committed)
+        measured = [k for k in set(current) | set(committed) if k not in MACHINE_KEYS and k != "evaluation_id"]
+        if key is not None and current[key] != committed[key]:
             seed = metric_over_seeds(runs, record.dataset, record.method, key) if runs else None
-            differences.append(CommittedDifference(record.dataset, record.method, key, float(record.values[key]),
+            differences.append(CommittedDifference(record.dataset, record.method, key, float(current[key]),
                                                    float(committed[key]), seed, machine_of(record),
                                                    _committed_machine(committed, record)))
-        elif any(record.values.get(k) != committed.get(k) for k in measured):
+        elif any(current.get(k) != committed.get(k) for k in measured):
             other += 1
     return Committed(compared, differences, other)
 

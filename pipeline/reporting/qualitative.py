@@ -19,6 +19,7 @@ from PIL import Image
 
 from pipeline.data.labels import multi_hot
 from pipeline.data.table import label_names
+from pipeline.project_paths import project_path
 from pipeline.reporting.collect import ReportInputError
 
 TOP_CAPTIONS, TOP_IMAGES = 5, 3
@@ -27,6 +28,7 @@ TOP_CAPTIONS, TOP_IMAGES = 5, 3
 def thumbnail(path: Path, size: int) -> str | None:
     """A `data:` URI of a JPEG thumbnail of the image at `path` (longest side `size`); None when the file
     is absent."""
+    path = project_path(path)
     if not path.is_file():
         return None
     with Image.open(path) as img:

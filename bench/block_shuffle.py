@@ -1,0 +1,99 @@
+"""Does block shuffling cost accuracy? Validation curves of one training run per epoch order (issue 24 item 2).
+
+    python bench/block_shuffle.py --dataset shapes --data-dir /path/to/data [--methods ss] [--windows 16 1]
+                                  [--out /tmp/xmr-block-shuffle] [--record reports/benchmarks.md]
+
+A streamed epoch visits the captions block-shuffled (`pipeline.training.order`: the store's inner chunks in
+a seeded order, then the captions of `window` consecutive chunks shuffled together), so that a batch reads
+whole chunks; a cached epoch is a plain permutation. This bench trains each method on a built dataset
+(`data/<ds>/` of a finished main job, params.yaml's settings for it: cap, patience, recipe) once per order:
+
+- `uniform`: the plain permutation (what the cache gives);
+- `blocks, window W` for each of `--windows` (default 16, the streamed order as shipped, `WINDOW_BLOCKS`,
+  and 1, the harshest: one chunk's captions at a time, so a batch spans 1-2 chunks).
+
+The features stay in memory in all three (only the order differs), so a run costs what a cached run costs.
+The table gives each run's validation curve on the metric the report judges it by, its best value and
+epoch, and the difference to `uniform`; the seed is the same, so the difference is the order's effect plus
+the noise of one reordering. Models and histories go under `--out` (a rerun reuses finished runs).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from record import emit  # noqa: E402
+
+from pipeline.params import load_params  # noqa: E402
+from pipeline.reporting.convergence import convergence  # noqa: E402
+from pipeline.training import loop  # noqa: E402
+from pipeline.training.data import RetrievalData  # noqa: E402
+from pipeline.training.order import WINDOW_BLOCKS, epoch_order  # noqa: E402
+
+DEFAULT_BLOCK_ROWS = 8  # the store's inner chunk at COCO size, when the built store has no inner chunks
+
+
+def train_in_order(method: str, window: int | None, block_rows: int, data: RetrievalData, args) -> list[dict]:
+    """The history of `method` trained with epochs in one order (`window` None: uniform)."""
+    params = load_params(ROOT / "params.yaml")
+    params["train"].update(threads=1, device="cpu")
+    rows = None if window is None else block_rows
+    out = Path(args.out) / args.dataset / (f"{method}-uniform" if window is None else f"{method}-w{window}")
+    original = (RetrievalData.stream_block_rows, loop.epoch_order)
+    RetrievalData.stream_block_rows = lambda self, captions: rows
+    loop.epoch_order = functools.partial(epoch_order, window=window or WINDOW_BLOCKS)
+    try:
+        return loop.train_method(method, params, data, out, out.with_suffix(".json"), dataset=args.dataset,
+                                 progress=False, log=lambda m: print(m, flush=True)).history
+    finally:
+        RetrievalData.stream_block_rows, loop.epoch_order = original
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="shapes")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--methods", nargs="+", default=["ss"])
+    parser.add_argument("--out", default="/tmp/xmr-block-shuffle")
+    parser.add_argument("--windows", type=int, nargs="+", default=[WINDOW_BLOCKS, 1],
+                        help="block orders to compare with uniform: chunks whose captions are shuffled together")
+    parser.add_argument("--record", default=None)
+    args = parser.parse_args()
+    orders = {"uniform": None, **{f"blocks, window {w}": w for w in args.windows}}
+    data = RetrievalData.open(args.data_dir, args.dataset, cache_splits=("train", "val"), progress=False,
+                              log=lambda m: None)
+    block_rows = int(getattr(data.store, "inner_chunk_rows", None) or DEFAULT_BLOCK_ROWS)
+    lines = []
+    for method in args.methods:
+        base = None
+        for name, window in orders.items():
+            history = train_in_order(method, window, block_rows, data, args)
+            c = convergence(method, history)
+            if not c.metric:
+                raise SystemExit(f"{method}: closed form, it has no epochs to order")
+            curve = " ".join(f"{e[c.metric]:.1f}" for e in history)
+            base = c.best if base is None else base
+            lines.append(f"| `{method}` | {name} | {c.metric.removeprefix('val_')} | {curve} | {c.best:.2f} "
+                         f"(epoch {c.best_epoch}) | {c.best - base:+.2f} |")
+            print(lines[-1], flush=True)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    emit("\n".join([
+        f"### Block shuffling and accuracy on `{args.dataset}` (`bench/block_shuffle.py`)", "",
+        f"2-core CPU sandbox ({platform.machine()}), {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} "
+        f"UTC, load average at the end {load}; params.yaml's settings for `{args.dataset}`, one torch thread, "
+        f"blocks of {block_rows} rows (the store's inner chunk). Curve: the validation metric per epoch, "
+        f"until the run stopped (cap or patience).", "",
+        "| method | epoch order | metric | validation curve | best | vs uniform |",
+        "|---|---|---|---|---|---|", *lines, ""]), args.record)
+
+
+if __name__ == "__main__":
+    main()
