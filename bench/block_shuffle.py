@@ -1,6 +1,7 @@
 """Does block shuffling cost accuracy? Validation curves of one training run per epoch order (issue 24 item 2).
 
     python bench/block_shuffle.py --dataset shapes --data-dir /path/to/data [--methods ss] [--windows 16 1]
+                                  [--seeds 0 1 2]
                                   [--out /tmp/xmr-block-shuffle] [--record reports/benchmarks.md]
 
 A streamed epoch visits the captions block-shuffled (`pipeline.training.order`: the store's inner chunks in
@@ -12,10 +13,11 @@ whole chunks; a cached epoch is a plain permutation. This bench trains each meth
 - `blocks, window W` for each of `--windows` (default 16, the streamed order as shipped, `WINDOW_BLOCKS`,
   and 1, the harshest: one chunk's captions at a time, so a batch spans 1-2 chunks).
 
-The features stay in memory in all three (only the order differs), so a run costs what a cached run costs.
+The features stay in memory in every run (only the order differs), so a run costs what a cached run costs.
 The table gives each run's validation curve on the metric the report judges it by, its best value and
-epoch, and the difference to `uniform`; the seed is the same, so the difference is the order's effect plus
-the noise of one reordering. Models and histories go under `--out` (a rerun reuses finished runs).
+epoch, and the difference to `uniform` with the same seed (the order's effect plus the noise of one
+reordering); with several `--seeds`, the mean and std of those paired differences. Models and histories
+go under `--out` (a rerun reuses finished runs).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import datetime
 import functools
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
 
@@ -41,12 +44,15 @@ from pipeline.training.order import WINDOW_BLOCKS, epoch_order  # noqa: E402
 DEFAULT_BLOCK_ROWS = 8  # the store's inner chunk at COCO size, when the built store has no inner chunks
 
 
-def train_in_order(method: str, window: int | None, block_rows: int, data: RetrievalData, args) -> list[dict]:
-    """The history of `method` trained with epochs in one order (`window` None: uniform)."""
+def train_in_order(method: str, window: int | None, block_rows: int, seed: int, data: RetrievalData,
+                   args) -> list[dict]:
+    """The history of `method` trained with seed `seed` and epochs in one order (`window` None: uniform)."""
     params = load_params(ROOT / "params.yaml")
     params["train"].update(threads=1, device="cpu")
+    params["seed"] = seed
     rows = None if window is None else block_rows
-    out = Path(args.out) / args.dataset / (f"{method}-uniform" if window is None else f"{method}-w{window}")
+    name = (f"{method}-uniform" if window is None else f"{method}-w{window}") + (f"-s{seed}" if seed else "")
+    out = Path(args.out) / args.dataset / name
     original = (RetrievalData.stream_block_rows, loop.epoch_order)
     RetrievalData.stream_block_rows = lambda self, captions: rows
     loop.epoch_order = functools.partial(epoch_order, window=window or WINDOW_BLOCKS)
@@ -65,25 +71,33 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/xmr-block-shuffle")
     parser.add_argument("--windows", type=int, nargs="+", default=[WINDOW_BLOCKS, 1],
                         help="block orders to compare with uniform: chunks whose captions are shuffled together")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="training seeds: each order runs with each, and the differences are paired by seed")
     parser.add_argument("--record", default=None)
     args = parser.parse_args()
     orders = {"uniform": None, **{f"blocks, window {w}": w for w in args.windows}}
     data = RetrievalData.open(args.data_dir, args.dataset, cache_splits=("train", "val"), progress=False,
                               log=lambda m: None)
     block_rows = int(getattr(data.store, "inner_chunk_rows", None) or DEFAULT_BLOCK_ROWS)
-    lines = []
+    lines, summary = [], []
     for method in args.methods:
-        base = None
-        for name, window in orders.items():
-            history = train_in_order(method, window, block_rows, data, args)
-            c = convergence(method, history)
-            if not c.metric:
-                raise SystemExit(f"{method}: closed form, it has no epochs to order")
-            curve = " ".join(f"{e[c.metric]:.1f}" for e in history)
-            base = c.best if base is None else base
-            lines.append(f"| `{method}` | {name} | {c.metric.removeprefix('val_')} | {curve} | {c.best:.2f} "
-                         f"(epoch {c.best_epoch}) | {c.best - base:+.2f} |")
-            print(lines[-1], flush=True)
+        gaps: dict[str, list[float]] = {name: [] for name in orders}
+        for seed in args.seeds:
+            base = None
+            for name, window in orders.items():
+                history = train_in_order(method, window, block_rows, seed, data, args)
+                c = convergence(method, history)
+                if not c.metric:
+                    raise SystemExit(f"{method}: closed form, it has no epochs to order")
+                curve = " ".join(f"{e[c.metric]:.1f}" for e in history)
+                base = c.best if base is None else base
+                gaps[name].append(c.best - base)
+                lines.append(f"| `{method}` | {seed} | {name} | {c.metric.removeprefix('val_')} | {curve} | "
+                             f"{c.best:.2f} (epoch {c.best_epoch}) | {c.best - base:+.2f} |")
+                print(lines[-1], flush=True)
+        for name, values in list(gaps.items())[1:]:
+            spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+            summary.append(f"| `{method}` | {name} | {statistics.mean(values):+.2f}{spread} (n={len(values)}) |")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     emit("\n".join([
         f"### Block shuffling and accuracy on `{args.dataset}` (`bench/block_shuffle.py`)", "",
@@ -91,8 +105,10 @@ def main() -> None:
         f"UTC, load average at the end {load}; params.yaml's settings for `{args.dataset}`, one torch thread, "
         f"blocks of {block_rows} rows (the store's inner chunk). Curve: the validation metric per epoch, "
         f"until the run stopped (cap or patience).", "",
-        "| method | epoch order | metric | validation curve | best | vs uniform |",
-        "|---|---|---|---|---|---|", *lines, ""]), args.record)
+        "| method | seed | epoch order | metric | validation curve | best | vs uniform, same seed |",
+        "|---|---|---|---|---|---|---|", *lines, "",
+        "| method | epoch order | best vs uniform: mean ± std over seeds |", "|---|---|---|", *summary, ""]),
+        args.record)
 
 
 if __name__ == "__main__":
