@@ -3,9 +3,9 @@
 DVC reruns a stage when one of its `deps` changes. A method's train and evaluate stages depend on the
 fingerprint of exactly the import closure of their command and of the method's module
 (`pipeline/dvc_stages.py`), so editing one method's module reruns that method only, and no file a
-method runs is left out. Every
-import is followed, including those inside functions (the lazy imports of the stages), and importing a
-module counts its packages' `__init__.py`. Torch-free: it reads source files, it imports nothing.
+method runs is left out. Every import is followed, including those inside functions (the lazy imports of
+the stages), and importing a module counts its packages' `__init__.py`. Torch-free: it reads source files,
+it imports nothing.
 """
 from __future__ import annotations
 

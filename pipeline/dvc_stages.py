@@ -129,7 +129,8 @@ def report_stage(methods: list[str], raw: dict) -> dict:
         "cmd": "xmr report",
         "deps": [CHECKED, "reports/metrics", "reports/training", "reports/rankings", "reports/per_query",
                  "reports/experiments.json", "pipeline/reporting", "pipeline/metrics/rankings.py",
-                 "pipeline/metrics/per_query.py", "pipeline/metrics/bootstrap.py", "stages/report.py"],
+                 "pipeline/metrics/per_query.py", "pipeline/metrics/bootstrap.py", "pipeline/project_paths.py",
+                 "stages/report.py"],
         # datasets: the report names a dataset of the run without metrics (skipped by `make repro`)
         "params": ["lambda", "report", "datasets", "metrics.ndcg_k", "metrics.map_k", *recipes],
         "outs": [{"reports/results.md": {"cache": False}}, {"reports/claims.md": {"cache": False}},
