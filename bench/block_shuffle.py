@@ -1,17 +1,18 @@
 """Does block shuffling cost accuracy? Validation curves of one training run per epoch order (issue 24 item 2).
 
-    python bench/block_shuffle.py --dataset shapes --data-dir /path/to/data [--methods ss] [--windows 16 1]
+    python bench/block_shuffle.py --dataset shapes --data-dir /path/to/data [--methods ss] [--windows 16 64]
                                   [--seeds 0 1 2]
                                   [--out /tmp/xmr-block-shuffle] [--record reports/benchmarks.md]
 
 A streamed epoch visits the captions block-shuffled (`pipeline.training.order`: the store's inner chunks in
-a seeded order, then the captions of `window` consecutive chunks shuffled together), so that a batch reads
-whole chunks; a cached epoch is a plain permutation. This bench trains each method on a built dataset
+a seeded order, then the captions of `window` consecutive chunks shuffled together), so that a window is read
+once, whole; a cached epoch is a plain permutation. This bench trains each method on a built dataset
 (`data/<ds>/` of a finished main job, params.yaml's settings for it: cap, patience, recipe) once per order:
 
 - `uniform`: the plain permutation (what the cache gives);
-- `blocks, window W` for each of `--windows` (default 16, the streamed order as shipped, `WINDOW_BLOCKS`,
-  and 1, the harshest: one chunk's captions at a time, so a batch spans 1-2 chunks).
+- `blocks, window W` for each of `--windows` (in chunks; default: the shipped window, `WINDOW_IMAGES`
+  images' worth, and 16, the window shipped before it; 1 is the harshest: one chunk's captions at a time).
+  On `shapes` the shipped window holds more images than the training split, so it orders like `uniform`.
 
 The features stay in memory in every run (only the order differs), so a run costs what a cached run costs.
 The table gives each run's validation curve on the metric the report judges it by, its best value and
@@ -39,7 +40,7 @@ from pipeline.params import load_params  # noqa: E402
 from pipeline.reporting.convergence import convergence  # noqa: E402
 from pipeline.training import loop  # noqa: E402
 from pipeline.training.data import RetrievalData  # noqa: E402
-from pipeline.training.order import WINDOW_BLOCKS, epoch_order  # noqa: E402
+from pipeline.training.order import epoch_windows, window_blocks  # noqa: E402
 
 DEFAULT_BLOCK_ROWS = 8  # the store's inner chunk at COCO size, when the built store has no inner chunks
 
@@ -53,14 +54,14 @@ def train_in_order(method: str, window: int | None, block_rows: int, seed: int, 
     rows = None if window is None else block_rows
     name = (f"{method}-uniform" if window is None else f"{method}-w{window}") + (f"-s{seed}" if seed else "")
     out = Path(args.out) / args.dataset / name
-    original = (RetrievalData.stream_block_rows, loop.epoch_order)
+    original = (RetrievalData.stream_block_rows, loop.epoch_windows)
     RetrievalData.stream_block_rows = lambda self, captions: rows
-    loop.epoch_order = functools.partial(epoch_order, window=window or WINDOW_BLOCKS)
+    loop.epoch_windows = functools.partial(epoch_windows, window=window)
     try:
         return loop.train_method(method, params, data, out, out.with_suffix(".json"), dataset=args.dataset,
                                  progress=False, log=lambda m: print(m, flush=True)).history
     finally:
-        RetrievalData.stream_block_rows, loop.epoch_order = original
+        RetrievalData.stream_block_rows, loop.epoch_windows = original
 
 
 def main() -> None:
@@ -69,16 +70,18 @@ def main() -> None:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--methods", nargs="+", default=["ss"])
     parser.add_argument("--out", default="/tmp/xmr-block-shuffle")
-    parser.add_argument("--windows", type=int, nargs="+", default=[WINDOW_BLOCKS, 1],
-                        help="block orders to compare with uniform: chunks whose captions are shuffled together")
+    parser.add_argument("--windows", type=int, nargs="+", default=None,
+                        help="block orders to compare with uniform: chunks whose captions are shuffled together "
+                             "(default: the shipped window and 16)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="training seeds: each order runs with each, and the differences are paired by seed")
     parser.add_argument("--record", default=None)
     args = parser.parse_args()
-    orders = {"uniform": None, **{f"blocks, window {w}": w for w in args.windows}}
     data = RetrievalData.open(args.data_dir, args.dataset, cache_splits=("train", "val"), progress=False,
                               log=lambda m: None)
     block_rows = int(getattr(data.store, "inner_chunk_rows", None) or DEFAULT_BLOCK_ROWS)
+    windows = args.windows or [window_blocks(block_rows), 16]
+    orders = {"uniform": None, **{f"blocks, window {w}": w for w in windows}}
     lines, summary = [], []
     for method in args.methods:
         gaps: dict[str, list[float]] = {name: [] for name in orders}

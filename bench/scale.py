@@ -19,9 +19,13 @@ Measured, in one run (each rate also as a ratio to the physical reference it is 
   disk      sequential read of the feature shards, cold (evicted from the page cache with
             POSIX_FADV_DONTNEED first; `mincore` checks the eviction) and page-cached; at most `--ref-gb`
   memory    a large numpy copy, bytes read + written per second
+  decode    one Zarr slice of the features already in the page cache: the codec's rate on this CPU
   stream    batches of 64 captions read from the store (cache off, cold start) as training reads them:
-            the shipped order (block shuffle + prefetch thread) and the uniform permutation without
-            prefetch; feature bytes delivered = 64 images x 36 x 2048 x 2 bytes per batch (float16, as stored)
+            the shipped `epoch_batches` (block order, each window of `WINDOW_IMAGES` images read once, the
+            next on the prefetch thread), the block order read batch by batch as shipped before it (with
+            the current and the earlier store reads), and the uniform permutation without prefetch; feature
+            bytes delivered = 64 images x 36 x 2048 x 2 bytes per batch (float16, as stored), and the
+            feature bytes read from the store (a window's images once, else each batch's own images)
   cache     filling the in-memory cache the shipped way (`train.cache_features_gb: null`): the train
             split when it fits (and `--cache-gb`, default 4: COCO's 15.6 GiB is not filled three times),
             else val + test; seconds, rate, peak transient memory (RSS in a child
@@ -32,12 +36,9 @@ Measured, in one run (each rate also as a ratio to the physical reference it is 
             `score_split` + `split_metrics` on the test split, extrapolated the same way.
 The report step is not timed (5.5 s for 30,000 queries; issue 24).
 
-Cost on the 2-core sandbox, estimated from a `--fraction 0.1` run under load (reports/benchmarks.md: build
-77 s, measurements about 6 minutes): the full `--size coco` store is 15.3 GB on disk and builds in about
-13 minutes (10x); the measurements are bounded by `--ref-gb`, `--batches`, `--steps` and `--eval-images`
-(`scan_t2i` on 1,000 x 5,000 pairs: about 2 minutes at the 0.1 run's rate) and the cache is val + test
-(1.4 GiB), so the whole run should take about 25 minutes, 16 GB of disk and under 6 GB of RAM. Not yet run
-at full size.
+Cost on the 2-core sandbox, measured at full `--size coco` (reports/benchmarks.md, 2026-12-03): the store
+is 13.0 GiB on disk and built in 126 s; the measurements took about 7 minutes (bounded by `--ref-gb`,
+`--batches`, `--steps` and `--eval-images`; the cache is val + test, 1.4 GiB), under 6 GB of RAM.
 """
 from __future__ import annotations
 
@@ -260,7 +261,18 @@ def references(dataset: Path, ref_gb: float) -> dict:
     cold, n_bytes = sequential_read(paths, limit)
     cached, _ = sequential_read(paths, limit)
     return {"disk_cold": cold, "disk_cached": cached, "disk_bytes": n_bytes, "evicted": verified,
-            "memory": memory_bandwidth()}
+            "memory": memory_bandwidth(), "decode": decode_rate(dataset)}
+
+
+def decode_rate(dataset: Path, rows: int = 4096) -> float:
+    """Feature bytes/s of one Zarr slice of `rows` rows already in the page cache: the store's decompression
+    on this CPU (zstd + bitshuffle), which bounds every read of it however fast the disk is."""
+    arr = FeatureStore(dataset / "features.zarr").group["features"]
+    rows = min(rows, arr.shape[0])
+    arr[0:rows]  # into the page cache
+    t0 = time.perf_counter()
+    arr[0:rows]
+    return rows * int(np.prod(arr.shape[1:])) * arr.dtype.itemsize / (time.perf_counter() - t0)
 
 
 # --- the data layer -----------------------------------------------------------------------------------
@@ -279,7 +291,8 @@ class EarlierReads:
     def __len__(self) -> int:
         return len(self._store)
 
-    def read(self, rows, float32: bool = True) -> dict:
+    def read(self, rows, float32: bool = True, arrays=None) -> dict:
+        """Every array, features as float32, as the earlier layer read them (`arrays` is not honoured)."""
         import pipeline.detection.store as store_module
 
         store_module.READ_INNER_CHUNKS = False
@@ -305,27 +318,62 @@ def batch_bytes(data, batch: int) -> int:
     return batch * data.info.num_regions * data.info.feature_dim * 2
 
 
-def stream_rates(dataset: Path, batches: int, batch: int = 64, seed: int = 0) -> dict:
-    """Batches/s and feature bytes/s of `pair_batch` streamed from the store, cold: the shipped order
-    (block shuffle + prefetch) and the uniform permutation read in the loop's thread; the shipped order
-    once more over `EarlierReads` (before)."""
-    from pipeline.training.order import epoch_order, prefetched
+PER_BATCH_WINDOW = 16  # chunks per window of the block order shipped before window reads (`epoch_batches`)
+
+
+def streamed(dataset: Path) -> dict:
+    """`RetrievalData` keywords that open the train split as training opens one whose features do not fit
+    the cache: the boxes' positions and classes (28 bytes per RoI, 0.7% of the features' at 2048-d) held
+    in memory, the features streamed (a limit of 64 bytes per RoI)."""
+    spec = json.loads((dataset / SPEC_FILE).read_text())
+    train = spec["images"] - spec["val"] - spec["test"]
+    return {"cache_splits": ("train",), "cache_gb": train * spec["boxes"] * 64 / 2**30}
+
+
+def _batch_keys(order: np.ndarray, batches: int, batch: int) -> list[np.ndarray]:
+    return [order[i * batch:(i + 1) * batch] for i in range(min(batches, len(order) // batch))]
+
+
+def stream_rates(dataset: Path, batches: int, batch: int = 64, seed: int = 0, windows: int = 3) -> dict:
+    """Batches/s and feature bytes/s of training batches streamed from the store, cold, over four data
+    layers: the uniform permutation read batch by batch in the loop's thread; the block order of 16-chunk
+    windows read batch by batch on the prefetch thread, over `EarlierReads` and over the shipped reads
+    (both before window reads); and the shipped `epoch_batches` (windows of `WINDOW_IMAGES` images, each
+    read once), timed over `windows` whole windows or `batches` batches, whichever is more. `store_bytes`:
+    feature bytes read from the store per second (a window's images once; a batch's own rows otherwise)."""
+    from pipeline.training.epoch_batches import epoch_batches
+    from pipeline.training.order import epoch_windows, prefetched
 
     out = {}
-    for name, shuffled, prefetch, earlier in (("uniform", False, False, False), ("shipped", True, True, False),
-                                                    ("earlier", True, True, True)):
-        data = open_data(dataset, earlier=earlier, cache_splits=())
+    for name, window, earlier in (("uniform", None, False), ("earlier", PER_BATCH_WINDOW, True),
+                                  ("per_batch", PER_BATCH_WINDOW, False), ("shipped", "shipped", False)):
+        opened = streamed(dataset) if window == "shipped" else {"cache_splits": ()}
+        data = open_data(dataset, earlier=earlier, **opened)
         captions = data.split_items("train").captions
-        block_rows = data.stream_block_rows(captions) if shuffled else None
-        order = epoch_order(captions, data.caption_rows, seed, 0, block_rows)
-        keys = [order[i * batch:(i + 1) * batch] for i in range(min(batches, len(order) // batch))]
+        block_rows = data.stream_block_rows(captions) if window else None
+        order, groups = epoch_windows(captions, data.caption_rows, seed, 0, block_rows,
+                                      None if window == "shipped" else window)
+        if window == "shipped":
+            ends = np.r_[np.flatnonzero(np.diff(groups)) + 1, len(order)]  # where each window's captions end
+            n = min(len(order) // batch, max(batches, -(-int(ends[min(windows, len(ends)) - 1]) // batch)))
+            stream = epoch_batches(data, order, groups, batch, n)
+            # the windows the batches used, each read whole (the next one is in flight when timing stops)
+            read_images = len(np.unique(data.caption_rows[order[:ends[groups[n * batch - 1]]]]))
+            window_images = len(np.unique(data.caption_rows[order[:ends[0]]]))
+        else:
+            keys = _batch_keys(order, batches, batch)
+            n = len(keys)
+            stream = prefetched(data.pair_batch, keys, window is not None)
+            read_images = sum(len(np.unique(data.caption_rows[k])) for k in keys)
+            window_images = window * block_rows if window else None
         evict(store_files(dataset / "features.zarr"))
-        t0 = time.perf_counter()
-        for _ in prefetched(data.pair_batch, keys, prefetch):
-            pass
-        seconds = time.perf_counter() - t0
-        out[name] = {"batches_per_s": len(keys) / seconds, "bytes_per_s": len(keys) * batch_bytes(data, batch) / seconds,
-                     "block_rows": block_rows, "batches": len(keys)}
+        t0 = last = time.perf_counter()
+        for _ in stream:
+            last = time.perf_counter()
+        seconds = last - t0
+        out[name] = {"batches_per_s": n / seconds, "bytes_per_s": n * batch_bytes(data, batch) / seconds,
+                     "store_bytes_per_s": read_images * batch_bytes(data, 1) / seconds, "block_rows": block_rows,
+                     "window_images": window_images, "batches": n}
     return out
 
 
@@ -374,7 +422,7 @@ def fill_child(dataset: Path, splits: list[str], earlier: bool = False) -> dict:
     if peak is None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     cache = sum(v.nbytes for v in (data._cache or {}).values())
-    features = int(data._cache["features"].nbytes) if data._cache else 0
+    features = int(data._cache["features"].nbytes) if "features" in (data._cache or {}) else 0
     return {"seconds": seconds, "cache_bytes": cache, "feature_bytes": features,
             "transient_bytes": max(0, peak - base - cache), "peak_over_base": peak - base, "note": data.cache_note}
 
@@ -410,10 +458,13 @@ def shipped_params() -> dict:
 
 
 def step_rate(data, captions: np.ndarray, params: dict, steps: int, warmup: int = 2, seed: int = 0) -> float:
-    """`ss` optimizer steps/s over the loop's order and prefetch (as `_train_epoch` runs them)."""
+    """`ss` optimizer steps/s over the loop's order and batches (as `_train_epoch` runs them): `steps` after
+    `warmup` (streamed, the first window's read falls in the warm-up; later windows are read on the
+    prefetch thread while the steps run, one per `WINDOW_IMAGES` images)."""
     import torch
 
-    from pipeline.training.order import epoch_order, prefetched
+    from pipeline.training.epoch_batches import epoch_batches
+    from pipeline.training.order import epoch_windows
     from pipeline.training.registry import build_method
     from pipeline.training.schedule import make_optimizer
     from pipeline.training.schema import method_train_settings
@@ -426,10 +477,12 @@ def step_rate(data, captions: np.ndarray, params: dict, steps: int, warmup: int 
     method.start_epoch(0)
     method.train()
     bs = settings["batch_size"]
-    order = epoch_order(captions, data.caption_rows, seed, 0, data.stream_block_rows(captions))
-    keys = [order[(i * bs) % (len(order) - bs):][:bs] for i in range(warmup + steps)]
+    block_rows = data.stream_block_rows(captions)
+    order, windows = epoch_windows(captions, data.caption_rows, seed, 0, block_rows)
     t0 = None
-    for i, batch in enumerate(prefetched(data.pair_batch, keys, data.is_streamed(captions))):
+    steps = min(steps, len(order) // bs - warmup)
+    for i, batch in enumerate(epoch_batches(data, order, None if block_rows is None else windows, bs,
+                                            warmup + steps)):
         if i == warmup:
             t0 = time.perf_counter()
         loss, _ = method.training_loss(batch)
@@ -486,13 +539,13 @@ def measure(dataset: Path, *, ref_gb: float, batches: int, steps: int, eval_imag
     cached = RetrievalData.open(dataset.parent, DATASET, cache_splits=splits, cache_gb=None)
     res["cached"] = cached_rates(cached, splits, batches * 10)
     log("ss steps ...")
-    streamed = RetrievalData.open(dataset.parent, DATASET, cache_splits=())
+    streamed_data = RetrievalData.open(dataset.parent, DATASET, **streamed(dataset))
     evict(store_files(dataset / "features.zarr"))
-    res["ss_streamed"] = step_rate(streamed, streamed.split_items("train").captions, params, steps)
+    res["ss_streamed"] = step_rate(streamed_data, streamed_data.split_items("train").captions, params, steps)
     cached_captions = np.concatenate([cached.split_items(s).captions for s in splits])
     res["ss_cached"] = step_rate(cached, cached_captions, params, steps)
     log("evaluation ...")
-    data = cached if "test" in splits else streamed
+    data = cached if "test" in splits else streamed_data
     spec = json.loads((dataset / SPEC_FILE).read_text())
     metrics_dataset = spec["size"] if spec["test"] >= 5000 else DATASET
     res["eval_scan"] = eval_seconds("scan_t2i", data, params, eval_images, False, metrics_dataset)
@@ -512,20 +565,27 @@ def table(res: dict, spec: dict, command: str, build_seconds: float | None, disk
          f"{ref['disk_bytes'] / 2**30:.2f} GiB of shards; {evicted}"),
         ("disk, sequential read, page-cached", f"{warm / mib:,.0f} MB/s", ""),
         ("memory, numpy copy (read + write)", f"{ref['memory'] / mib:,.0f} MB/s", ""),
+        ("store decode, page-cached (one Zarr slice)", f"{ref['decode'] / mib:,.0f} MB/s",
+         f"{ref['decode'] / cold:.0%} of cold disk: the bound of every store read on this CPU"),
     ]
-    for name, label in (("uniform", "uniform permutation, no prefetch"),
-                        ("earlier", "block shuffle + prefetch, earlier reads (before)"),
-                        ("shipped", f"shipped: block shuffle ({s['shipped']['block_rows']}-row blocks) + prefetch")):
+    for name, label in (("uniform", "uniform permutation, batch by batch, no prefetch"),
+                        ("earlier", f"block order ({PER_BATCH_WINDOW}-chunk windows) batch by batch + prefetch, "
+                                    f"earlier reads (before)"),
+                        ("per_batch", f"block order ({PER_BATCH_WINDOW}-chunk windows) batch by batch + prefetch "
+                                      f"(before window reads)"),
+                        ("shipped", f"shipped: windows of {s['shipped']['window_images']:,} images, each read once, "
+                                    f"+ prefetch")):
         r = s[name]
         rows.append((f"streamed batches of 64, {label}",
                      f"{r['batches_per_s']:.2f} batches/s, {r['bytes_per_s'] / mib:,.0f} MB/s",
                      f"{r['bytes_per_s'] / cold:.0%} of cold disk, {r['bytes_per_s'] / warm:.1%} of cached disk "
-                     f"({r['batches']} batches)"))
+                     f"({r['batches']} batches); read from the store: {r['store_bytes_per_s'] / mib:,.0f} MB/s, "
+                     f"{r['store_bytes_per_s'] / ref['decode']:.0%} of decode"))
     rows += [
-        ("shipped over uniform; over earlier reads (streamed)",
-         f"{s['shipped']['batches_per_s'] / s['uniform']['batches_per_s']:.2f}x; "
-         f"{s['shipped']['batches_per_s'] / s['earlier']['batches_per_s']:.2f}x",
-         "before: float32 reads, scattered rows by `oindex`"),
+        ("shipped over uniform; over batch by batch; over earlier reads (streamed)",
+         "; ".join(f"{s['shipped']['batches_per_s'] / s[k]['batches_per_s']:.2f}x"
+                   for k in ("uniform", "per_batch", "earlier")),
+         "before: 16-chunk windows read batch by batch; earlier: float32 reads, scattered rows by `oindex`"),
         (f"batches of 64 from the cache ({', '.join(res['cache_splits'])})", f"{c['batches_per_s']:,.0f} batches/s",
          f"{c['bytes_per_s'] / ref['memory']:.1%} of memory bandwidth; target 1,000"),
     ]
@@ -533,7 +593,8 @@ def table(res: dict, spec: dict, command: str, build_seconds: float | None, disk
         rate = fill["feature_bytes"] / fill["seconds"]
         rows += [
             (f"cache fill, cold, {label}", f"{fill['seconds']:.1f} s, {rate / mib:,.0f} MB/s",
-             f"{rate / cold:.0%} of cold disk (target 70%); {fill['feature_bytes'] / 2**30:.2f} GiB of features"),
+             f"{rate / cold:.0%} of cold disk (target 70%), {rate / ref['decode']:.0%} of decode; "
+             f"{fill['feature_bytes'] / 2**30:.2f} GiB of features"),
             (f"cache fill, peak transient memory, {label}", f"{fill['transient_bytes'] / mib:,.0f} MiB",
              f"peak {(fill['transient_bytes'] + fill['cache_bytes']) / fill['cache_bytes']:.2f}x the cache of "
              f"{fill['cache_bytes'] / mib:,.0f} MiB (target 1.2x)")]
@@ -572,7 +633,8 @@ def main(argv=None) -> None:
     ap.add_argument("--record", type=Path, default=None, help="append the table to this markdown file")
     ap.add_argument("--ref-gb", type=float, default=4.0, help="GiB read for the sequential disk reference")
     ap.add_argument("--batches", type=int, default=60, help="streamed batches timed per order (x10 from the cache)")
-    ap.add_argument("--steps", type=int, default=40, help="ss steps timed, streamed and cached")
+    ap.add_argument("--steps", type=int, default=200,
+                    help="ss steps timed, streamed and cached (200: more than one window of COCO captions)")
     ap.add_argument("--eval-images", type=int, default=1000, help="test images scan_t2i is timed on")
     ap.add_argument("--cache-gb", type=float, default=4.0,
                     help="cache the train split when its features fit in this (and the machine), else val + test")

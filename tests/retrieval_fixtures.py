@@ -30,12 +30,13 @@ class FakeFeatureStore:
     def __len__(self):
         return len(self.features)
 
-    def read(self, rows, float32=True):
+    def read(self, rows, float32=True, arrays=None):
         rows = np.asarray(rows)
         features = self.features[rows].astype(np.float32 if float32 else self.features.dtype)
-        return {"features": features, "positions": self.positions[rows],
-                "classes": self.classes[rows], "boxes": self.positions[rows, :, :4] * 100,
-                "scores": np.ones(self.classes[rows].shape, np.float32)}
+        out = {"features": features, "positions": self.positions[rows],
+               "classes": self.classes[rows], "boxes": self.positions[rows, :, :4] * 100,
+               "scores": np.ones(self.classes[rows].shape, np.float32)}
+        return {k: v for k, v in out.items() if arrays is None or k in arrays}
 
 
 class FakeTextData:

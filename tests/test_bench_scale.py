@@ -58,9 +58,13 @@ def test_measurements_have_the_table_structure(built):
     res = scale.measure(dataset, ref_gb=0.01, batches=2, steps=1, eval_images=10, log=lambda m: None)
     ref = res["ref"]
     assert ref["disk_cold"] > 0 and ref["disk_cached"] > 0 and ref["memory"] > 0 and ref["disk_bytes"] > 0
+    assert ref["decode"] > 0
     assert ref["evicted"] in (True, False, None)
-    for name in ("uniform", "shipped", "earlier"):
+    for name in ("uniform", "earlier", "per_batch"):
         assert res["stream"][name]["batches"] == 2 and res["stream"][name]["bytes_per_s"] > 0
+    shipped = res["stream"]["shipped"]                                  # whole windows: here the split
+    assert shipped["batches"] == (300 - spec["val"] - spec["test"]) * 5 // 64 and shipped["store_bytes_per_s"] > 0
+    assert shipped["window_images"] == 300 - spec["val"] - spec["test"]
     assert res["stream"]["shipped"]["block_rows"] == RetrievalData.open(dataset.parent, scale.DATASET).store.inner_chunk_rows
     assert res["stream"]["uniform"]["block_rows"] is None
     assert res["fill_earlier"]["feature_bytes"] == res["fill"]["feature_bytes"]
@@ -71,4 +75,4 @@ def test_measurements_have_the_table_structure(built):
     assert res["eval_scan"]["images"] == 10 and res["eval_scan"]["captions"] == 50
     assert res["eval_ss"]["images"] == spec["test"] and res["eval_ss"]["coco5k_seconds"] > 0
     text = scale.table(res, spec, "python bench/scale.py --images 300", 1.0, scale.du(dataset))
-    assert text.count("\n|") == 2 + 16 and "300 images" in text
+    assert text.count("\n|") == 2 + 18 and "300 images" in text

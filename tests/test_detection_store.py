@@ -109,13 +109,14 @@ def test_slice_and_scattered_reads_return_the_requested_rows(tmp_path, rows):
     assert stored.dtype == np.float16 and np.array_equal(stored, truth["features"][wanted])
 
 
-@pytest.mark.parametrize("rows, by_chunks", [([1, 3, 5, 60, 62, 5], True), ([62, 1, 9, 14], False),
-                                             ([0, 30, 63], False), ([17, 40, 41, 42], True)])
-@pytest.mark.parametrize("inner_chunks", [True, False])
-def test_rows_scattered_over_inner_chunks_read_exactly(tmp_path, monkeypatch, rows, by_chunks, inner_chunks):
-    """Scattered rows whose inner chunks hold at most 4x as many rows are read as those chunks' slices
-    (features here: runs of 8 in shards of 16), others through `oindex`; every path gives the rows asked."""
+@pytest.mark.parametrize("rows", [[1, 3, 5, 60, 62, 5], [62, 1, 9, 14], [0, 30, 63], [17, 40, 41, 42]])
+@pytest.mark.parametrize("inner_chunks, threads", [(True, 4), (True, 1), (False, 4)])
+def test_rows_scattered_over_inner_chunks_read_exactly(tmp_path, monkeypatch, rows, inner_chunks, threads):
+    """Scattered rows are read as slices of the inner chunks that hold them (features here: runs of 8 in
+    shards of 16; on threads when there are many runs), or through `oindex` (the earlier reads); every path
+    gives the rows asked, and `arrays` limits what is read."""
     monkeypatch.setattr(store_module, "READ_INNER_CHUNKS", inner_chunks)
+    monkeypatch.setattr(store_module, "READ_THREADS", threads)
     path = tmp_path / "features.zarr"
     w = writer(path, n_rows=64, chunk_rows=16)
     for c in range(w.num_chunks):
@@ -127,4 +128,6 @@ def test_rows_scattered_over_inner_chunks_read_exactly(tmp_path, monkeypatch, ro
     got = FeatureStore(path).read(rows, float32=False)
     for name in ARRAYS:
         assert np.array_equal(got[name], truth[name][rows]), name
-    assert [name.strip("/") for name in calls] == (["features"] if by_chunks and inner_chunks else [])
+    assert sorted(name.strip("/") for name in calls) == (sorted(ARRAYS) if inner_chunks else [])
+    some = FeatureStore(path).read(rows, float32=False, arrays=("features", "classes"))
+    assert set(some) == {"features", "classes"} and np.array_equal(some["classes"], truth["classes"][rows])

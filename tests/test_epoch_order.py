@@ -2,6 +2,7 @@
 the store (every caption once, seed-determined, batches drawn from few inner chunks), and prefetching."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -91,3 +92,98 @@ def test_a_streamed_training_run_uses_blocks_and_matches_its_rerun(tmp_path):
         weights.append(torch.load(tmp_path / f"m{run}" / "model.pt", map_location="cpu"))
     for key, value in weights[0].items():
         assert torch.equal(value, weights[1][key]), key
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_windows_partition_the_epoch_by_images(window):
+    from pipeline.training.order import epoch_windows, window_blocks
+
+    train, rows = _captions()
+    order, windows = epoch_windows(train, rows, seed=4, epoch=1, block_rows=8, window=window)
+    assert np.array_equal(order, epoch_order(train, rows, 4, 1, block_rows=8, window=window))
+    assert np.array_equal(np.unique(windows), np.arange(windows.max() + 1))  # numbered from 0, in order
+    assert (np.diff(windows) >= 0).all()
+    chunks_per_window = window or window_blocks(8)
+    images = [set(rows[order[windows == w]]) for w in range(windows.max() + 1)]
+    assert sum(map(len, images)) == len(set().union(*images))          # no image in two windows
+    assert all(len({r // 8 for r in imgs}) <= chunks_per_window for imgs in images)
+    order, windows = epoch_windows(train, rows, seed=4, epoch=1)       # cached: one window, a permutation
+    assert not windows.any() and np.array_equal(np.sort(order), train)
+
+
+class _CountingStore:
+    """A store that records the rows of every read."""
+
+    def __init__(self, store):
+        self._store, self.reads, self.arrays = store, [], set()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def __len__(self):
+        return len(self._store)
+
+    def read(self, rows, float32=True, arrays=None):
+        self.reads.append(np.asarray(rows))
+        self.arrays.add(arrays)
+        return self._store.read(rows, float32, arrays)
+
+
+@pytest.mark.parametrize("rank,world,boxes_held", [(0, 1, False), (1, 2, False), (0, 1, True)])
+def test_streamed_batches_equal_batch_by_batch_reads_and_read_each_image_once(rank, world, boxes_held):
+    """Window reads give exactly the batches that reading each batch from the store gives, and each image
+    of the epoch is read once (not once per batch that holds one of its captions); with the boxes held in
+    memory, only the features are read."""
+    from pipeline.training.data import RetrievalData
+    from pipeline.training.epoch_batches import epoch_batches
+    from pipeline.training.order import epoch_windows
+    from retrieval_fixtures import make_dataset
+
+    table, store, text = make_dataset(n_images=200, captions_per_image=3)
+    counting = _CountingStore(store)
+    n_train = int(np.count_nonzero(np.asarray(table.column("split").to_pylist()) == "train"))
+    between = n_train * 8 * (16 * 2 + 28) / 2 / 2**30                   # over the boxes, under the features
+    data = RetrievalData(table, counting, text, cache_splits=("train",) if boxes_held else (), cache_gb=between)
+    assert ("features" not in (data._cache or {})) and ("positions" in (data._cache or {})) == boxes_held
+    train = data.split_items("train").captions
+    order, windows = epoch_windows(train, data.caption_rows, seed=2, epoch=0, block_rows=8, window=2)
+    n_steps = len(order) // 10
+    counting.reads.clear()
+    counting.arrays.clear()
+    streamed = list(epoch_batches(data, order, windows, 10, n_steps, rank, world))
+    read_rows = np.concatenate(counting.reads)
+    assert len(read_rows) == len(np.unique(read_rows))                   # every image read once
+    assert set(data.caption_rows[order[:n_steps * 10]]) <= set(read_rows)  # what the batches hold
+    assert len(counting.reads) <= windows.max() + 1                      # one read per window
+    assert counting.arrays == {("features",) if boxes_held else ("features", "positions", "classes")}
+    assert len(streamed) == n_steps
+    for step, batch in enumerate(streamed):
+        want = data.pair_batch(order[step * 10:(step + 1) * 10][rank::world])
+        for got, expected in ((batch.images, want.images), (batch.texts, want.texts)):
+            for field in dataclasses.fields(expected):
+                assert torch_equal(getattr(got, field.name), getattr(expected, field.name)), (step, field.name)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+
+
+def test_cached_batches_are_gathered_batch_by_batch_and_stopping_early_ends_the_reader():
+    from pipeline.training.data import RetrievalData
+    from pipeline.training.epoch_batches import epoch_batches
+    from pipeline.training.order import epoch_windows
+    from retrieval_fixtures import make_dataset
+
+    table, store, text = make_dataset()
+    data = RetrievalData(table, store, text, cache_splits=("train",))
+    train = data.split_items("train").captions
+    order, _ = epoch_windows(train, data.caption_rows, seed=0, epoch=0)
+    batches = list(epoch_batches(data, order, None, 16, 3))
+    assert [b.texts.captions.tolist() for b in batches] == [order[i * 16:(i + 1) * 16].tolist() for i in range(3)]
+    order, windows = epoch_windows(train, data.caption_rows, seed=0, epoch=0, block_rows=8, window=1)
+    stream = epoch_batches(data, order, windows, 16, 5)
+    next(stream)
+    stream.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("xmr-prefetch")]

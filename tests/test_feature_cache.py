@@ -36,14 +36,20 @@ def test_one_line_says_held_or_streamed_and_why(monkeypatch):
     lines: list[str] = []
     held = RetrievalData(table, store, text, cache_splits=("train",), cache_gb=1.0, log=lines.append)
     assert held._cache is not None
-    streamed = RetrievalData(table, store, text, cache_splits=("train",), cache_gb=TRAIN_GB / 2, log=lines.append)
-    assert streamed._cache is None
+    streamed = RetrievalData(table, store, text, cache_splits=("train",), cache_gb=TRAIN_GB * 0.95, log=lines.append)
+    assert set(streamed._cache) == {"positions", "classes"}  # the boxes fit, the features do not
+    train = streamed.split_items("train").captions
+    assert streamed.is_streamed(train) and not held.is_streamed(train)
     monkeypatch.setattr(data_module, "available_memory_gb", lambda: 0.5)
     auto = RetrievalData(table, store, text, cache_splits=("train",), cache_gb=None, log=lines.append)
-    assert auto._cache is None
+    assert auto._cache is None and auto.is_streamed(train)
     assert len(lines) == 3
     assert lines[0].startswith("features of train: held in memory") and "train.cache_features_gb" in lines[0]
-    assert "batch by batch" in lines[1] and "over the limit of 0.0 GiB from train.cache_features_gb" in lines[1]
+    assert "streamed from" in lines[1] and "over the limit of 0.0 GiB from train.cache_features_gb" in lines[1]
+    assert "their boxes' positions and classes are held in memory" in lines[1]
+    assert "positions and classes" not in lines[2]
     assert "the 0.5 GiB available minus a margin" in lines[2]
     rows = np.array([5, 3, 5, 0])
-    assert torch.equal(held.image_batch(rows).features, streamed.image_batch(rows).features)
+    for a, b in ((held, streamed), (held, auto)):
+        for field in ("features", "positions", "classes"):
+            assert torch.equal(getattr(a.image_batch(rows), field), getattr(b.image_batch(rows), field)), field

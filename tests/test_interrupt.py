@@ -1,4 +1,5 @@
-"""Ctrl-C or SIGTERM in the middle of a stage's store reads: one line, exit code 130, no traceback."""
+"""Ctrl-C or SIGTERM in the middle of a stage's store reads (also those on threads): one line, exit code
+130, no traceback."""
 from __future__ import annotations
 
 import os
@@ -42,6 +43,7 @@ def test_an_interrupted_stage_stops_with_one_line(tmp_path, sig):
             print("reading", flush=True)
             while True:
                 store.read(np.arange(n))
+                store.read(np.arange(0, n, 16), arrays=("features",))  # scattered: chunks read on threads
 
         stop_on_sigterm()
         app = typer.Typer()

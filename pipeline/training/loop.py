@@ -38,7 +38,8 @@ from pipeline.machine import machine_record
 from pipeline.training.checkpoint import (CONFIG_FILE, MODEL_FILE, STATE_FILE, load_state, resumable, save_model,
                                           save_torch)
 from pipeline.training.data import RetrievalData
-from pipeline.training.order import epoch_order, prefetched
+from pipeline.training.epoch_batches import epoch_batches
+from pipeline.training.order import epoch_windows
 from pipeline.training.plateau import step as plateau_step
 from pipeline.training.plateau import stop_epoch, tolerance
 from pipeline.training.registry import build_method
@@ -367,8 +368,8 @@ def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module
     settings, method, device, rank, world = run.settings, run.method, run.device, run.rank, run.world
     batch_size = settings["batch_size"]
     torch.manual_seed(_epoch_seed(run.seed, epoch) + rank)
-    order = epoch_order(run.train_captions, run.data.caption_rows, run.seed, epoch,
-                        run.data.stream_block_rows(run.train_captions))
+    block_rows = run.data.stream_block_rows(run.train_captions)
+    order, windows = epoch_windows(run.train_captions, run.data.caption_rows, run.seed, epoch, block_rows)
     method.start_epoch(epoch)
     method.train()
     trainable = [p for group in run.optimizer.param_groups for p in group["params"]]
@@ -378,8 +379,8 @@ def _train_epoch(run: _Run, state: dict, epoch: int, step_model: torch.nn.Module
     window, window_steps = torch.zeros((), device=device), 0
     bar = tqdm(range(n_steps), desc=f"{run.name} epoch {epoch + 1}/{settings['epochs']}", unit="batch",
                disable=not run.progress or rank > 0, leave=False)
-    batches = prefetched(run.data.pair_batch, (order[step * batch_size:(step + 1) * batch_size][rank::world]
-                                               for step in range(n_steps)), run.data.is_streamed(run.train_captions))
+    batches = epoch_batches(run.data, order, None if block_rows is None else windows, batch_size, n_steps,
+                            rank, world)
     for step, batch in zip(bar, batches):
         batch = batch.to(device)
         with autocast(device, run.amp):

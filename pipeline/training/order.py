@@ -4,35 +4,55 @@ From the in-memory cache any order costs the same, so the epoch is a plain seede
 from the Zarr store, a random order reads one row here and one there: Zarr decompresses a whole inner
 chunk of rows for each (8 images of 36 x 2048 float16 at COCO size) and opens a shard file for each, so
 the step waits on the store. There the epoch is shuffled in two levels: the store's inner chunks in a
-seeded random order, then the captions of every `window` consecutive chunks shuffled together. A
-mini-batch then draws its images from at most `window` chunks, most of whose rows it uses; every caption
-is still visited exactly once, and the order is a function of the seed and the epoch alone. The chunks
-are in table order, which carries no meaning (image ids), so a window is a random set of images.
+seeded random order, then the captions of every `window` consecutive chunks shuffled together. A window
+is read from the store once, whole (`pipeline.training.epoch_batches`), and its batches are drawn from it;
+every caption is still visited exactly once, and the order is a function of the seed and the epoch alone.
+The chunks are in table order, which carries no meaning (image ids), so a window is a random set of images.
+
+How many images a window holds decides how far the order is from uniform: on `shapes`, windows of 128
+images cost `ss` 1.4 NDCG points against the uniform order, windows of 512 images 0.5 (within noise;
+reports/benchmarks.md, "Block shuffling and accuracy"). The default window holds `WINDOW_IMAGES` images,
+more than `shapes`' whole training split, which the uniform order draws from: at COCO size a window is
+about 300 MB of float16 features, read once per epoch whatever its width.
 """
 from __future__ import annotations
 
 import numpy as np
 
-# Inner chunks whose captions are shuffled together in a streamed epoch: 16 chunks of 8 images with 5
-# captions each are 640 captions, 10 batches of 64 drawn from the same 128 images.
-WINDOW_BLOCKS = 16
+# Images whose captions a streamed epoch shuffles together (rounded down to whole inner chunks).
+WINDOW_IMAGES = 2048
+
+
+def window_blocks(block_rows: int) -> int:
+    """Inner chunks per window by default: `WINDOW_IMAGES` images' worth."""
+    return max(1, WINDOW_IMAGES // block_rows)
 
 
 def epoch_order(captions: np.ndarray, caption_rows: np.ndarray, seed: int, epoch: int,
-                block_rows: int | None = None, window: int = WINDOW_BLOCKS) -> np.ndarray:
-    """`captions` (indices) in the order epoch `epoch` visits them: a permutation seeded by `(seed, epoch)`,
-    or, with `block_rows` (rows per inner chunk of the store; None: cached data), block-shuffled as the module says.
-    `caption_rows` maps a caption index to its image's table row."""
+                block_rows: int | None = None, window: int | None = None) -> np.ndarray:
+    """`captions` (indices) in the order epoch `epoch` visits them (`epoch_windows` without the windows)."""
+    return epoch_windows(captions, caption_rows, seed, epoch, block_rows, window)[0]
+
+
+def epoch_windows(captions: np.ndarray, caption_rows: np.ndarray, seed: int, epoch: int,
+                  block_rows: int | None = None, window: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`(order, window of each position)`: `captions` (indices) in the order epoch `epoch` visits them, a
+    permutation seeded by `(seed, epoch)` (one window), or, with `block_rows` (rows per inner chunk of the
+    store; None: cached data), block-shuffled in windows of `window` chunks (None: `window_blocks`) as the
+    module says. `caption_rows` maps a caption index to its image's table row. The windows are numbered
+    from 0 in the order and never share an image."""
     rng = np.random.default_rng([seed, epoch])
     if block_rows is None:
-        return rng.permutation(captions)
+        return rng.permutation(captions), np.zeros(len(captions), dtype=np.int64)
+    window = window_blocks(block_rows) if window is None else window
     blocks = caption_rows[captions] // block_rows
     unique = np.unique(blocks)
     rank = np.empty(int(unique.max()) + 1 if unique.size else 0, dtype=np.int64)
     rank[unique[rng.permutation(len(unique))]] = np.arange(len(unique))  # each block's place in the epoch
     group = rank[blocks] // window
     noise = rng.random(len(captions))
-    return captions[np.lexsort((noise, group))]  # groups in order, captions shuffled within each
+    visit = np.lexsort((noise, group))  # groups in order, captions shuffled within each
+    return captions[visit], group[visit]
 
 
 def prefetched(make, keys, enabled: bool):
