@@ -172,7 +172,8 @@ def test_the_scheduler_keeps_order_lanes_and_priority_and_stops_after_a_failure(
     assert run_tasks(tasks, lanes=2) == 0
     events = log.read_text().split("\n")[:-1]
     order = [e.split()[1] for e in events if e.startswith("start")]
-    assert order[0] == "data" and order[1:3] == ["dear", "mid"] and order[3:] == ["cheap", "last"]
+    # dear and mid start together in the two lanes (which process writes first is a race); cheap waits
+    assert order[0] == "data" and set(order[1:3]) == {"dear", "mid"} and order[3:] == ["cheap", "last"]
     position = {e: i for i, e in enumerate(events)}
     assert position["start last"] > max(position[f"end {n}"] for n in ("cheap", "dear", "mid"))
     live = 0
