@@ -195,6 +195,13 @@ def test_report_writes_claims_and_the_seed_sweep(tmp_path):
     build_report(reports, tmp_path / "data", experiments=experiments, report_params={"bootstrap_resamples": 50},
                  current_params={**BASE, "train": {"lr": 0.01, "epochs": 3}})
     assert "train.lr (0.001 there, 0.01 here)" in (reports / "claims.md").read_text()
+    # another evaluation id or machine record alone (the same numbers from a rerun) is not other numbers
+    rerun = json.loads(experiments.read_text())
+    rerun[0]["data"]["metrics"]["reports/metrics/shapes/cca.json"]["data"]["evaluation_id"] = "0123456789abcdef"
+    experiments.write_text(json.dumps(rerun))
+    build_report(reports, tmp_path / "data", experiments=experiments, report_params={"bootstrap_resamples": 50},
+                 current_params=BASE)
+    assert "holds other numbers" not in (reports / "claims.md").read_text()
     # a file whose baseline holds other numbers than the metrics files (other code or machine) is named too
     stale = json.loads(experiments.read_text())
     stale[0]["data"]["metrics"]["reports/metrics/shapes/cca.json"]["data"]["ndcg_ave"] += 1.0

@@ -21,6 +21,8 @@ from pipeline.reporting.collect import MetricsRecord, ReportInputError
 from pipeline.reporting.seeds import SEED_KEYS, SeedSummary, metric_over_seeds
 
 MACHINE_KEYS = (TRAIN_KEY, EVAL_KEY)
+# Keys of a metrics file that say where and by which run it was made, not what was measured.
+NOT_MEASURED = (*MACHINE_KEYS, "evaluation_id")
 
 
 def machine_of(record: MetricsRecord, key: str = TRAIN_KEY) -> str:
@@ -110,7 +112,7 @@ def compare_committed(records: list[MetricsRecord], runs: dict) -> Committed:
         compared += 1
         current = json.loads(record.path.read_text())  # the file as written: the report fills defaults into values
         key = headline_key(current, committed)
-        measured = [k for k in set(current) | set(committed) if k not in MACHINE_KEYS and k != "evaluation_id"]
+        measured = [k for k in set(current) | set(committed) if k not in NOT_MEASURED]
         if key is not None and current[key] != committed[key]:
             seed = metric_over_seeds(runs, record.dataset, record.method, key) if runs else None
             differences.append(CommittedDifference(record.dataset, record.method, key, float(current[key]),

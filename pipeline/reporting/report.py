@@ -29,7 +29,7 @@ from pipeline.reporting.claims import check_claims, claims_json, claims_markdown
 from pipeline.reporting.convergence import convergence_markdown, dataset_convergence, rising_methods
 from pipeline.reporting.intervals import dataset_intervals, differences_table
 from pipeline.reporting.plots import closed_form_rows, plot_lambda_sensitivity, plot_training_curves, read_history
-from pipeline.reporting.provenance import compare_committed, machine_classes, provenance_markdown
+from pipeline.reporting.provenance import NOT_MEASURED, compare_committed, machine_classes, provenance_markdown
 from pipeline.reporting.published import NOTES
 from pipeline.reporting.qualitative import render_page
 from pipeline.reporting.seeds import seed_table
@@ -74,7 +74,8 @@ def _sweep_notes(sweeps: Sweeps | None, current_params: dict | None, records) ->
     current = {(r.dataset, r.method): r.values for r in records}
     if not diffs and all(sweeps.baseline.params.get(k) == current_params.get(k) for k in SWEPT):
         stale = sorted(f"{d}/{m}" for (d, m), v in sweeps.baseline.metrics.items()
-                       if (d, m) in current and any(current[(d, m)].get(k) != x for k, x in v.items()))
+                       if (d, m) in current and any(current[(d, m)].get(k) != x for k, x in v.items()
+                                                    if k not in NOT_MEASURED))
         if stale:
             notes.append(f"The baseline of `{sweeps.source}` holds other numbers than the current metrics files for "
                          f"{', '.join(stale[:5])}{' and more' if len(stale) > 5 else ''}: the file was exported from "
