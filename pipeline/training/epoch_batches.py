@@ -49,14 +49,15 @@ def epoch_batches(data, order: np.ndarray, windows: np.ndarray | None, batch_siz
 
 
 def _gather(held: dict, rows: np.ndarray, where: np.ndarray) -> dict[str, np.ndarray]:
-    """The region arrays of `rows` (window `where[i]` holds row i), in their order."""
-    out: dict[str, np.ndarray] = {}
-    for w in np.unique(where):
-        window_rows, arrays = held[int(w)]
-        pick = where == w
-        slots = np.searchsorted(window_rows, rows[pick])
-        for key, values in arrays.items():
-            if key not in out:
-                out[key] = np.empty((len(rows), *values.shape[1:]), values.dtype)
-            out[key][pick] = values[slots]
-    return out
+    """The region arrays of `rows` (window `where[i]` holds row i), in their order. `where` does not
+    decrease, so each window's rows are one run: a batch inside one window (all but about one in 160 at
+    COCO size) is one fancy index per array, without a copy into a preassembled result."""
+    runs = np.split(np.arange(len(rows)), np.flatnonzero(np.diff(where)) + 1)
+    parts = []
+    for run in runs:
+        window_rows, arrays = held[int(where[run[0]])]
+        slots = np.searchsorted(window_rows, rows[run])
+        parts.append({key: values[slots] for key, values in arrays.items()})
+    if len(parts) == 1:
+        return parts[0]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
