@@ -18,8 +18,11 @@ when its recorded size matches: building is the slow part.
 Measured, in one run (each rate also as a ratio to the physical reference it is bound by):
   disk      sequential read of the feature shards, cold (evicted from the page cache with
             POSIX_FADV_DONTNEED first; `mincore` checks the eviction) and page-cached; at most `--ref-gb`
-  memory    a large numpy copy, bytes read + written per second
-  decode    one Zarr slice of the features already in the page cache: the codec's rate on this CPU
+  memory    a large numpy copy, bytes read + written per second; and the first write to fresh memory (page
+            faults, zeroing): a cache fill pays it for every byte of its cache on top of reading the disk
+  decode    the features' inner chunks decoded from memory on one thread per core: the codec's rate on this
+            CPU, and the earlier codec's (zstd + bit shuffle) on the same rows; then the same rows read
+            page-cached by one Zarr slice (before) and by `FeatureStore.read` (`ShardReader`, shipped)
   stream    batches of 64 captions read from the store (cache off, cold start) as training reads them:
             the shipped `epoch_batches` (block order, each window of `WINDOW_IMAGES` images read once, the
             next on the prefetch thread), the block order read batch by batch as shipped before it (with
@@ -36,9 +39,9 @@ Measured, in one run (each rate also as a ratio to the physical reference it is 
             `score_split` + `split_metrics` on the test split, extrapolated the same way.
 The report step is not timed (5.5 s for 30,000 queries; issue 24).
 
-Cost on the 2-core sandbox, measured at full `--size coco` (reports/benchmarks.md, 2026-12-03): the store
-is 13.0 GiB on disk and built in 126 s; the measurements took about 7 minutes (bounded by `--ref-gb`,
-`--batches`, `--steps` and `--eval-images`; the cache is val + test, 1.4 GiB), under 6 GB of RAM.
+Cost on the 2-core sandbox, measured at full `--size coco` (reports/benchmarks.md, 2026-12-04): the store
+is 12.3 GiB on disk and built in 399 s (LZ4HC encodes at 30-55 MB/s per core); the measurements take about
+10 minutes with `--cache-gb 16` (the 15.6 GiB train cache filled three times), under 18 GB of RAM.
 """
 from __future__ import annotations
 
@@ -63,7 +66,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.record import emit  # noqa: E402
 from pipeline.data.table import read_table, table_fingerprint, write_table  # noqa: E402
-from pipeline.detection.store import FeatureStore, FeatureStoreWriter  # noqa: E402
+from pipeline.detection.store import FeatureStore, FeatureStoreWriter, compressor  # noqa: E402
 from pipeline.text.store import write_text_data  # noqa: E402
 from pipeline.text.vocab import RESERVED  # noqa: E402
 
@@ -92,7 +95,8 @@ def spec_of(size: str, fraction: float, images: int | None = None, dim: int = DI
     if images < n_val + n_test + 1:
         raise SystemExit(f"--images/--fraction: {images} images leave no training split")
     return {"size": size, "images": images, "captions_per_image": per_image, "labels": n_labels, "val": n_val,
-            "test": n_test, "boxes": BOXES, "dim": dim, "chunk_rows": CHUNK_ROWS, "format": 1}
+            "test": n_test, "boxes": BOXES, "dim": dim, "chunk_rows": CHUNK_ROWS, "format": 1,
+            "codec": compressor("features").to_dict()}  # a store written with another codec is rebuilt
 
 
 def image_labels(spec: dict, rng: np.random.Generator) -> np.ndarray:
@@ -254,6 +258,15 @@ def memory_bandwidth(mib: int = 512, repeats: int = 3) -> float:
     return 2 * src.nbytes / best
 
 
+def first_touch_bandwidth(mib: int = 2048) -> float:
+    """Bytes per second written to freshly allocated memory (page faults and the kernel zeroing each page;
+    numpy asks for huge pages): what allocating a cache costs before any feature lands in it."""
+    fresh = np.empty(mib << 20, np.uint8)
+    t0 = time.perf_counter()
+    fresh.fill(1)
+    return fresh.nbytes / (time.perf_counter() - t0)
+
+
 def references(dataset: Path, ref_gb: float) -> dict:
     paths = store_files(dataset / "features.zarr")
     limit = int(ref_gb * 2**30)
@@ -261,26 +274,54 @@ def references(dataset: Path, ref_gb: float) -> dict:
     cold, n_bytes = sequential_read(paths, limit)
     cached, _ = sequential_read(paths, limit)
     return {"disk_cold": cold, "disk_cached": cached, "disk_bytes": n_bytes, "evicted": verified,
-            "memory": memory_bandwidth(), "decode": decode_rate(dataset)}
+            "memory": memory_bandwidth(), "first_touch": first_touch_bandwidth(), **decode_rates(dataset)}
 
 
-def decode_rate(dataset: Path, rows: int = 4096) -> float:
-    """Feature bytes/s of one Zarr slice of `rows` rows already in the page cache: the store's decompression
-    on this CPU (zstd + bitshuffle), which bounds every read of it however fast the disk is."""
-    arr = FeatureStore(dataset / "features.zarr").group["features"]
+EARLIER_CODEC = {"cname": "zstd", "clevel": 3, "shuffle": "bitshuffle"}  # the features' codec before 2026-12-04
+
+
+def decode_rates(dataset: Path, rows: int = 4096) -> dict:
+    """Feature bytes/s of the first `rows` rows: `decode`, their inner chunks encoded with the store's codec
+    and decoded from memory on one thread per core (the codec's rate on this CPU, the bound of every store
+    read however fast the disk is); `decode_earlier`, the same with `EARLIER_CODEC`; then, page-cached, one
+    Zarr slice (`zarr_slice`: how the store was read before `ShardReader`) and `FeatureStore.read`
+    (`store_read`, as shipped)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from numcodecs import Blosc
+
+    store = FeatureStore(dataset / "features.zarr")
+    arr = store.group["features"]
     rows = min(rows, arr.shape[0])
-    arr[0:rows]  # into the page cache
-    t0 = time.perf_counter()
-    arr[0:rows]
-    return rows * int(np.prod(arr.shape[1:])) * arr.dtype.itemsize / (time.perf_counter() - t0)
+    values = arr[0:rows]  # and into the page cache
+    inner = int(arr.chunks[0])
+    chunks = [np.ascontiguousarray(values[i:i + inner]) for i in range(0, rows - inner + 1, inner)]
+    shipped = arr.metadata.to_dict()["codecs"][0]["configuration"]["codecs"][1]["configuration"]
+    out = {}
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for key, conf in (("decode", shipped), ("decode_earlier", EARLIER_CODEC)):
+            codec = Blosc(cname=conf["cname"], clevel=conf["clevel"],
+                          shuffle={"shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}[conf["shuffle"]])
+            frames = [codec.encode(c) for c in chunks]
+            target = np.zeros_like(values)  # touched: the page faults of a fresh buffer are not the codec's
+            t0 = time.perf_counter()
+            list(pool.map(lambda i: codec.decode(frames[i], out=target[i * inner:(i + 1) * inner]),
+                          range(len(frames))))
+            out[key] = sum(c.nbytes for c in chunks) / (time.perf_counter() - t0)
+    for key, read in (("zarr_slice", lambda: arr[0:rows]),
+                      ("store_read", lambda: store.read(np.arange(rows), float32=False, arrays=("features",)))):
+        t0 = time.perf_counter()
+        read()
+        out[key] = values.nbytes / (time.perf_counter() - t0)
+    return out
 
 
 # --- the data layer -----------------------------------------------------------------------------------
 
 class EarlierReads:
-    """The feature store as the data layer read it before `read(float32=False)` and `READ_INNER_CHUNKS`:
-    features converted to float32 by numpy on every read (and back to float16 by a cache fill), scattered
-    rows through `oindex`. For the before/after rows of the same run."""
+    """The feature store as the data layer read it before `read(float32=False)` and `ShardReader`: features
+    converted to float32 by numpy on every read (and back to float16 by a cache fill), every read through
+    Zarr (scattered rows by `oindex`). For the before/after rows of the same run."""
 
     def __init__(self, store: FeatureStore):
         self._store = store
@@ -291,15 +332,19 @@ class EarlierReads:
     def __len__(self) -> int:
         return len(self._store)
 
-    def read(self, rows, float32: bool = True, arrays=None) -> dict:
-        """Every array, features as float32, as the earlier layer read them (`arrays` is not honoured)."""
+    def read(self, rows, float32: bool = True, arrays=None, out=None) -> dict:
+        """Every array, features as float32, as the earlier layer read them (`arrays` is not honoured); with
+        `out`, copied into it as the earlier cache fill did."""
         import pipeline.detection.store as store_module
 
-        store_module.READ_INNER_CHUNKS = False
+        store_module.READ_DIRECT = False
         try:
-            return self._store.read(rows)
+            values = self._store.read(rows)
         finally:
-            store_module.READ_INNER_CHUNKS = True
+            store_module.READ_DIRECT = True
+        for key, target in (out or {}).items():
+            target[...] = values[key]
+        return values if out is None else out
 
 
 def open_data(dataset: Path, *, earlier: bool = False, **kwargs):
@@ -442,11 +487,14 @@ def cached_rates(data, splits: tuple[str, ...], batches: int, batch: int = 64, s
     captions = np.concatenate([data.split_items(s).captions for s in splits])
     order = epoch_order(captions, data.caption_rows, seed, 0, data.stream_block_rows(captions))
     keys = [order[(i * batch) % (len(order) - batch):][:batch] for i in range(batches)]
-    t0 = time.perf_counter()
-    for _ in prefetched(data.pair_batch, keys, data.is_streamed(captions)):
-        pass
-    seconds = time.perf_counter() - t0
-    return {"batches_per_s": batches / seconds, "bytes_per_s": batches * batch_bytes(data, batch) / seconds}
+    out = {}
+    for key, deliver in (("", data.pair_batch), ("_float32", lambda k: data.pair_batch(k).to("cpu"))):
+        t0 = time.perf_counter()
+        for _ in prefetched(deliver, keys, data.is_streamed(captions)):
+            pass
+        seconds = time.perf_counter() - t0
+        out |= {f"batches_per_s{key}": batches / seconds, f"bytes_per_s{key}": batches * batch_bytes(data, batch) / seconds}
+    return out
 
 
 # --- training and evaluation ------------------------------------------------------------------------
@@ -485,7 +533,7 @@ def step_rate(data, captions: np.ndarray, params: dict, steps: int, warmup: int 
                                             warmup + steps)):
         if i == warmup:
             t0 = time.perf_counter()
-        loss, _ = method.training_loss(batch)
+        loss, _ = method.training_loss(batch.to("cpu"))  # as the loop moves it: features to float32
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(method.parameters(), settings["grad_clip"])
@@ -565,8 +613,18 @@ def table(res: dict, spec: dict, command: str, build_seconds: float | None, disk
          f"{ref['disk_bytes'] / 2**30:.2f} GiB of shards; {evicted}"),
         ("disk, sequential read, page-cached", f"{warm / mib:,.0f} MB/s", ""),
         ("memory, numpy copy (read + write)", f"{ref['memory'] / mib:,.0f} MB/s", ""),
-        ("store decode, page-cached (one Zarr slice)", f"{ref['decode'] / mib:,.0f} MB/s",
+        ("memory, first write to fresh pages (2 GiB)", f"{ref['first_touch'] / mib:,.0f} MB/s",
+         "what a cache's allocation costs, once per byte"),
+        ("codec decode, in memory, one thread per core", f"{ref['decode'] / mib:,.0f} MB/s",
          f"{ref['decode'] / cold:.0%} of cold disk: the bound of every store read on this CPU"),
+        ("codec decode, earlier codec (zstd + bit shuffle) (before)", f"{ref['decode_earlier'] / mib:,.0f} MB/s",
+         f"{ref['decode_earlier'] / cold:.0%} of cold disk; the shipped codec decodes "
+         f"{ref['decode'] / ref['decode_earlier']:.2f}x faster"),
+        ("page-cached rows, one Zarr slice (before)", f"{ref['zarr_slice'] / mib:,.0f} MB/s",
+         f"{ref['zarr_slice'] / ref['decode']:.0%} of decode"),
+        ("page-cached rows, `FeatureStore.read` (shipped)", f"{ref['store_read'] / mib:,.0f} MB/s",
+         f"{ref['store_read'] / ref['decode']:.0%} of decode; {ref['store_read'] / ref['zarr_slice']:.2f}x the Zarr "
+         f"slice"),
     ]
     for name, label in (("uniform", "uniform permutation, batch by batch, no prefetch"),
                         ("earlier", f"block order ({PER_BATCH_WINDOW}-chunk windows) batch by batch + prefetch, "
@@ -586,14 +644,19 @@ def table(res: dict, spec: dict, command: str, build_seconds: float | None, disk
          "; ".join(f"{s['shipped']['batches_per_s'] / s[k]['batches_per_s']:.2f}x"
                    for k in ("uniform", "per_batch", "earlier")),
          "before: 16-chunk windows read batch by batch; earlier: float32 reads, scattered rows by `oindex`"),
-        (f"batches of 64 from the cache ({', '.join(res['cache_splits'])})", f"{c['batches_per_s']:,.0f} batches/s",
+        (f"batches of 64 from the cache ({', '.join(res['cache_splits'])}), float16 as stored",
+         f"{c['batches_per_s']:,.0f} batches/s",
          f"{c['bytes_per_s'] / ref['memory']:.1%} of memory bandwidth; target 1,000"),
+        ("the same, moved to the CPU as a CPU run's loop does (`to`: features to float32 on the host)",
+         f"{c['batches_per_s_float32']:,.0f} batches/s",
+         "on a GPU, `to` moves float16 and the device converts"),
     ]
     for fill, label in ((res["fill_earlier"], "earlier reads (before)"), (f, "shipped")):
         rate = fill["feature_bytes"] / fill["seconds"]
         rows += [
             (f"cache fill, cold, {label}", f"{fill['seconds']:.1f} s, {rate / mib:,.0f} MB/s",
-             f"{rate / cold:.0%} of cold disk (target 70%), {rate / ref['decode']:.0%} of decode; "
+             f"{rate / cold:.0%} of cold disk (target 70%), {rate / ref['decode']:.0%} of decode, "
+             f"{rate * (1 / cold + 1 / ref['first_touch']):.0%} of cold disk and first writes in series; "
              f"{fill['feature_bytes'] / 2**30:.2f} GiB of features"),
             (f"cache fill, peak transient memory, {label}", f"{fill['transient_bytes'] / mib:,.0f} MiB",
              f"peak {(fill['transient_bytes'] + fill['cache_bytes']) / fill['cache_bytes']:.2f}x the cache of "
@@ -609,7 +672,7 @@ def table(res: dict, spec: dict, command: str, build_seconds: float | None, disk
                      f"COCO 5K (5,000 x 25,000) by pair count: {e['coco5k_seconds'] / 60:.1f} min"))
     size = (f"{spec['images']:,} images ({spec['val']:,} val, {spec['test']:,} test), {spec['captions_per_image']} "
             f"caption(s) each, {spec['labels']} labels, {spec['boxes']} x {spec['dim']} float16 in shards of "
-            f"{spec['chunk_rows']}; {disk_bytes / 2**30:.2f} GiB on disk")
+            f"{spec['chunk_rows']} ({spec['codec']['configuration']['cname']}); {disk_bytes / 2**30:.2f} GiB on disk")
     lines = [f"### `{command}` ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
              f"{os.cpu_count()} CPUs)", "", size + ".",
              (f"Build: {build_seconds:.0f} s." if build_seconds is not None else "Build: reused from --keep."),

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
 
 import pipeline.detection.store as store_module
 from pipeline.detection.store import ARRAYS, FEATURE_INNER_ROWS, FeatureStore, FeatureStoreWriter
@@ -56,8 +55,7 @@ def one_image_chunks(src: Path, dst: Path) -> Path:
         del group[name]
         new = group.create_array(name, shape=old.shape, dtype=old.dtype, chunks=(1,) + old.shape[1:],
                                  shards=old.shards, fill_value=old.fill_value,
-                                 compressors=BloscCodec(cname="zstd", clevel=3,
-                                                        shuffle="bitshuffle" if name != "valid" else "noshuffle"))
+                                 compressors=store_module.compressor(name))
         new[:] = old[:]
     return dst
 

@@ -198,7 +198,7 @@ def threads(args) -> str:
         opt = torch.optim.Adam(method.parameters(), lr=1e-3)
 
         def step(i):
-            loss, _ = method.training_loss(data.pair_batch(captions[i * bs:(i + 1) * bs]))
+            loss, _ = method.training_loss(data.pair_batch(captions[i * bs:(i + 1) * bs]).to("cpu"))
             opt.zero_grad()
             loss.backward()
             opt.step()

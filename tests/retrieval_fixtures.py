@@ -30,13 +30,16 @@ class FakeFeatureStore:
     def __len__(self):
         return len(self.features)
 
-    def read(self, rows, float32=True, arrays=None):
+    def read(self, rows, float32=True, arrays=None, out=None):
         rows = np.asarray(rows)
         features = self.features[rows].astype(np.float32 if float32 else self.features.dtype)
-        out = {"features": features, "positions": self.positions[rows],
-               "classes": self.classes[rows], "boxes": self.positions[rows, :, :4] * 100,
-               "scores": np.ones(self.classes[rows].shape, np.float32)}
-        return {k: v for k, v in out.items() if arrays is None or k in arrays}
+        values = {"features": features, "positions": self.positions[rows],
+                  "classes": self.classes[rows], "boxes": self.positions[rows, :, :4] * 100,
+                  "scores": np.ones(self.classes[rows].shape, np.float32)}
+        values = {k: v for k, v in values.items() if arrays is None or k in arrays}
+        for k, target in (out or {}).items():  # `out`: fill the given arrays, as FeatureStore.read does
+            target[...] = values[k]
+        return values if out is None else out
 
 
 class FakeTextData:

@@ -59,7 +59,7 @@ def untrained_ndcg(name, params, data):
             proj.copy_(torch.randn(proj.shape, generator=torch.Generator().manual_seed(1)))
     elif name == "dcca":  # output statistics of the untrained networks, no optimizer step
         method.train()
-        method.training_loss(data.pair_batch(data.split_items("train").captions[:64]))
+        method.training_loss(data.pair_batch(data.split_items("train").captions[:64]).to("cpu"))
     return val_ndcg(method, data, params)
 
 
@@ -95,7 +95,7 @@ def test_dcca_running_statistics_give_whitened_correlated_outputs(data):
     params = params_for("dcca", stats_momentum=1.0, reg=1e-9)
     torch.manual_seed(0)
     method = build_method("dcca", params, data.info, word_vectors=np.asarray(data.text.embeddings))
-    batch = data.pair_batch(data.split_items("train").captions)
+    batch = data.pair_batch(data.split_items("train").captions).to("cpu")
     method.train()
     method.training_loss(batch)  # momentum 1: the statistics are this batch's
     method.eval()
@@ -112,7 +112,7 @@ def test_dcca_running_statistics_give_whitened_correlated_outputs(data):
 def test_dcca_refuses_to_encode_without_statistics(data):
     method = build_method("dcca", params_for("dcca"), data.info)
     with pytest.raises(ValueError, match="no output statistics"):
-        method.encode_images(data.image_batch(np.arange(2)))
+        method.encode_images(data.image_batch(np.arange(2)).to("cpu"))
 
 
 def test_vilbert_pair_scores_agree_with_the_score_matrix(data):
@@ -121,7 +121,7 @@ def test_vilbert_pair_scores_agree_with_the_score_matrix(data):
         params = params_for("vilbert", co_layers=co_layers, pair_chunk=7)
         method = build_method("vilbert", params, data.info, word_vectors=np.asarray(data.text.embeddings)).eval()
         with torch.no_grad():
-            v = method.encode_images(data.image_batch(np.arange(4)))
+            v = method.encode_images(data.image_batch(np.arange(4)).to("cpu"))
             w, lengths = method.encode_texts(data.text_batch(np.arange(6)))
             matrix = method.similarity(v, (w, lengths))
             ii, tt = torch.meshgrid(torch.arange(4), torch.arange(6), indexing="ij")
@@ -138,7 +138,7 @@ def test_vilbert_alignment_loss_ignores_distractors_of_the_same_image(data):
     torch.manual_seed(0)
     method = build_method("vilbert", params_for("vilbert", negatives=3), data.info)
     same_image = np.flatnonzero(data.caption_rows == 0)
-    batch = data.pair_batch(np.repeat(same_image, 4)[:4])  # every caption belongs to image 0
+    batch = data.pair_batch(np.repeat(same_image, 4)[:4]).to("cpu")  # every caption belongs to image 0
     loss, _ = method.training_loss(batch)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)  # only the true pair remains in each softmax
     label = build_method("vilbert", params_for("vilbert", objective="label"), data.info)
@@ -150,7 +150,7 @@ def test_scml_meta_step_is_first_order_through_the_sequence(data):
     params = params_for("scml", order="image_text", inner_lr=0.5)
     torch.manual_seed(0)
     method = build_method("scml", params, data.info)
-    batch = data.pair_batch(data.split_items("train").captions[:16])
+    batch = data.pair_batch(data.split_items("train").captions[:16]).to("cpu")
     loss, parts = method.training_loss(batch)
     loss.backward()
     got = {k: p.grad.clone() for k, p in method.unified.named_parameters()}
@@ -180,7 +180,7 @@ def test_scml_meta_step_is_first_order_through_the_sequence(data):
 def test_dscmr_objective_combines_its_three_terms(data):
     params = params_for("dscmr", alpha=0.3, beta=0.7)
     method = build_method("dscmr", params, data.info)
-    loss, parts = method.training_loss(data.pair_batch(np.arange(8)))
+    loss, parts = method.training_loss(data.pair_batch(np.arange(8)).to("cpu"))
     assert loss.item() == pytest.approx((parts["label_space"] + 0.3 * parts["common_space"]
                                          + 0.7 * parts["invariance"]).item(), rel=1e-6)
 
@@ -222,4 +222,4 @@ def test_label_predicting_baselines_give_probabilities_for_micro_f1(data, tmp_pa
             assert micro_f1(image_p, data.labels[items.image_rows], 0.5, from_logits=False) > 0.6
     for name in ("cca", "dcca", "vilbert"):
         method = build_method(name, params_for(name), data.info)
-        assert method.classify_images(data.image_batch(np.arange(2))) is None
+        assert method.classify_images(data.image_batch(np.arange(2)).to("cpu")) is None

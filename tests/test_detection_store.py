@@ -60,6 +60,30 @@ def test_layout_attrs_and_row_access(tmp_path):
     assert np.allclose(got["features"][0, 0], 9 + np.arange(D))
 
 
+def test_features_use_the_fast_codec_and_stores_of_the_earlier_codec_still_read(tmp_path):
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    path = tmp_path / "features.zarr"
+    w = writer(path)
+    for c in range(3):
+        w.write_chunk(c, chunk_data(w.chunk_rows_range(c)))
+    w.finalize()
+    inner = json.loads((path / "features" / "zarr.json").read_text())["codecs"][0]["configuration"]["codecs"]
+    blosc = next(c["configuration"] for c in inner if c["name"] == "blosc")
+    assert (blosc["cname"], blosc["shuffle"], blosc["typesize"]) == ("lz4hc", "shuffle", 2)
+    want = FeatureStore(path).read(np.arange(N))
+    group = zarr.open_group(path, mode="r+")  # as a store extracted before the codec changed
+    old = group["features"]
+    values = old[:]
+    del group["features"]
+    group.create_array("features", shape=old.shape, dtype=old.dtype, chunks=old.chunks, shards=old.shards,
+                       compressors=BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), fill_value=0)[:] = values
+    got = FeatureStore(path).read(np.array([9, 0, 4]))
+    for name in ARRAYS:
+        assert np.array_equal(got[name], want[name][[9, 0, 4]]), name
+
+
 def test_unfinished_store_is_not_visible_and_resumes(tmp_path):
     path = tmp_path / "features.zarr"
     w = writer(path)
@@ -110,12 +134,14 @@ def test_slice_and_scattered_reads_return_the_requested_rows(tmp_path, rows):
 
 
 @pytest.mark.parametrize("rows", [[1, 3, 5, 60, 62, 5], [62, 1, 9, 14], [0, 30, 63], [17, 40, 41, 42]])
-@pytest.mark.parametrize("inner_chunks, threads", [(True, 4), (True, 1), (False, 4)])
-def test_rows_scattered_over_inner_chunks_read_exactly(tmp_path, monkeypatch, rows, inner_chunks, threads):
-    """Scattered rows are read as slices of the inner chunks that hold them (features here: runs of 8 in
-    shards of 16; on threads when there are many runs), or through `oindex` (the earlier reads); every path
+@pytest.mark.parametrize("direct, threads", [(True, 4), (True, 1), (False, 4)])
+def test_rows_scattered_over_inner_chunks_read_exactly(tmp_path, monkeypatch, rows, direct, threads):
+    """Rows are read by decoding the inner chunks that hold them (`ShardReader`; features here: runs of 8 in
+    shards of 16; shards on threads), or through Zarr (the earlier reads, and any other layout); every path
     gives the rows asked, and `arrays` limits what is read."""
-    monkeypatch.setattr(store_module, "READ_INNER_CHUNKS", inner_chunks)
+    from pipeline.detection.shard_reader import ShardReader
+
+    monkeypatch.setattr(store_module, "READ_DIRECT", direct)
     monkeypatch.setattr(store_module, "READ_THREADS", threads)
     path = tmp_path / "features.zarr"
     w = writer(path, n_rows=64, chunk_rows=16)
@@ -123,11 +149,33 @@ def test_rows_scattered_over_inner_chunks_read_exactly(tmp_path, monkeypatch, ro
         w.write_chunk(c, chunk_data(w.chunk_rows_range(c)))
     w.finalize()
     truth = chunk_data(range(64))
-    calls, read_blocks = [], store_module._read_blocks
-    monkeypatch.setattr(store_module, "_read_blocks", lambda *a: calls.append(a[0].name) or read_blocks(*a))
+    calls, read = [], ShardReader.read
+    monkeypatch.setattr(ShardReader, "read", lambda self, *a: calls.append(self.folder.name) or read(self, *a))
     got = FeatureStore(path).read(rows, float32=False)
     for name in ARRAYS:
         assert np.array_equal(got[name], truth[name][rows]), name
-    assert sorted(name.strip("/") for name in calls) == (sorted(ARRAYS) if inner_chunks else [])
+    assert sorted(calls) == (sorted(ARRAYS) if direct else [])
     some = FeatureStore(path).read(rows, float32=False, arrays=("features", "classes"))
     assert set(some) == {"features", "classes"} and np.array_equal(some["classes"], truth["classes"][rows])
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_read_fills_given_arrays_in_their_own_dtype(tmp_path, monkeypatch, direct):
+    """A cache fill hands `read` slices of its cache: features are decoded straight into them, classes are
+    converted into the cache's int64; both equal a plain read. Unsorted rows are refused."""
+    monkeypatch.setattr(store_module, "READ_DIRECT", direct)
+    path = tmp_path / "features.zarr"
+    w = writer(path, n_rows=64, chunk_rows=16)
+    for c in range(w.num_chunks):
+        w.write_chunk(c, chunk_data(w.chunk_rows_range(c)))
+    w.finalize()
+    store, rows = FeatureStore(path), np.array([2, 3, 17, 40, 41, 63])
+    cache = {"features": np.full((8, K, D), -1, np.float16), "classes": np.full((8, K), -1, np.int64)}
+    out = {key: values[1:7] for key, values in cache.items()}
+    got = store.read(rows, float32=False, arrays=("features", "classes"), out=out)
+    assert got["features"] is out["features"]
+    truth = chunk_data(range(64))
+    assert np.array_equal(cache["features"][1:7], truth["features"][rows]) and (cache["features"][[0, 7]] == -1).all()
+    assert np.array_equal(cache["classes"][1:7], truth["classes"][rows]) and cache["classes"].dtype == np.int64
+    with pytest.raises(ValueError, match="sorted unique rows"):
+        store.read(rows[::-1], float32=False, arrays=("classes",), out={"classes": cache["classes"][:6]})

@@ -65,7 +65,7 @@ def test_instance_loss_shares_one_classifier():
     data = concept_data(n_images=12, seed=1)
     method = _dual(data, stage1_epochs=0, dropout=0.0, position_shift=False)
     assert method.classifier.weight.shape == (12, 32) and method.classifier.bias is None
-    batch = data.pair_batch(torch.tensor([0, 7, 12, 31, 44]))
+    batch = data.pair_batch(torch.tensor([0, 7, 12, 31, 44])).to("cpu")
     loss, parts = method.training_loss(batch)
     f_img, f_txt = method.encode_images(batch.images), method.encode_texts(batch.texts)
     w = method.classifier.weight
@@ -92,7 +92,7 @@ def test_instance_loss_shares_one_classifier():
 def test_stages_switch_weights_and_freezing():
     data = concept_data(n_images=12, seed=2)
     method = _dual(data, stage1_epochs=2, stage1_freeze="image_path")
-    batch = data.pair_batch(torch.arange(0, 60, 5))
+    batch = data.pair_batch(torch.arange(0, 60, 5)).to("cpu")
     for epoch, stage in ((0, 1), (1, 1), (2, 2), (5, 2)):
         method.start_epoch(epoch)
         method.train()
@@ -141,7 +141,7 @@ def test_resnet_backbone_is_frozen_in_stage_one(tmp_path):
     method = _dual(data, image_backbone="resnet50", resnet_weights=str(weights), image_table=str(table),
                    image_size=32, stage1_epochs=1)
     assert isinstance(method.backbone, ResNet50Features)
-    batch = data.pair_batch(torch.arange(0, 20, 5))
+    batch = data.pair_batch(torch.arange(0, 20, 5)).to("cpu")
     for epoch in (0, 1):
         method.start_epoch(epoch)
         method.train()

@@ -123,10 +123,10 @@ class _CountingStore:
     def __len__(self):
         return len(self._store)
 
-    def read(self, rows, float32=True, arrays=None):
+    def read(self, rows, float32=True, arrays=None, out=None):
         self.reads.append(np.asarray(rows))
         self.arrays.add(arrays)
-        return self._store.read(rows, float32, arrays)
+        return self._store.read(rows, float32, arrays, out)
 
 
 @pytest.mark.parametrize("rank,world,boxes_held", [(0, 1, False), (1, 2, False), (0, 1, True)])

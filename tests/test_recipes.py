@@ -124,7 +124,7 @@ def test_diagonal_only_negatives_let_captions_of_one_image_be_negatives():
 
 def test_scan_negatives_option_reaches_the_loss():
     data = concept_data(n_images=8, seed=2)
-    batch = data.pair_batch(torch.tensor([0, 1, 5, 10, 15]))   # 0 and 1: captions of image 0
+    batch = data.pair_batch(torch.tensor([0, 1, 5, 10, 15])).to("cpu")   # 0 and 1: captions of image 0
     losses = {}
     for negatives in ("diagonal", "distinct_images"):
         params = validate({"methods": {"scan_i2t": {"d_model": 8, "negatives": negatives}}})
@@ -287,7 +287,7 @@ def test_official_ranking_term_weighs_half_of_the_mean_over_all_anchor_pairs():
     data = concept_data(n_images=6, seed=3)
     torch.manual_seed(0)
     method = build_method("dual_path", dual, data.info, word_vectors=data.word_vectors).eval()
-    loss, parts = method.training_loss(data.pair_batch(torch.tensor([0, 6, 12, 18])))
+    loss, parts = method.training_loss(data.pair_batch(torch.tensor([0, 6, 12, 18])).to("cpu"))
     expected = parts["instance_visual"] + parts["instance_textual"] + 0.5 * parts["ranking"]
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
@@ -338,9 +338,9 @@ def test_dcca_one_pass_final_cca_uses_the_covariances_of_all_training_outputs():
     torch.manual_seed(0)
     method = build_method("dcca", params, data.info, word_vectors=data.word_vectors).eval()
     chunks = [torch.arange(0, 20), torch.arange(20, 45)]
-    method.after_epoch(data.pair_batch(c) for c in chunks)
+    method.after_epoch(data.pair_batch(c).to("cpu") for c in chunks)
     with torch.no_grad():
-        batch = data.pair_batch(torch.arange(0, 45))
+        batch = data.pair_batch(torch.arange(0, 45)).to("cpu")
         h1 = method._outputs(images=batch.images).double().numpy()
         h2 = method._outputs(texts=batch.texts).double().numpy()
     joint = np.cov(np.hstack([h1, h2]).T)                       # unbiased, over all 45 pairs
@@ -348,7 +348,7 @@ def test_dcca_one_pass_final_cca_uses_the_covariances_of_all_training_outputs():
     assert np.allclose(method.s12.numpy(), joint[:3, 3:]) and np.allclose(method.mean1.numpy(), h1.mean(0))
     running = validate({"methods": {"dcca": {"hidden": [8], "out_dim": 3, "final_cca": "running"}}})
     other = build_method("dcca", running, data.info, word_vectors=data.word_vectors)
-    other.after_epoch(data.pair_batch(c) for c in chunks)
+    other.after_epoch(data.pair_batch(c).to("cpu") for c in chunks)
     assert not bool(other.stats_seen)                           # running: the pass changes nothing
     with pytest.raises(ParamError, match=r"methods\.dcca\.final_cca"):
         validate({"methods": {"dcca": {"final_cca": "two_pass"}}})
@@ -426,7 +426,7 @@ def test_official_head_layout_shapes():
     assert [blk.reduce.out_channels for blk in paper.text_cnn.blocks] == [4, 8, 8]
     assert type(paper.image_head[-1]).__name__ == "Linear"
     method.eval()
-    batch = data.pair_batch(torch.arange(0, 20, 5))
+    batch = data.pair_batch(torch.arange(0, 20, 5)).to("cpu")
     with torch.no_grad():
         f_img, f_txt = method.encode_images(batch.images), method.encode_texts(batch.texts)
     assert f_img.shape == f_txt.shape == (4, 32)
@@ -455,7 +455,7 @@ def test_test_time_flip_averages_the_image_and_its_mirror():
 
     method.backbone, method.images, method.image_head = FirstRow(), Pixels(), torch.nn.Identity()
     method.eval()
-    images = data.pair_batch(torch.arange(0, 10, 5)).images
+    images = data.pair_batch(torch.arange(0, 10, 5)).to("cpu").images
     method.settings["test_flip"] = True
     assert torch.allclose(method.encode_images(images), torch.full((2, d), (d + 1) / 2))
     method.settings["test_flip"] = False

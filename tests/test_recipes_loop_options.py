@@ -171,7 +171,7 @@ def test_text_only_clipping_leaves_the_image_gradients_unclipped(data):
     torch.manual_seed(0)
     method = build_method("ss", params, data.info, np.asarray(data.text.embeddings), dataset="synthetic")
     method.train()
-    loss, _ = method.training_loss(data.pair_batch(np.arange(16)))
+    loss, _ = method.training_loss(data.pair_batch(np.arange(16)).to("cpu"))
     loss.backward()
     trainable = [p for p in method.parameters() if p.requires_grad]
     image_before = [p.grad.clone() for p in method.image_in.parameters() if p.grad is not None]

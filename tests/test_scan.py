@@ -115,7 +115,7 @@ def test_consistency_objective_matches_hand_computation():
     data = concept_data(n_images=10, seed=1)
     method = _scan("scan_consistency", data, lambda_con=0.7, lambda2=5.0)
     method.eval()  # nothing stochastic in SCAN; eval keeps the GRU deterministic anyway
-    batch = data.pair_batch(torch.tensor([0, 5, 11, 20, 26, 33]))   # 11 and 5 share image 1
+    batch = data.pair_batch(torch.tensor([0, 5, 11, 20, 26, 33])).to("cpu")   # 11 and 5 share image 1
     loss, parts = method.training_loss(batch)
     with torch.no_grad():
         regions = method.encode_images(batch.images).double()
@@ -156,7 +156,7 @@ def test_variants_score_with_their_grounding_and_round_trip():
     rows, captions = torch.arange(8), torch.arange(40)
     for name, pick in (("scan_i2t", 0), ("scan_t2i", 1)):
         method = _scan(name, data).eval()
-        img, txt = method.encode_images(data.image_batch(rows)), method.encode_texts(data.text_batch(captions))
+        img, txt = method.encode_images(data.image_batch(rows).to("cpu")), method.encode_texts(data.text_batch(captions))
         both = cross_attention_scores(img, txt[0], txt[1], lambda1=9.0, lambda2=9.0)
         torch.testing.assert_close(method.similarity(img, txt), both[pick], atol=1e-5, rtol=0)
         # a method with its own similarity: the metrics get its score matrix, or above the size limit
@@ -168,10 +168,10 @@ def test_variants_score_with_their_grounding_and_round_trip():
         rebuilt = rebuild_method(method.config())
         rebuilt.load_state_dict(method.state_dict())
         rebuilt.eval()
-        torch.testing.assert_close(rebuilt.similarity(rebuilt.encode_images(data.image_batch(rows)),
+        torch.testing.assert_close(rebuilt.similarity(rebuilt.encode_images(data.image_batch(rows).to("cpu")),
                                                       rebuilt.encode_texts(data.text_batch(captions))),
                                    method.similarity(img, txt))
-        _, parts = method.training_loss(data.pair_batch(torch.arange(0, 40, 3)))
+        _, parts = method.training_loss(data.pair_batch(torch.arange(0, 40, 3)).to("cpu"))
         assert set(parts) == {"ranking"}
 
 
@@ -186,7 +186,7 @@ def test_bad_settings_name_the_parameter():
 def test_gradients_are_finite_with_empty_and_short_captions():
     data = concept_data(n_images=6, seed=4)
     method = _scan("scan_consistency", data)
-    batch = data.pair_batch(torch.arange(0, 30, 5))
+    batch = data.pair_batch(torch.arange(0, 30, 5)).to("cpu")
     texts = batch.texts
     lengths = texts.lengths.clone()
     lengths[0], lengths[1] = 0, 1

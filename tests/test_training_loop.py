@@ -145,6 +145,18 @@ def test_feature_reads_without_cache_match_the_cache():
     assert torch.equal(pair.images.labels, pair.texts.labels)
 
 
+def test_image_features_stay_as_stored_until_moved_to_the_device():
+    table, store, text = make_dataset()
+    data = RetrievalData(table, store, text, cache_splits=("train",))
+    rows = np.array([4, 0, 2])
+    host = data.image_batch(rows)
+    assert host.features.dtype == torch.float16  # the store's dtype: half the bytes to move
+    moved = host.to("cpu")
+    assert moved.features.dtype == torch.float32
+    assert torch.equal(moved.features, torch.from_numpy(store.read(rows)["features"]))  # the store's float32 read
+    assert data.pair_batch(np.array([0, 1])).to("cpu").images.features.dtype == torch.float32
+
+
 def test_images_without_features_are_left_out_of_every_split():
     table, store, text = make_dataset()
     store.valid = np.ones(len(store), dtype=bool)

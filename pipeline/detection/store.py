@@ -29,24 +29,34 @@ import logging
 import math
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from pipeline.detection.shard_reader import ShardDamage, ShardReader
 from pipeline.io import disk_error, temp_name
 
 ARRAYS = ("features", "boxes", "positions", "scores", "classes", "image_size", "valid")
 DTYPES = ("float16", "float32")
 FORMAT_VERSION = 2
 FEATURE_INNER_ROWS = 8
-# `read` takes one slice over the requested rows when their span is at most this many times their count,
-# else the whole inner chunks that hold them.
+# Through Zarr (a layout `ShardReader` does not read), `read` takes one slice over the requested rows when
+# their span is at most this many times their count, else `oindex`.
 SPAN_READ_FACTOR = 4
-READ_INNER_CHUNKS = True  # False: scattered rows through `oindex` only (bench/scale.py's "earlier" rows)
-READ_THREADS = 4  # threads reading the runs of chunks of one scattered read (bench/scale.py, issue 24)
+READ_DIRECT = True  # False: every read through Zarr (bench/scale.py's "earlier" rows)
+READ_THREADS = 4  # threads decoding the shards of one read (bench/scale.py, issue 24)
+
+
+def compressor(name: str) -> BloscCodec:
+    """The codec of array `name`. Features are read at training speed, every epoch: LZ4HC over byte-shuffled
+    float16 decodes 4-5x faster than zstd over bit-shuffled (2.4-3.1 vs 0.5-0.7 GB/s on one core) and packs
+    real RoI features tighter (4.1x vs 3.9x on coco_mini's), at 2-3x the encoding time, paid once on the
+    extraction's writer thread (docs/performance.md, "Store codec"). The small arrays are read whole, once."""
+    if name == "features":
+        return BloscCodec(cname="lz4hc", clevel=5, shuffle="shuffle")
+    return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if name != "valid" else "noshuffle")
 
 
 class StoreError(ValueError):
@@ -129,7 +139,7 @@ class FeatureStoreWriter:
             inner = math.gcd(FEATURE_INNER_ROWS, shard_rows) if name == "features" else shard_rows  # divides the shard
             group.create_array(
                 name, shape=shape, dtype=dtype, chunks=(inner,) + shape[1:], shards=(shard_rows,) + shape[1:],
-                compressors=BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if name != "valid" else "noshuffle"),
+                compressors=compressor(name),
                 fill_value=False if dtype == "bool" else 0,
             )
         self.progress_dir.mkdir()
@@ -209,6 +219,7 @@ class FeatureStore:
         if missing:
             raise StoreError(f"{self.path}: array '{missing[0]}' missing (expected: {', '.join(ARRAYS)})")
         self.arrays = {name: self.group[name] for name in ARRAYS}
+        self._readers = {name: ShardReader.of(arr, self.path / name) for name, arr in self.arrays.items()}
         self._valid: np.ndarray | None = None
         for name in ARRAYS:
             self._check_chunk_files(name)
@@ -276,76 +287,73 @@ class FeatureStore:
             self._valid = np.asarray(self.arrays["valid"][:], dtype=bool)
         return self._valid
 
-    def read(self, rows, float32: bool = True, arrays: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    def read(self, rows, float32: bool = True, arrays: tuple[str, ...] | None = None,
+             out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Arrays of the given table rows, in the given order: those named in `arrays` (None: all); features as
         float32, or as stored with `float32=False` (the training data keep float16 and convert in torch:
         numpy's float16 -> float32 cost more than the decompression, and a cache fill converted back to
-        float16 after it)."""
+        float16 after it). `out`: arrays to fill instead, one per name, for sorted unique `rows`, each in its
+        own dtype (a cache fill: features decoded straight into the cache, without a copy)."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         n = len(self)
         if rows.size and (rows.min() < -n or rows.max() >= n):
             raise IndexError(f"{self.path}: row index out of range for {n} rows")
         rows = np.where(rows < 0, rows + n, rows)
         uniq, inverse = np.unique(rows, return_inverse=True)
-        out = {}
+        if out is not None and not np.array_equal(uniq, rows):
+            raise ValueError("FeatureStore.read(out=...) takes sorted unique rows")
+        result = {}
         for name, arr in self.arrays.items():
             if arrays is not None and name not in arrays:
                 continue
-            values = self._read_rows(name, arr, uniq) if uniq.size else np.zeros((0,) + arr.shape[1:], dtype=arr.dtype)
-            values = np.asarray(values) if np.array_equal(uniq, rows) else np.asarray(values)[inverse]
-            out[name] = values.astype(np.float32) if name == "features" and float32 else values
-        return out
+            target = None if out is None else out[name]
+            if not uniq.size:
+                values = np.zeros((0,) + arr.shape[1:], dtype=arr.dtype)
+            else:
+                values = self._read_rows(name, arr, uniq, target if target is not None and target.dtype == arr.dtype
+                                         else None)
+            if target is not None:
+                if values is not target:
+                    target[...] = values
+                result[name] = target
+                continue
+            values = values if np.array_equal(uniq, rows) else values[inverse]
+            result[name] = values.astype(np.float32) if name == "features" and float32 else values
+        return result
 
-    def _read_rows(self, name: str, arr, rows: np.ndarray) -> np.ndarray:
-        """`arr[rows]` for sorted unique `rows`: one slice over their span when they fill at least a quarter
-        of it (a cache fill, a split's consecutive rows: Zarr reads a slice ~35x faster than the same rows
-        through `oindex`), else slices of the inner chunks that hold them (`_read_blocks`: a window of a
-        streamed epoch, 2.8x faster than `oindex` on COCO-sized features; as fast for scattered rows). Both
-        decompress each inner chunk that holds a row once, as `oindex` does. A damaged shard (truncated,
-        checksum mismatch) is a StoreError naming the array, the shard and its file, found by reading the
-        shards one at a time."""
+    def _read_rows(self, name: str, arr, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """`arr[rows]` for sorted unique `rows`, by `ShardReader` (each inner chunk that holds a row decoded
+        once, shards on `READ_THREADS` threads: at COCO size 2-3x a Zarr slice, and without Zarr's ~2 ms per
+        call on the scattered chunks of a streamed window), or through Zarr for another layout. A damaged shard
+        (truncated, altered index, undecodable chunk) is a StoreError naming the array, the shard and its file;
+        through Zarr it is found by reading the shards one at a time. `out`: where `ShardReader` decodes to."""
+        reader = self._readers.get(name) if READ_DIRECT else None
+        if reader is not None:
+            try:
+                return reader.read(rows, READ_THREADS, out)
+            except ShardDamage as exc:
+                raise self._damaged(name, arr, exc.shard, exc) from exc
         try:
             first, stop = int(rows[0]), int(rows[-1]) + 1
             if stop - first <= SPAN_READ_FACTOR * len(rows):
                 return arr[first:stop][rows - first]
-            return _read_blocks(arr, rows) if READ_INNER_CHUNKS else arr.oindex[rows]
+            return arr.oindex[rows]
         except Exception as exc:  # zarr/numcodecs raise ValueError, RuntimeError, ... for damaged bytes
             shard_rows = arr.shards[0] if arr.shards else arr.chunks[0]
             for shard in np.unique(rows // shard_rows):
                 try:
                     arr[int(shard) * shard_rows:(int(shard) + 1) * shard_rows]
                 except Exception as inner:
-                    key = arr.metadata.encode_chunk_key((int(shard),) + (0,) * (arr.ndim - 1))
-                    stop = min((int(shard) + 1) * shard_rows, arr.shape[0])
-                    raise StoreError(
-                        f"{self.path}: array '{name}', chunk {int(shard)} (rows {int(shard) * shard_rows}-{stop - 1}, "
-                        f"file {self.path / name / key}) cannot be read ({inner}); the store is damaged: "
-                        f"remove it and rerun `xmr extract` (or `dvc checkout` it)") from inner
+                    raise self._damaged(name, arr, int(shard), inner) from inner
             raise StoreError(f"{self.path}: array '{name}' cannot be read ({exc}); the store is damaged: remove "
                              f"it and rerun `xmr extract`") from exc
 
+    def _damaged(self, name: str, arr, shard: int, why: Exception) -> StoreError:
+        shard_rows = arr.shards[0] if arr.shards else arr.chunks[0]
+        key = arr.metadata.encode_chunk_key((shard,) + (0,) * (arr.ndim - 1))
+        stop = min((shard + 1) * shard_rows, arr.shape[0])
+        return StoreError(f"{self.path}: array '{name}', chunk {shard} (rows {shard * shard_rows}-{stop - 1}, "
+                          f"file {self.path / name / key}) cannot be read ({why}); the store is damaged: "
+                          f"remove it and rerun `xmr extract` (or `dvc checkout` it)")
 
-def _read_blocks(arr, rows: np.ndarray) -> np.ndarray:
-    """`arr[rows]` for sorted unique `rows`, read as one slice per run of consecutive inner chunks that hold
-    them, the runs on `READ_THREADS` threads when there are many (Zarr's decompression releases the GIL),
-    each run's rows copied into the result (no buffer of whole chunks)."""
-    inner = int(arr.chunks[0])
-    blocks = rows // inner
-    starts = np.flatnonzero(np.r_[True, np.diff(blocks) > 1])  # where a run of consecutive chunks begins
-    out = np.empty((len(rows), *arr.shape[1:]), dtype=arr.dtype)
 
-    def run(k: int) -> None:
-        lo, hi = starts[k], starts[k + 1] if k + 1 < len(starts) else len(rows)
-        first = int(blocks[lo]) * inner
-        out[lo:hi] = arr[first:(int(blocks[hi - 1]) + 1) * inner][rows[lo:hi] - first]
-
-    if len(starts) < 2 * READ_THREADS:
-        for k in range(len(starts)):
-            run(k)
-        return out
-    pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="xmr-read")
-    try:
-        list(pool.map(run, range(len(starts))))
-    finally:  # an error or Ctrl-C drops the runs not yet started: a stop does not wait for them
-        pool.shutdown(wait=True, cancel_futures=True)
-    return out

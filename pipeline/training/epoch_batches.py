@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from pipeline.contract.batches import PairBatch
+from pipeline.training.data import take_rows
 from pipeline.training.order import prefetched
 
 
@@ -57,7 +58,7 @@ def _gather(held: dict, rows: np.ndarray, where: np.ndarray) -> dict[str, np.nda
     for run in runs:
         window_rows, arrays = held[int(where[run[0]])]
         slots = np.searchsorted(window_rows, rows[run])
-        parts.append({key: values[slots] for key, values in arrays.items()})
+        parts.append({key: take_rows(values, slots) for key, values in arrays.items()})
     if len(parts) == 1:
         return parts[0]
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
