@@ -493,7 +493,8 @@ def cached_rates(data, splits: tuple[str, ...], batches: int, batch: int = 64, s
         for _ in prefetched(deliver, keys, data.is_streamed(captions)):
             pass
         seconds = time.perf_counter() - t0
-        out |= {f"batches_per_s{key}": batches / seconds, f"bytes_per_s{key}": batches * batch_bytes(data, batch) / seconds}
+        out |= {f"batches_per_s{key}": batches / seconds,
+                f"bytes_per_s{key}": batches * batch_bytes(data, batch) / seconds}
     return out
 
 

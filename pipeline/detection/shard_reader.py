@@ -1,9 +1,10 @@
 """Rows of a sharded Zarr v3 array, read by decoding its inner chunks directly.
 
 Each Zarr read call costs about 2 ms of machinery (an event loop hop, index parsing, buffer copies) before
-any byte is decompressed, and a slice is decoded at about half the codec's rate: at COCO size a window of
-a streamed epoch is 256 scattered inner chunks, so Zarr's overhead, not the disk or the codec, set the
-rate of training from the store (docs/performance.md, "Store reads"). The layout the feature store writes
+any byte is decompressed, and a page-cached slice comes at 15-36% of the codec's rate on 2 cores: at COCO
+size a window of a streamed epoch is 256 scattered inner chunks, so Zarr's overhead, not the disk or the
+codec, set the rate of training from the store (docs/performance.md, "Store reads, codec and batch
+dtype"). The layout the feature store writes
 is simple, and this module reads exactly that layout: one file per shard of rows, the inner chunks'
 Blosc frames in it, and at its end an index of (offset, length) per inner chunk with its CRC-32C. Any
 other layout (another codec chain, the index first, another key encoding) gets no reader here

@@ -51,9 +51,10 @@ READ_THREADS = 4  # threads decoding the shards of one read (bench/scale.py, iss
 
 def compressor(name: str) -> BloscCodec:
     """The codec of array `name`. Features are read at training speed, every epoch: LZ4HC over byte-shuffled
-    float16 decodes 4-5x faster than zstd over bit-shuffled (2.4-3.1 vs 0.5-0.7 GB/s on one core) and packs
+    float16 decodes 3-5x faster than zstd over bit-shuffled (2.4-3.1 vs 0.5-0.7 GB/s on one core) and packs
     real RoI features tighter (4.1x vs 3.9x on coco_mini's), at 2-3x the encoding time, paid once on the
-    extraction's writer thread (docs/performance.md, "Store codec"). The small arrays are read whole, once."""
+    extraction's writer thread (docs/performance.md, "Store reads, codec and batch dtype"). The small arrays
+    are read whole, once."""
     if name == "features":
         return BloscCodec(cname="lz4hc", clevel=5, shuffle="shuffle")
     return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if name != "valid" else "noshuffle")
@@ -323,7 +324,7 @@ class FeatureStore:
 
     def _read_rows(self, name: str, arr, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """`arr[rows]` for sorted unique `rows`, by `ShardReader` (each inner chunk that holds a row decoded
-        once, shards on `READ_THREADS` threads: at COCO size 2-3x a Zarr slice, and without Zarr's ~2 ms per
+        once, shards on `READ_THREADS` threads: at COCO size 2.2-5.2x a Zarr slice, and without Zarr's ~2 ms per
         call on the scattered chunks of a streamed window), or through Zarr for another layout. A damaged shard
         (truncated, altered index, undecodable chunk) is a StoreError naming the array, the shard and its file;
         through Zarr it is found by reading the shards one at a time. `out`: where `ShardReader` decodes to."""
