@@ -53,7 +53,8 @@ class ShardReader:
         """A reader of Zarr array `arr` stored at `folder`, or None when its layout is not the one above."""
         meta = arr.metadata.to_dict()
         codecs = meta.get("codecs", [])
-        if sys.byteorder != "little" or len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
+        if (sys.byteorder != "little" or not hasattr(os, "pread") or len(codecs) != 1  # os.pread: POSIX only
+                or codecs[0].get("name") != "sharding_indexed"):
             return None
         conf = codecs[0]["configuration"]
         inner_codecs = [c.get("name") for c in conf.get("codecs", [])]
