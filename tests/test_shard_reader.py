@@ -55,6 +55,16 @@ def test_other_layouts_get_no_reader_and_read_through_zarr(tmp_path):
     assert ShardReader.of(split_columns, tmp_path / "cols") is None  # inner chunks are not whole rows
 
 
+def test_without_pread_the_store_reads_through_zarr(tmp_path, monkeypatch):
+    path, _ = store_with_shards(tmp_path)
+    want = FeatureStore(path).read(np.array([1, 6, 9]))
+    monkeypatch.delattr(os, "pread")  # as on Windows
+    store = FeatureStore(path)
+    assert all(reader is None for reader in store._readers.values())
+    got = store.read(np.array([1, 6, 9]))
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
 def store_with_shards(tmp_path):
     path = tmp_path / "features.zarr"
     w = writer(path)
