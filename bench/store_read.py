@@ -6,8 +6,9 @@ Every train and evaluate stage opens data/<ds>/features.zarr and reads whole spl
 the per-inner-chunk overhead of Zarr is paid once per stage. The bench writes one synthetic store
 through `FeatureStoreWriter` (the current layout: features in runs of FEATURE_INNER_ROWS images, the
 small arrays one inner chunk per shard), copies it with every array re-chunked to one image per
-inner chunk (the earlier layout), and times on both, in one run, and on the current layout once more
-with every read through `oindex` (SPAN_READ_FACTOR 0: before reads of dense rows became one slice):
+inner chunk (the earlier layout), and times, in one run: the earlier layout and the current one with every
+read through Zarr's `oindex` (SPAN_READ_FACTOR 0: before reads of dense rows became one slice), the current
+one with dense rows as one Zarr slice (before `ShardReader`), and as shipped (`ShardReader`):
   split     `FeatureStore.read` of the first 90% of the rows (a training split) and the `valid` mask
   random    `FeatureStore.read` of 64 random rows (a mini-batch read without the cache)
 """
@@ -89,20 +90,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         current = synthetic_store(Path(tmp) / "current.zarr", args.images, args.boxes, args.dim, args.chunk_rows)
         earlier = one_image_chunks(current, Path(tmp) / "one_image.zarr")
-        span_factor, store_module.SPAN_READ_FACTOR = store_module.SPAN_READ_FACTOR, 0
-        rows = {"one image per inner chunk (earlier)": time_reads(earlier, args.repeats),
+        span_factor = store_module.SPAN_READ_FACTOR
+        store_module.READ_DIRECT, store_module.SPAN_READ_FACTOR = False, 0
+        rows = {"one image per inner chunk, through `oindex` (earlier)": time_reads(earlier, args.repeats),
                 f"runs of {FEATURE_INNER_ROWS}, every read through `oindex`": time_reads(current, args.repeats)}
         store_module.SPAN_READ_FACTOR = span_factor
-        rows[f"runs of {FEATURE_INNER_ROWS}, dense rows as one slice (current)"] = time_reads(current, args.repeats)
-    before, oindex, after = rows.values()
+        rows[f"runs of {FEATURE_INNER_ROWS}, dense rows as one Zarr slice"] = time_reads(current, args.repeats)
+        store_module.READ_DIRECT = True
+        rows[f"runs of {FEATURE_INNER_ROWS}, `ShardReader` (current)"] = time_reads(current, args.repeats)
+    before, oindex, zarr_slice, after = rows.values()
     lines = [f"\n### `python bench/store_read.py --images {args.images} --dim {args.dim}` ({date.today()}, "
              f"{platform.machine()}, {args.repeats} repeats, median)\n",
              f"{args.images} images x {args.boxes} RoIs x {args.dim}-d float16, shards of {args.chunk_rows} images.\n",
              f"| layout | read 90% of rows + valid (s) | read 64 random rows (s) |", "|---|---|---|"]
     lines += [f"| {name} | {r['split']:.3f} | {r['random']:.3f} |" for name, r in rows.items()]
-    lines += ["", f"Split read: {before['split'] / after['split']:.1f}x faster than the earlier layout, "
-                  f"{oindex['split'] / after['split']:.1f}x faster than `oindex`; random rows: "
-                  f"{before['random'] / after['random']:.2f}x and {oindex['random'] / after['random']:.2f}x.\n"]
+    lines += ["", "Current over the earlier layout, over `oindex`, over one Zarr slice: split read "
+                  + ", ".join(f"{r['split'] / after['split']:.1f}x" for r in (before, oindex, zarr_slice))
+                  + "; random rows " + ", ".join(f"{r['random'] / after['random']:.2f}x"
+                                                 for r in (before, oindex, zarr_slice)) + ".\n"]
     text = "\n".join(lines)
     print(text)
     if args.record:
