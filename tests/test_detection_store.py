@@ -35,6 +35,14 @@ def writer(path, **kw) -> FeatureStoreWriter:
     return FeatureStoreWriter(path, **args)
 
 
+def written(path, **kw):
+    """A complete store at `path` (`writer`'s layout, overridden by `kw`) holding `chunk_data` of every row."""
+    w = writer(path, **kw)
+    for c in range(w.num_chunks):
+        w.write_chunk(c, chunk_data(w.chunk_rows_range(c)))
+    return w.finalize()
+
+
 def test_layout_attrs_and_row_access(tmp_path):
     path = tmp_path / "features.zarr"
     w = writer(path)
@@ -64,11 +72,7 @@ def test_features_use_the_fast_codec_and_stores_of_the_earlier_codec_still_read(
     import zarr
     from zarr.codecs import BloscCodec
 
-    path = tmp_path / "features.zarr"
-    w = writer(path)
-    for c in range(3):
-        w.write_chunk(c, chunk_data(w.chunk_rows_range(c)))
-    w.finalize()
+    path = written(tmp_path / "features.zarr")
     inner = json.loads((path / "features" / "zarr.json").read_text())["codecs"][0]["configuration"]["codecs"]
     blosc = next(c["configuration"] for c in inner if c["name"] == "blosc")
     assert (blosc["cname"], blosc["shuffle"], blosc["typesize"]) == ("lz4hc", "shuffle", 2)
@@ -143,11 +147,7 @@ def test_rows_scattered_over_inner_chunks_read_exactly(tmp_path, monkeypatch, ro
 
     monkeypatch.setattr(store_module, "READ_DIRECT", direct)
     monkeypatch.setattr(store_module, "READ_THREADS", threads)
-    path = tmp_path / "features.zarr"
-    w = writer(path, n_rows=64, chunk_rows=16)
-    for c in range(w.num_chunks):
-        w.write_chunk(c, chunk_data(w.chunk_rows_range(c)))
-    w.finalize()
+    path = written(tmp_path / "features.zarr", n_rows=64, chunk_rows=16)
     truth = chunk_data(range(64))
     calls, read = [], ShardReader.read
     monkeypatch.setattr(ShardReader, "read", lambda self, *a: calls.append(self.folder.name) or read(self, *a))
@@ -161,21 +161,19 @@ def test_rows_scattered_over_inner_chunks_read_exactly(tmp_path, monkeypatch, ro
 
 @pytest.mark.parametrize("direct", [True, False])
 def test_read_fills_given_arrays_in_their_own_dtype(tmp_path, monkeypatch, direct):
-    """A cache fill hands `read` slices of its cache: features are decoded straight into them, classes are
-    converted into the cache's int64; both equal a plain read. Unsorted rows are refused."""
+    """A cache fill hands `read` slices of its cache: features are decoded straight into them (rows 16-23 are
+    one whole inner chunk, the others parts of chunks), classes are converted into the cache's int64; both
+    equal a plain read. Unsorted rows are refused."""
     monkeypatch.setattr(store_module, "READ_DIRECT", direct)
-    path = tmp_path / "features.zarr"
-    w = writer(path, n_rows=64, chunk_rows=16)
-    for c in range(w.num_chunks):
-        w.write_chunk(c, chunk_data(w.chunk_rows_range(c)))
-    w.finalize()
-    store, rows = FeatureStore(path), np.array([2, 3, 17, 40, 41, 63])
-    cache = {"features": np.full((8, K, D), -1, np.float16), "classes": np.full((8, K), -1, np.int64)}
-    out = {key: values[1:7] for key, values in cache.items()}
+    store = FeatureStore(written(tmp_path / "features.zarr", n_rows=64, chunk_rows=16))
+    rows = np.r_[2, 3, 16:24, 40, 41, 63]
+    n = len(rows)
+    cache = {"features": np.full((n + 2, K, D), -1, np.float16), "classes": np.full((n + 2, K), -1, np.int64)}
+    out = {key: values[1:n + 1] for key, values in cache.items()}
     got = store.read(rows, float32=False, arrays=("features", "classes"), out=out)
     assert got["features"] is out["features"]
     truth = chunk_data(range(64))
-    assert np.array_equal(cache["features"][1:7], truth["features"][rows]) and (cache["features"][[0, 7]] == -1).all()
-    assert np.array_equal(cache["classes"][1:7], truth["classes"][rows]) and cache["classes"].dtype == np.int64
+    assert np.array_equal(out["features"], truth["features"][rows]) and (cache["features"][[0, n + 1]] == -1).all()
+    assert np.array_equal(out["classes"], truth["classes"][rows]) and cache["classes"].dtype == np.int64
     with pytest.raises(ValueError, match="sorted unique rows"):
-        store.read(rows[::-1], float32=False, arrays=("classes",), out={"classes": cache["classes"][:6]})
+        store.read(rows[::-1], float32=False, arrays=("classes",), out={"classes": cache["classes"][:n]})

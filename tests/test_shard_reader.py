@@ -12,7 +12,7 @@ from zarr.codecs import BloscCodec
 from pipeline.detection.shard_reader import ShardDamage, ShardReader
 from pipeline.detection.store import FeatureStore, StoreError, compressor
 
-from test_detection_store import chunk_data, writer
+from test_detection_store import written
 
 
 def sharded(path, values, shard_rows=16, inner_rows=8, codec=None):
@@ -66,16 +66,21 @@ def test_without_pread_the_store_reads_through_zarr(tmp_path, monkeypatch):
 
 
 def store_with_shards(tmp_path):
-    path = tmp_path / "features.zarr"
-    w = writer(path)
-    for c in range(w.num_chunks):
-        w.write_chunk(c, chunk_data(w.chunk_rows_range(c)))
-    w.finalize()
+    path = written(tmp_path / "features.zarr")
     return path, path / "features" / "c" / "1" / "0" / "0"
 
 
 def damage_index(data: bytes) -> bytes:
     return data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:]
+
+
+def index_entry(data: bytes, offset: int, length: int) -> bytes:
+    """The shard (one inner chunk) with its index entry replaced and the index checksum made to match: damage
+    the checksum cannot see."""
+    import google_crc32c
+
+    entry = offset.to_bytes(8, "little") + length.to_bytes(8, "little")
+    return data[:-20] + entry + google_crc32c.value(entry).to_bytes(4, "little")
 
 
 def damage_frame_header(data: bytes) -> bytes:
@@ -87,6 +92,8 @@ def damage_frame_header(data: bytes) -> bytes:
     (damage_frame_header, "frame declares 12345 bytes"),
     (lambda data: data[-12:], "shorter than its index"),
     (lambda data: data[-20:], "points past the end of the file"),  # the frames cut off, the index kept
+    (lambda data: index_entry(data, 10, 2**64 - 5), "points past the end of the file"),  # the sum wraps to 5
+    (lambda data: index_entry(data, 2**64 - 1, 10), "half absent"),
 ])
 def test_damaged_shards_are_store_errors_naming_the_file(tmp_path, damage, why):
     path, shard = store_with_shards(tmp_path)

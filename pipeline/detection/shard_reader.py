@@ -133,8 +133,11 @@ class ShardReader:
         if google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
             raise ShardDamage(shard, path, "the checksum of its chunk index does not match (truncated or altered)")
         index = np.frombuffer(raw[:-4], dtype="<u8").reshape(self.per_shard, 2)
-        present = index[:, 0] != ABSENT
-        if (index[present, 0] + index[present, 1] > size - length).any():
+        absent = index == ABSENT
+        if (absent[:, 0] != absent[:, 1]).any():
+            raise ShardDamage(shard, path, "its chunk index has an entry half absent")
+        frames, end = index[~absent[:, 0]], size - length
+        if (frames > end).any() or (frames[:, 0] + frames[:, 1] > end).any():  # the sum cannot wrap: both <= end
             raise ShardDamage(shard, path, "its chunk index points past the end of the file")
         return index
 

@@ -301,7 +301,8 @@ class FeatureStore:
             raise IndexError(f"{self.path}: row index out of range for {n} rows")
         rows = np.where(rows < 0, rows + n, rows)
         uniq, inverse = np.unique(rows, return_inverse=True)
-        if out is not None and not np.array_equal(uniq, rows):
+        in_order = np.array_equal(uniq, rows)
+        if out is not None and not in_order:
             raise ValueError("FeatureStore.read(out=...) takes sorted unique rows")
         result = {}
         for name, arr in self.arrays.items():
@@ -318,7 +319,7 @@ class FeatureStore:
                     target[...] = values
                 result[name] = target
                 continue
-            values = values if np.array_equal(uniq, rows) else values[inverse]
+            values = values if in_order else values[inverse]
             result[name] = values.astype(np.float32) if name == "features" and float32 else values
         return result
 
