@@ -5,7 +5,9 @@ Tasks. After the shared stages (`check_params`, `code_fingerprints`), the work i
 each run in a `dvc repro --single-item` process of their own: one per dataset for its data stages
 (download -> ... -> tokenize, in dvc.yaml's order, which is the pipeline's), then one per (dataset,
 method) for the method's train and evaluate stages, which starts once its dataset's data task is done.
-`lanes` tasks run at a time (default 2: one per core, every stage using one torch thread), the longest
+`lanes` tasks run at a time (default: one per CPU this process may use, every stage using one torch thread;
+each stage is told how many run at once, `XMR_CONCURRENT_STAGES`, and takes that share of the memory
+available for its feature cache, `pipeline.training.data.cache_limit_gb`), the longest
 first: a method's estimated cost is its seconds per epoch in its last training history
 (`reports/training/<ds>/<m>.json`, committed) times the epochs it may train now (its cap), so the slow
 methods start early and the two cores finish together instead of one long method running alone at the end. Then a last `dvc repro` runs what is left (the report).
@@ -19,12 +21,13 @@ folder beside the checkout (`coco_mini` from `../shared/coco-mini`) has stages e
 folder. There its tasks are left out, the report runs alone (`--single-item`: its upstream includes the
 skipped stages), and one line says which dataset was skipped and why. No stage of the skipped dataset runs.
 
-Run as `python -m pipeline.run_plan` (the Makefile's `repro`); `--dry-run` prints the tasks only,
-`--lanes N` sets how many run at a time (1: one after the other).
+Run as `python -m pipeline.run_plan` (the Makefile's `repro`, `make repro LANES=N`); `--dry-run` prints the
+tasks only, `--lanes N` sets how many run at a time (1: one after the other).
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -112,10 +115,18 @@ def plan(params: dict, stage_names: list[str], project: str | Path = ".") -> tup
     return tasks, notes
 
 
-def _run_task(task: Task, prefix: bool) -> int:
+def default_lanes() -> int:
+    """One lane per CPU this process may run on (its affinity where the platform says, else the CPU count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
+def _run_task(task: Task, prefix: bool, env: dict[str, str]) -> int:
     if not prefix:
-        return subprocess.run(task.cmd).returncode
-    proc = subprocess.Popen(task.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        return subprocess.run(task.cmd, env=env).returncode
+    proc = subprocess.Popen(task.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
     for line in proc.stdout:
         sys.stdout.write(f"[{task.name}] {line}")
         sys.stdout.flush()
@@ -125,7 +136,10 @@ def _run_task(task: Task, prefix: bool) -> int:
 def run_tasks(tasks: list[Task], lanes: int) -> int:
     """Run `tasks`, at most `lanes` at a time, each once all its `after` tasks succeeded; among the ready
     ones the costliest first (ties: plan order). After a failure no new task starts (those running finish);
-    returns the first non-zero exit code, else 0."""
+    returns the first non-zero exit code, else 0. Every task's stages see `XMR_CONCURRENT_STAGES` = `lanes`."""
+    from pipeline.training.data import CONCURRENT_STAGES
+
+    env = {**os.environ, CONCURRENT_STAGES: str(lanes)}
     pending = list(tasks)
     done: set[str] = set()
     codes: list[int] = []
@@ -133,7 +147,7 @@ def run_tasks(tasks: list[Task], lanes: int) -> int:
     changed = threading.Condition()
 
     def work(task: Task) -> None:
-        code = _run_task(task, prefix=task.name != REPORT_STAGE)
+        code = _run_task(task, prefix=task.name != REPORT_STAGE, env=env)
         with changed:
             codes.append(code)
             if code == 0:
@@ -158,7 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.params import load_params
 
     argv = sys.argv[1:] if argv is None else argv
-    lanes = int(argv[argv.index("--lanes") + 1]) if "--lanes" in argv else 2
+    lanes = default_lanes()
+    if "--lanes" in argv:
+        given = argv[argv.index("--lanes") + 1] if argv.index("--lanes") + 1 < len(argv) else ""
+        if not given.isdigit() or int(given) < 1:
+            print(f"make repro: --lanes (LANES) must be a whole number >= 1, got {given!r}", file=sys.stderr)
+            return 2
+        lanes = int(given)
     params = load_params("params.yaml")
     names = subprocess.run(["dvc", "stage", "list", "--name-only"], capture_output=True, text=True)
     if names.returncode != 0:
@@ -167,12 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     tasks, notes = plan(params, names.stdout.split())
     for note in notes:
         print(note, flush=True)
+    print(f"make repro: {len(tasks)} tasks, {lanes} at a time (--lanes; make repro LANES=N)", flush=True)
     if "--dry-run" in argv:
         for task in tasks:
             after = f" (after {', '.join(task.after)})" if task.after else ""
             print(f"[{task.name}] {' '.join(task.cmd)}{after}; estimated {task.cost:.0f} s")
         return 0
-    return run_tasks(tasks, max(1, lanes))
+    return run_tasks(tasks, lanes)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,26 @@ def test_null_takes_what_is_available_minus_a_margin(monkeypatch, available, lim
     assert f"{available:.1f} GiB available" in source
 
 
+def test_stages_running_at_once_share_what_is_available(monkeypatch):
+    """`make repro` runs its lanes' stages side by side, each reading the same MemAvailable at its start:
+    each takes its share, and the line says so."""
+    monkeypatch.setattr(data_module, "available_memory_gb", lambda: 16.0)
+    monkeypatch.setenv("XMR_CONCURRENT_STAGES", "3")
+    got, source = cache_limit_gb(None)
+    assert got == pytest.approx(12.0 / 3)
+    assert "1/3 share" in source and "XMR_CONCURRENT_STAGES" in source and "16.0 GiB available" in source
+    assert cache_limit_gb(5.0) == (5.0, "train.cache_features_gb")  # a set limit is the user's, per stage
+    monkeypatch.setenv("XMR_CONCURRENT_STAGES", "1")
+    assert cache_limit_gb(None) == (12.0, "the 16.0 GiB available minus a margin")
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", "1.5"])
+def test_a_bad_stage_count_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv("XMR_CONCURRENT_STAGES", value)
+    with pytest.raises(ValueError, match=f"XMR_CONCURRENT_STAGES must be a whole number >= 1.*{value!r}"):
+        cache_limit_gb(None)
+
+
 def test_available_memory_is_positive_here():
     assert data_module.available_memory_gb() > 0
 

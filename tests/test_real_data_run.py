@@ -19,7 +19,7 @@ from pipeline.detection.settings import train_settings
 from pipeline.metrics import top_retrievals, write_rankings
 from pipeline.params import DATASET_SCHEMAS, ParamError, load_params, validate
 from pipeline.reporting.report import build_report
-from pipeline.run_plan import DVC, LANE, Task, plan, run_tasks
+from pipeline.run_plan import DVC, LANE, REPORT_STAGE, Task, plan, run_tasks
 from pipeline.training.schema import method_train_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,6 +184,28 @@ def test_the_scheduler_keeps_order_lanes_and_priority_and_stops_after_a_failure(
     tasks = [task("data", code=3), task("after_data", ["data"]), task("other", [], 0)]
     assert run_tasks(tasks, lanes=1) == 3
     assert "after_data" not in log.read_text() and "start other" not in log.read_text()
+
+
+def test_each_task_is_told_how_many_run_at_once_and_lanes_default_to_the_cpus(tmp_path, monkeypatch):
+    """The stages of every task see XMR_CONCURRENT_STAGES = lanes (their share of memory for a feature cache);
+    without --lanes there is one lane per usable CPU; a bad --lanes is one line and exit code 2."""
+    import os
+    import sys
+
+    from pipeline import run_plan
+
+    seen = tmp_path / "seen"
+    script = f"import os; open({str(seen)!r}, 'a').write(os.environ['XMR_CONCURRENT_STAGES'] + '\\n')"
+    tasks = [Task("a", [sys.executable, "-c", script]), Task(REPORT_STAGE, [sys.executable, "-c", script], ("a",))]
+    assert run_tasks(tasks, lanes=3) == 0
+    assert seen.read_text().split() == ["3", "3"]
+    if hasattr(os, "sched_getaffinity"):
+        assert run_plan.default_lanes() == len(os.sched_getaffinity(0))
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert run_plan.default_lanes() == 1
+    for bad in (["--lanes", "0"], ["--lanes", "two"], ["--lanes"]):
+        assert run_plan.main(bad) == 2
 
 
 def test_the_tasks_cover_every_stage_of_dvc_yaml_once_in_the_graphs_order(tmp_path):

@@ -46,13 +46,33 @@ def available_memory_gb() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 
+# How many xmr stages run side by side on this machine (`make repro` sets it to its lanes): each takes that
+# share of the available memory for its cache, since they all start by reading the same `MemAvailable`.
+CONCURRENT_STAGES = "XMR_CONCURRENT_STAGES"
+
+
+def concurrent_stages() -> int:
+    """`XMR_CONCURRENT_STAGES` as a count >= 1 (1 when unset)."""
+    raw = os.environ.get(CONCURRENT_STAGES, "").strip()
+    if not raw:
+        return 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"environment variable {CONCURRENT_STAGES} must be a whole number >= 1 (how many xmr "
+                         f"stages run at once on this machine), got {raw!r}")
+    return int(raw)
+
+
 def cache_limit_gb(setting: float | None) -> tuple[float, str]:
     """`(GiB, where the number came from)`: `train.cache_features_gb`, or for null what the machine has
-    available minus a margin (a quarter of it, at least 2 GiB) for the model, the optimiser and the rest."""
+    available minus a margin (a quarter of it, at least 2 GiB) for the model, the optimiser and the rest,
+    divided among the stages that run at once (`XMR_CONCURRENT_STAGES`)."""
     if setting is not None:
         return float(setting), "train.cache_features_gb"
-    available = available_memory_gb()
-    return max(0.0, available - max(2.0, available / 4)), f"the {available:.1f} GiB available minus a margin"
+    available, stages = available_memory_gb(), concurrent_stages()
+    source = f"the {available:.1f} GiB available minus a margin"
+    if stages > 1:
+        source = f"a 1/{stages} share ({stages} stages at once, {CONCURRENT_STAGES}) of {source}"
+    return max(0.0, available - max(2.0, available / 4)) / stages, source
 
 
 class DataInputError(ValueError):
