@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine with Python 3.11 (3.12 and 3.13 work too):
-#   make repro   runs the main job (dvc repro of every dataset of `datasets`, shapes and coco_mini, one task
-#                per CPU at a time, LANES=N to choose; where ../shared/coco-mini is absent, all but
-#                coco_mini's, saying so: pipeline/run_plan.py)
+#   make repro   runs the main job (dvc repro of every dataset of `datasets`, shapes and coco_mini, two tasks
+#                at a time, LANES=N for more; where ../shared/coco-mini is absent, all but coco_mini's, saying
+#                so: pipeline/run_plan.py)
 #   make test    runs the test suite: the full suite on the oldest supported Python (3.11, in .venv), then,
 #                when the newest (3.13) is on PATH, an install into .venv-newest and the fast subset there
 # Both create (or reuse) the virtual environment in .venv first.

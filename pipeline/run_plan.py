@@ -5,7 +5,9 @@ Tasks. After the shared stages (`check_params`, `code_fingerprints`), the work i
 each run in a `dvc repro --single-item` process of their own: one per dataset for its data stages
 (download -> ... -> tokenize, in dvc.yaml's order, which is the pipeline's), then one per (dataset,
 method) for the method's train and evaluate stages, which starts once its dataset's data task is done.
-`lanes` tasks run at a time (default: one per CPU this process may use, every stage using one torch thread;
+`lanes` tasks run at a time (default 2, fewer on a 1-CPU machine; every stage uses one torch thread, so a
+machine with more cores can take more, `make repro LANES=N`, as long as the tasks' memory and, with a GPU,
+its memory hold them all;
 each stage is told how many run at once, `XMR_CONCURRENT_STAGES`, and takes that share of the memory
 available for its feature cache, `pipeline.training.data.cache_limit_gb`), the longest
 first: a method's estimated cost is its seconds per epoch in its last training history
@@ -41,6 +43,9 @@ DVC = ["dvc", "--wait-for-lock", "repro"]
 # target and locks its output for writing, which collides with the other task's read lock on that file
 # ("is busy, it is being blocked by").
 LANE = DVC + ["--single-item"]
+# Tasks at a time unless told (`--lanes`): the 2-core machine's cores. More is the user's choice, since
+# several trainings on one GPU share its memory.
+DEFAULT_LANES = 2
 # The estimated seconds of a method without a training history: after every method that has one.
 UNKNOWN_COST = 0.0
 
@@ -116,11 +121,13 @@ def plan(params: dict, stage_names: list[str], project: str | Path = ".") -> tup
 
 
 def default_lanes() -> int:
-    """One lane per CPU this process may run on (its affinity where the platform says, else the CPU count)."""
+    """`DEFAULT_LANES`, or fewer when this process may run on fewer CPUs (its affinity where the platform
+    says, else the CPU count)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # no sched_getaffinity (macOS, Windows)
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    return max(1, min(DEFAULT_LANES, cpus))
 
 
 def _run_task(task: Task, prefix: bool, env: dict[str, str]) -> int:

@@ -31,10 +31,12 @@ def test_stages_running_at_once_share_what_is_available(monkeypatch):
     """`make repro` runs its lanes' stages side by side, each reading the same MemAvailable at its start:
     each takes its share, and the line says so."""
     monkeypatch.setattr(data_module, "available_memory_gb", lambda: 16.0)
-    monkeypatch.setenv("XMR_CONCURRENT_STAGES", "3")
+    monkeypatch.setenv("XMR_CONCURRENT_STAGES", "2")
     got, source = cache_limit_gb(None)
-    assert got == pytest.approx(12.0 / 3)
-    assert "1/3 share" in source and "XMR_CONCURRENT_STAGES" in source and "16.0 GiB available" in source
+    assert got == pytest.approx(8.0 - 2.0)  # each share keeps its own margin for its stage's model and the rest
+    assert "1/2 share" in source and "XMR_CONCURRENT_STAGES" in source and "16.0 GiB available" in source
+    monkeypatch.setenv("XMR_CONCURRENT_STAGES", "8")
+    assert cache_limit_gb(None)[0] == 0.0  # 2 GiB a stage: nothing left to cache, every stage streams
     assert cache_limit_gb(5.0) == (5.0, "train.cache_features_gb")  # a set limit is the user's, per stage
     monkeypatch.setenv("XMR_CONCURRENT_STAGES", "1")
     assert cache_limit_gb(None) == (12.0, "the 16.0 GiB available minus a margin")

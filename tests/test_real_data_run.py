@@ -186,9 +186,9 @@ def test_the_scheduler_keeps_order_lanes_and_priority_and_stops_after_a_failure(
     assert "after_data" not in log.read_text() and "start other" not in log.read_text()
 
 
-def test_each_task_is_told_how_many_run_at_once_and_lanes_default_to_the_cpus(tmp_path, monkeypatch):
+def test_each_task_is_told_how_many_run_at_once_and_the_default_lanes(tmp_path, monkeypatch):
     """The stages of every task see XMR_CONCURRENT_STAGES = lanes (their share of memory for a feature cache);
-    without --lanes there is one lane per usable CPU; a bad --lanes is one line and exit code 2."""
+    without --lanes there are two lanes, one on a 1-CPU machine; a bad --lanes is one line and exit code 2."""
     import os
     import sys
 
@@ -199,9 +199,11 @@ def test_each_task_is_told_how_many_run_at_once_and_lanes_default_to_the_cpus(tm
     tasks = [Task("a", [sys.executable, "-c", script]), Task(REPORT_STAGE, [sys.executable, "-c", script], ("a",))]
     assert run_tasks(tasks, lanes=3) == 0
     assert seen.read_text().split() == ["3", "3"]
-    if hasattr(os, "sched_getaffinity"):
-        assert run_plan.default_lanes() == len(os.sched_getaffinity(0))
-    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert run_plan.default_lanes() == run_plan.DEFAULT_LANES == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert run_plan.default_lanes() == 1
+    monkeypatch.delattr(os, "sched_getaffinity")
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert run_plan.default_lanes() == 1
     for bad in (["--lanes", "0"], ["--lanes", "two"], ["--lanes"]):

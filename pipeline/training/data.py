@@ -64,15 +64,16 @@ def concurrent_stages() -> int:
 
 def cache_limit_gb(setting: float | None) -> tuple[float, str]:
     """`(GiB, where the number came from)`: `train.cache_features_gb`, or for null what the machine has
-    available minus a margin (a quarter of it, at least 2 GiB) for the model, the optimiser and the rest,
-    divided among the stages that run at once (`XMR_CONCURRENT_STAGES`)."""
+    available, divided among the stages that run at once (`XMR_CONCURRENT_STAGES`), minus a margin of each
+    share (a quarter of it, at least 2 GiB) for that stage's model, optimiser and the rest."""
     if setting is not None:
         return float(setting), "train.cache_features_gb"
     available, stages = available_memory_gb(), concurrent_stages()
+    share = available / stages
     source = f"the {available:.1f} GiB available minus a margin"
     if stages > 1:
         source = f"a 1/{stages} share ({stages} stages at once, {CONCURRENT_STAGES}) of {source}"
-    return max(0.0, available - max(2.0, available / 4)) / stages, source
+    return max(0.0, share - max(2.0, share / 4)), source
 
 
 class DataInputError(ValueError):
