@@ -7,15 +7,19 @@ every file of the import closure of its command and of its code and declaration 
 that method's fingerprints only, so `dvc repro` reruns that method. The closure is not listed in the
 stages' `deps` themselves: DVC reads and rewrites the whole dvc.lock around every stage it runs, and 40
 stages x 40 files made dvc.lock 24,000 lines and DVC's bookkeeping about 15 s per stage
-(reports/benchmarks.md "DVC bookkeeping per stage"). The `params` are what the stage reads (`lambda` only
-for the methods that read it, its own `methods.<m>` section): `dvc exp run -S lambda=...` reruns the
-methods that read `lambda`. DVC's templating cannot interpolate a list (`deps: ${...}`), so the stages are
+(reports/benchmarks.md "DVC bookkeeping per stage"). The params a stage reads (`lambda` only for the
+methods that read it, its own `methods.<m>` section: `stage_params`) are in the same file, as their values,
+and not in the stage's `params`: listed there, DVC copied them into every stage's entry of dvc.lock, half of
+its lines. `code_fingerprints` tracks the whole params.yaml, so any edit rewrites the files and DVC reruns
+the stages whose file changed: `dvc exp run -S lambda=...` reruns the methods that read `lambda`. DVC's
+templating cannot interpolate a list (`deps: ${...}`), so the stages are
 written out here and `xmr check-params` refuses a dvc.yaml that differs from what this module writes
 (`xmr dvc-yaml` rewrites it). Torch-free.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import yaml
@@ -56,22 +60,52 @@ def fingerprint_path(command: str, method: str) -> str:
     return f"{CODE_DIR}/{command}_{method}.txt"
 
 
-def fingerprint_text(method: str, command: str, root: Path) -> str:
+def stage_params(method: str, command: str) -> list[str]:
+    """The params.yaml keys `xmr <command> <ds> <method>` reads: what its fingerprint file records the values
+    of. Per dataset settings (`per_dataset`) reach the train stage through data/<ds>/settings.json."""
+    from pipeline.training.registry import uses_lambda
+
+    if command == "evaluate":
+        return ["metrics", "train.device", "train.amp", "train.threads", "train.eval_batch_size",
+                "train.portable_kernels"]
+    return (["lambda"] if uses_lambda(method) else []) + ["train", "seed", "metrics", f"methods.{method}"]
+
+
+def param_value(raw: dict, key: str):
+    """The value at dotted `key` of the raw params file; None where it has no such key."""
+    value = raw
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def fingerprint_text(method: str, command: str, root: Path, raw: dict) -> str:
     """One line `<md5>  <path>` per file of the code's closure (the format `md5sum -c` reads), after a
-    comment naming the command: it changes exactly when one of those files does."""
+    comment naming the command, then one comment line per param it reads with its value in `raw` (the
+    params file as written): it changes exactly when one of those files or values does."""
     lines = [f"# the files `xmr {command} <dataset> {method}` runs (pipeline/dvc_stages.py)"]
     for path in code_files(method, command, root):
         lines.append(f"{hashlib.md5((root / path).read_bytes()).hexdigest()}  {path}")
+    lines.append("# the params.yaml values it reads")
+    for key in stage_params(method, command):
+        lines.append(f"# param {key}: {json.dumps(param_value(raw, key), sort_keys=True)}")
     return "\n".join(lines) + "\n"
 
 
 def write_fingerprints(root: Path) -> list[Path]:
-    """Every declared method's fingerprint files under `root`/data/code (each written atomically); the
-    folder holds those files only. Returns them."""
+    """Every declared method's fingerprint files under `root`/data/code (each written atomically), from the
+    code under `root` and its params.yaml; the folder holds those files only. Returns them."""
     from pipeline.io import atomic_output
     from pipeline.training.registry import METHODS
 
-    wanted = {root / fingerprint_path(c, m): fingerprint_text(m, c, root) for m in METHODS for c in COMMANDS}
+    params_file = root / "params.yaml"
+    if not params_file.is_file():
+        raise FileNotFoundError(f"{params_file}: not found; the code fingerprints record the params each stage "
+                                f"reads (run in the project folder or pass --root)")
+    raw = yaml.safe_load(params_file.read_text()) or {}
+    wanted = {root / fingerprint_path(c, m): fingerprint_text(m, c, root, raw) for m in METHODS for c in COMMANDS}
     folder = root / CODE_DIR
     for stale in (folder.glob("*.txt") if folder.is_dir() else []):
         if stale not in wanted:
@@ -93,27 +127,19 @@ def check_params_deps(root: Path) -> list[str]:
     return [*as_deps(closure_paths(["stages.check_params", *_modules()], root), root)]
 
 
-def method_stages(method: str, raw: dict) -> dict:
+def method_stages(method: str) -> dict:
     """`train_<method>` and `evaluate_<method>`, one stage per dataset (`foreach: ${datasets}`)."""
-    from pipeline.training.registry import uses_lambda
-
     data = [f"data/${{item}}/{name}" for name in ("table.parquet", "features.zarr", "text/tokens.parquet")]
-    params = (["lambda"] if uses_lambda(method) else []) + ["train", "seed", "metrics"]
-    if method in (raw.get("methods") or {}):  # DVC tracks only keys the file holds; a new one: rerun this
-        params.append(f"methods.{method}")
     train = {
         "cmd": f"xmr train ${{item}} {method} --no-progress",
         "deps": [CHECKED, *data, "data/${item}/text/embeddings.npy", "data/${item}/settings.json",
                  fingerprint_path("train", method)],
-        "params": params,
         "outs": [{f"models/${{item}}/{method}": {"persist": True}}],
         "plots": [{f"reports/training/${{item}}/{method}.json": {"cache": False, "x": "epoch", "y": "loss"}}],
     }
     evaluate = {
         "cmd": f"xmr evaluate ${{item}} {method} --no-progress",
         "deps": [CHECKED, f"models/${{item}}/{method}", *data, fingerprint_path("evaluate", method)],
-        "params": ["metrics", "train.device", "train.amp", "train.threads", "train.eval_batch_size",
-                   "train.portable_kernels"],
         "metrics": [{f"reports/metrics/${{item}}/{method}.json": {"cache": False}}],
         "outs": [f"reports/rankings/${{item}}/{method}.npz", f"reports/per_query/${{item}}/{method}.npz"],
     }
@@ -148,11 +174,13 @@ def generated_text(params: dict, raw: dict, root: Path) -> str:
         # here, before DVC removes any stage's outputs. Every stage depends on the marker (constant text).
         "cmd": "xmr check-params", "deps": check_params_deps(root), "params": [{"params.yaml": None}],
         "outs": [CHECKED]},
-        # Every method's code fingerprints (stages/code_fingerprints.py), rewritten after any edit under
-        # pipeline/ or stages/; a train/evaluate stage reruns only when its own file changes.
-        "code_fingerprints": {"cmd": "xmr code-fingerprints", "deps": ["pipeline", "stages"], "outs": [CODE_DIR]}}
+        # Every method's code and params fingerprints (stages/code_fingerprints.py), rewritten after any edit
+        # under pipeline/ or stages/ or of params.yaml; a train/evaluate stage reruns only when its own file
+        # changes.
+        "code_fingerprints": {"cmd": "xmr code-fingerprints", "deps": ["pipeline", "stages"],
+                              "params": [{"params.yaml": None}], "outs": [CODE_DIR]}}
     for method in methods:
-        stages.update(method_stages(method, raw))
+        stages.update(method_stages(method))
     stages.update(report_stage(methods, raw))
     text = yaml.safe_dump(stages, sort_keys=False, width=120, default_flow_style=False)
     return "".join(f"  {line}\n" if line else "\n" for line in text.splitlines())

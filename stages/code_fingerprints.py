@@ -11,9 +11,10 @@ from stages.common import stage_errors
 @stage_errors
 def main(root: Path = typer.Option(Path("."), "--root", help="The project folder (holding pipeline/ and stages/).")) -> None:
     """Write data/code/<command>_<method>.txt for every declared method and both commands (train,
-    evaluate): one `<md5>  <path>` line per project file the command runs for that method. Each
-    train/evaluate stage of dvc.yaml depends on its file instead of on the files themselves, so editing
-    one method's module reruns that method only (pipeline/dvc_stages.py says why)."""
+    evaluate): one `<md5>  <path>` line per project file the command runs for that method, and the values
+    of the params.yaml keys it reads. Each train/evaluate stage of dvc.yaml depends on its file instead of
+    on the files and params themselves, so editing one method's module or settings reruns that method only
+    (pipeline/dvc_stages.py says why)."""
     from pipeline.dvc_stages import CODE_DIR, write_fingerprints
 
     written = write_fingerprints(root)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from pipeline.dvc_stages import COMMANDS, code_files, fingerprint_path, write, write_fingerprints
+from pipeline.dvc_stages import COMMANDS, code_files, fingerprint_path, stage_params, write, write_fingerprints
 from pipeline.methods import declaration_module
 from pipeline.training.registry import METHODS, USES_LAMBDA
 from tiny_project import BIN, run
@@ -61,6 +61,7 @@ def test_a_fingerprint_changes_exactly_when_a_file_of_its_closure_does(tmp_path)
     other, an edit to a file every method runs changes them all, and rewriting without an edit changes none."""
     for name in ("pipeline", "stages"):
         shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     read = lambda: {p.name: p.read_text() for p in sorted((tmp_path / "data" / "code").glob("*.txt"))}  # noqa: E731
     write_fingerprints(tmp_path)
     before = read()
@@ -80,8 +81,50 @@ def test_a_fingerprint_changes_exactly_when_a_file_of_its_closure_does(tmp_path)
     assert all(text != before[name] for name, text in read().items())
 
 
+def _edit_params(path: Path, edit) -> None:
+    raw = yaml.safe_load(path.read_text())
+    edit(raw)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def test_a_fingerprint_records_the_params_its_stage_reads(tmp_path):
+    """The params each stage reads are in its fingerprint file, as values: editing `lambda` changes the train
+    files of the methods that read it, a method's own section its train file only, `metrics` every file,
+    a key no stage reads none. No train or evaluate stage lists params itself (DVC would copy them into
+    every stage's entry of dvc.lock)."""
+    for name in ("pipeline", "stages"):
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    read = lambda: {p.stem: p.read_text() for p in sorted((tmp_path / "data" / "code").glob("*.txt"))}  # noqa: E731
+    write_fingerprints(tmp_path)
+    before = read()
+    assert "# param lambda: 0.1" in before["train_ss"].splitlines() and "lambda" not in before["train_cca"]
+
+    def changed_by(edit) -> set[str]:
+        _edit_params(params, edit)
+        write_fingerprints(tmp_path)
+        now = read()
+        shutil.copy(REPO / "params.yaml", params)
+        write_fingerprints(tmp_path)
+        return {name for name, text in now.items() if text != before[name]}
+
+    assert changed_by(lambda raw: raw.update({"lambda": 0.5})) == {f"train_{m}" for m in USES_LAMBDA}
+    assert changed_by(lambda raw: raw["methods"]["ss"].update({"d_model": 32})) == {"train_ss"}
+    assert changed_by(lambda raw: raw["metrics"].update({"ndcg_k": 100})) == set(before)
+    assert changed_by(lambda raw: raw["train"].update({"eval_batch_size": 128})) == set(before)
+    assert changed_by(lambda raw: raw["report"].update({"bootstrap_seed": 3})) == set()
+    for name in (f"{c}_{m}" for m in METHODS for c in COMMANDS):
+        assert "params" not in STAGES[name]["do"], f"{name} lists params: run `xmr dvc-yaml`"
+    assert STAGES["code_fingerprints"]["params"] == [{"params.yaml": None}]  # any edit rewrites the files
+    (tmp_path / "params.yaml").unlink()
+    with pytest.raises(FileNotFoundError, match="params.yaml: not found"):
+        write_fingerprints(tmp_path)
+
+
 def test_only_the_methods_that_read_lambda_track_it():
-    tracking = {s for s, body in STAGES.items() if "lambda" in body.get("do", body).get("params", [])}
+    tracking = {f"{c}_{m}" for m in METHODS for c in COMMANDS if "lambda" in stage_params(m, c)}
+    tracking |= {s for s, body in STAGES.items() if "lambda" in body.get("do", body).get("params", [])}
     assert tracking == {f"train_{m}" for m in USES_LAMBDA} | {"report"}, tracking
 
 
@@ -118,7 +161,8 @@ def committed(tmp_path_factory):
     run(["git", "init", "-q"], project)
     run([BIN / "dvc", "init", "-q"], project)
     _fake_workspace(project)
-    run([BIN / "xmr", "code-fingerprints"], project)
+    for shared in ("check-params", "code-fingerprints"):  # the real outputs of the two shared stages
+        run([BIN / "xmr", shared], project)
     run([BIN / "dvc", "commit", "-f", "-q"], project)
     assert json.loads(run([BIN / "dvc", "status", "--json"], project).stdout) == {}
     return project
@@ -142,3 +186,23 @@ def test_editing_one_methods_module_reruns_only_that_method(committed):
         path.write_text(original)
     methods = ("scan_i2t", "scan_t2i", "scan_consistency")
     assert changed == {f"{c}_{m}@{d}" for m in methods for c in ("train", "evaluate") for d in DATASETS}, changed
+
+
+def test_editing_lambda_reruns_only_the_methods_that_read_it(committed):
+    """What `dvc exp run -S lambda=...` does, checked with DVC: the new value reaches the fingerprint files
+    through the `code_fingerprints` stage (it tracks the whole params.yaml), and then the train stages of
+    the methods that read `lambda` rerun, and the report (it tracks `lambda` itself); nothing else."""
+    run([BIN / "dvc", "repro", "--single-item", "code_fingerprints"], committed)  # after the test above
+    run([BIN / "dvc", "commit", "-f", "-q"], committed)
+    assert _status(committed) == set()
+    path = committed / "params.yaml"
+    original = path.read_text()
+    assert "\nlambda: 0.1\n" in original
+    try:
+        path.write_text(original.replace("\nlambda: 0.1\n", "\nlambda: 0.5\n", 1))
+        assert _status(committed) == {"check_params", "code_fingerprints", "report"}
+        run([BIN / "dvc", "repro", "--single-item", "check_params", "code_fingerprints"], committed)
+        changed = _status(committed)
+    finally:
+        path.write_text(original)
+    assert changed == {f"train_{m}@{d}" for m in USES_LAMBDA for d in DATASETS} | {"report"}, changed
