@@ -1,11 +1,12 @@
-"""`make gpu-check`: run every GPU code path's test and the four GPU benchmarks, in one command.
+"""`make gpu-check`: run every GPU code path's test and the five GPU benchmarks, in one command.
 
 On a CUDA machine (one GPU, at most ~5 minutes):
   1. `pytest -m gpu tests/test_gpu.py` (extraction, each method family's training step and scoring,
      metrics, DDP over NCCL, resume after a kill: see that file);
   2. the benchmarks of `bench/gpu_benches.py` at full size with random weights: BUTD R101-C4
      extraction at 600x1000 (fp32 and bf16, peak memory), Semantic Sharing training on MIRFlickr-shaped
-     items (samples/s, projected 45-epoch time), SCAN scoring 1,000 x 5,000, NDCG@500 at 2,000 x 190,000;
+     items (samples/s, projected 45-epoch time), SCAN scoring 1,000 x 5,000, NDCG@500 at 2,000 x 190,000,
+     and `scan_t2i`'s whole evaluation at COCO 5K (encode, 125M pairs, coco5k/coco1k metrics);
   3. one JSON file (`--out`) and a Markdown section appended to `--record` (reports/benchmarks.md)
      with the GPU name, driver, torch version and date. Each bench states its ratio to the physical
      limit it is bound by (peaks of `bench/gpu_peaks.py`, arithmetic written out) and to the CPU rate of
@@ -15,7 +16,7 @@ On a CUDA machine (one GPU, at most ~5 minutes):
 instead of skipping: XMR_GPU_DRY_RUN=1); the normal test suite runs it so that the check cannot rot.
 
     PYTHONPATH=. python bench/gpu_check.py [--dry-run] [--out reports/gpu_check.json] [--record reports/benchmarks.md]
-                                           [--benches butd_extraction,ss_training,scan_scoring,ndcg] [--no-tests]
+                                           [--benches butd_extraction,ss_training,scan_scoring,ndcg,scan_eval_coco5k] [--no-tests]
 """
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ FULL = {
     "scan_scoring": {"images": 1000, "captions": 5000, "regions": 36, "max_words": 16, "dim": 1024,
                      "large_memory_mb": 8192, "cpu_items": [20, 200]},
     "ndcg": {"queries": 2000, "gallery": 190_000, "labels": 21, "dim": 21, "k": 500, "cpu_items": 50},
+    "scan_eval_coco5k": {"images": 5000, "captions": 25000, "regions": 36, "feature_dim": 2048, "max_words": 16,
+                         "dim": 1024, "vocab": 10000, "batch": 128, "memory_mb": [512.0, 8192.0],
+                         "max_seconds": 240.0, "cpu_items": [4, 500]},
 }
 TINY = {
     "butd_extraction": {"height": 64, "width": 96, "batch": 2, "batches": 1, "proposals": 8, "pre_nms": 100,
@@ -52,6 +56,9 @@ TINY = {
     "scan_scoring": {"images": 8, "captions": 40, "regions": 8, "max_words": 10, "dim": 16, "large_memory_mb": 64,
                      "cpu_items": [4, 20]},
     "ndcg": {"queries": 20, "gallery": 500, "labels": 21, "dim": 21, "k": 50, "cpu_items": 5},
+    "scan_eval_coco5k": {"images": 100, "captions": 500, "regions": 4, "feature_dim": 16, "max_words": 10,
+                         "dim": 16, "vocab": 50, "batch": 32, "memory_mb": [1.0, 64.0], "max_seconds": 240.0,
+                         "cpu_items": [2, 20]},
 }
 NOT_ON_DEVICE = ("gensim", "nltk", "dvc", "pooch", "moto")
 # Full shapes with fewer items, for stored CPU references on a machine without a GPU (--cpu-full-shapes)
@@ -60,12 +67,14 @@ CPU_FULL_SHAPES = {
     "ss_training": {**FULL["ss_training"], "items": 400, "steps": 1},
     "scan_scoring": {**FULL["scan_scoring"], "images": 50, "captions": 500, "large_memory_mb": 2048},
     "ndcg": {**FULL["ndcg"], "queries": 100, "cpu_items": 20},
+    "scan_eval_coco5k": {**FULL["scan_eval_coco5k"], "images": 20, "captions": 100, "memory_mb": [512.0]},
 }
 # Targets of issue 17 (benchmarks, not tests): (value key, comparison, threshold, text)
 TARGETS = {
     "butd_extraction": ("fp32 images/s", ">=", 150.0, "fp32 >= 150 images/s (123k COCO images in < 15 min)"),
     "ss_training": ("projected_45_epochs_s", "<", 180.0, "45 MIRFlickr epochs < 3 min"),
     "scan_scoring": ("coco5k_s", "<", 300.0, "COCO-5K scoring (5,000 x 25,000) < 5 min"),
+    "scan_eval_coco5k": ("coco5k_eval_s", "<", 300.0, "COCO-5K scan_t2i evaluation (encode, score, metrics) < 5 min"),
 }
 
 
@@ -224,6 +233,11 @@ def markdown(report: dict, command: str) -> str:
             budgets = ", ".join(f"{k}: {_fmt(v['items_per_s'])} pairs/s" for k, v in r["budgets"].items())
             details.append(f"- {name}: budgets {budgets}; "
                            f"COCO-5K (125M pairs) at the best: {r['coco5k_s']:,.1f} s.")
+        if "coco5k_eval_s" in r:
+            budgets = ", ".join(f"{k}: {v:,.1f} s" for k, v in r["projected_scoring_s"].items())
+            details.append(f"- {name} ({r['measured']}): encode {r['encode_s']:.1f} s + score {r['score_s']:.1f} s + "
+                           f"metrics {r['metrics_s']:.1f} s = {r['coco5k_eval_s']:.1f} s; scoring projected from one "
+                           f"block per budget: {budgets}{'; ' + r['skipped'] if 'skipped' in r else ''}.")
         if "seconds" in r:
             details.append(f"- {name}: {r['queries']:,} queries against {r['gallery']:,} items in {r['seconds']:.2f} s.")
         if r.get("profile") and (not target or not target["met"] or report["dry_run"]):

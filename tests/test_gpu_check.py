@@ -1,5 +1,5 @@
 """`make gpu-check` without a GPU: the peak-ratio arithmetic, and a dry run of the whole check (the gpu
-tests on the CPU, the four benchmarks at tiny sizes, the JSON and the Markdown section), so that the
+tests on the CPU, the five benchmarks at tiny sizes, the JSON and the Markdown section), so that the
 one command a GPU session runs cannot rot."""
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_the_dry_run_passes_every_gpu_test_on_the_cpu(dry_run):
 def test_the_dry_run_measures_every_bench_with_both_ratios(dry_run):
     proc, out, record = dry_run
     report = json.loads((out / "gpu_check.json").read_text())
-    assert set(report["benches"]) == {"butd_extraction", "ss_training", "scan_scoring", "ndcg"}
+    assert set(report["benches"]) == {"butd_extraction", "ss_training", "scan_scoring", "ndcg", "scan_eval_coco5k"}
     for name, bench in report["benches"].items():
         assert "error" not in bench, bench.get("traceback")
         for mode in (bench.get("modes") or {"": bench}).values():
@@ -78,12 +78,15 @@ def test_the_dry_run_measures_every_bench_with_both_ratios(dry_run):
     assert set(report["benches"]["butd_extraction"]["modes"]) == {"fp32", "bf16"}
     assert report["benches"]["ss_training"]["projected_45_epochs_s"] > 0
     assert report["benches"]["scan_scoring"]["target"]["text"].startswith("COCO-5K")
+    coco5k = report["benches"]["scan_eval_coco5k"]  # the whole evaluation path ran (tiny), not a projection
+    assert coco5k["measured"] == "the whole run" and coco5k["score_s"] > 0 and coco5k["metrics_s"] > 0
+    assert coco5k["coco5k_eval_s"] == pytest.approx(coco5k["encode_s"] + coco5k["score_s"] + coco5k["metrics_s"])
 
     text = record.read_text()
     assert text.startswith("# earlier sections\n")  # appended, not rewritten
     section = text.split("\n## GPU check (`make gpu-check`): CPU dry run", 1)[1]
     assert "Peak numbers (H200 SXM, assumed for the dry run)" in section
     for row in ("| butd_extraction fp32 |", "| butd_extraction bf16 |", "| ss_training |", "| scan_scoring |",
-                "| ndcg |"):
+                "| ndcg |", "| scan_eval_coco5k |"):
         assert row in section
     assert "GFLOP/item x" in section and "TB/s HBM" in section and "GPU tests (" in section
