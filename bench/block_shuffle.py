@@ -1,7 +1,7 @@
 """Does block shuffling cost accuracy? Validation curves of one training run per epoch order (issue 24 item 2).
 
     python bench/block_shuffle.py --dataset shapes --data-dir /path/to/data [--methods ss] [--windows 16 64]
-                                  [--seeds 0 1 2]
+                                  [--seeds 0 1 2] [--params params.yaml]
                                   [--out /tmp/xmr-block-shuffle] [--record reports/benchmarks.md]
 
 A streamed epoch visits the captions block-shuffled (`pipeline.training.order`: the store's inner chunks in
@@ -48,7 +48,7 @@ DEFAULT_BLOCK_ROWS = 8  # the store's inner chunk at COCO size, when the built s
 def train_in_order(method: str, window: int | None, block_rows: int, seed: int, data: RetrievalData,
                    args) -> list[dict]:
     """The history of `method` trained with seed `seed` and epochs in one order (`window` None: uniform)."""
-    params = load_params(ROOT / "params.yaml")
+    params = load_params(Path(args.params))
     params["train"].update(threads=1, device="cpu")
     params["seed"] = seed
     rows = None if window is None else block_rows
@@ -76,6 +76,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="training seeds: each order runs with each, and the differences are paired by seed")
     parser.add_argument("--record", default=None)
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"),
+                        help="the params file whose settings for --dataset train each run (a dataset outside the "
+                             "main job, e.g. bench/scale.py's synthetic one, needs its own entry)")
     args = parser.parse_args()
     data = RetrievalData.open(args.data_dir, args.dataset, cache_splits=("train", "val"), progress=False,
                               log=lambda m: None)
@@ -105,7 +108,8 @@ def main() -> None:
     emit("\n".join([
         f"### Block shuffling and accuracy on `{args.dataset}` (`bench/block_shuffle.py`)", "",
         f"2-core CPU sandbox ({platform.machine()}), {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} "
-        f"UTC, load average at the end {load}; params.yaml's settings for `{args.dataset}`, one torch thread, "
+        f"UTC, load average at the end {load}; {Path(args.params).name}'s settings for `{args.dataset}`, one "
+        f"torch thread, "
         f"blocks of {block_rows} rows (the store's inner chunk). Curve: the validation metric per epoch, "
         f"until the run stopped (cap or patience).", "",
         "| method | seed | epoch order | metric | validation curve | best | vs uniform, same seed |",
