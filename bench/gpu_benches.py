@@ -351,10 +351,9 @@ def _coco5k_batches(size: dict, start: int, stop: int, images: bool, gen_seed: i
     n = stop - start
     rows = torch.arange(start, stop)
     if images:
-        feats = torch.randn(n, size["regions"], size["feature_dim"], generator=g).half()
-        return ImageBatch(rows, feats, torch.zeros(n, size["regions"], 5), torch.zeros(n, size["regions"],
-                                                                                          dtype=torch.long),
-                          torch.zeros(n, 0))
+        r = size["regions"]
+        feats = torch.randn(n, r, size["feature_dim"], generator=g).half()
+        return ImageBatch(rows, feats, torch.zeros(n, r, 5), torch.zeros(n, r, dtype=torch.long), torch.zeros(n, 0))
     lengths = torch.randint(7, size["max_words"] + 1, (n,), generator=g)
     ids = torch.randint(4, size["vocab"], (n, int(lengths.max())), generator=g)
     ids = ids * (torch.arange(ids.shape[1]) < lengths.unsqueeze(1))  # PAD_ID 0 after the end
@@ -376,7 +375,7 @@ def _coco5k_method(size: dict, device: torch.device, memory_mb: float):
 
 def scan_eval_coco5k(device: torch.device, size: dict) -> dict:
     """`xmr evaluate`'s path for `scan_t2i` at COCO 5K (5,000 images x 25,000 captions, d 1024, official
-    COCO recipe, random weights): encode both sides in `eval_batch_size` batches, score every pair with
+    COCO recipe, random weights): encode both sides in batches of `batch`, score every pair with
     `score_source` (64 image rows a block, as a resumable evaluation does), then the coco5k and coco1k
     metrics of the 500 MB score matrix on the device. One block is timed first at each memory budget
     (`attention_memory_mb`); the whole run uses the faster one and is skipped, with the projection

@@ -16,7 +16,8 @@ On a CUDA machine (one GPU, at most ~5 minutes):
 instead of skipping: XMR_GPU_DRY_RUN=1); the normal test suite runs it so that the check cannot rot.
 
     PYTHONPATH=. python bench/gpu_check.py [--dry-run] [--out reports/gpu_check.json] [--record reports/benchmarks.md]
-                                           [--benches butd_extraction,ss_training,scan_scoring,ndcg,scan_eval_coco5k] [--no-tests]
+                                           [--benches butd_extraction,ss_training,scan_scoring,ndcg,scan_eval_coco5k]
+                                           [--no-tests]
 """
 from __future__ import annotations
 
