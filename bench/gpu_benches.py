@@ -247,11 +247,21 @@ def _scan_inputs(n_img: int, n_txt: int, size: dict, device: torch.device):
     return regions.to(device), words.to(device), lengths.to(device)
 
 
+def _scan_bytes(regions: int, mean_words: float) -> tuple[float, str]:
+    """Bytes a SCAN pair moves (the working tensors of regions x words, float32, each written and read
+    once) and the sentence that says so."""
+    from pipeline.models.scan import _WORKING_TENSORS
+
+    return (2 * _WORKING_TENSORS * 4 * regions * mean_words,
+            f"{_WORKING_TENSORS} float32 working tensors of regions x mean words ({regions} x {mean_words:.1f}) "
+            f"per pair, each written and read once")
+
+
 def scan_scoring(device: torch.device, size: dict) -> dict:
     """Pairs/s of SCAN's all-pairs similarity (`chunked_cross_attention`, scan_consistency: F^V + F^S,
     the evaluation path) for images x captions, at the schema's `attention_memory_mb` and a larger
     budget; projected to COCO-5K (5,000 x 25,000 pairs)."""
-    from pipeline.models.scan import _WORKING_TENSORS, chunked_cross_attention
+    from pipeline.models.scan import chunked_cross_attention
     from pipeline.training.schema import METHOD_SCHEMAS
 
     default_mb = METHOD_SCHEMAS["scan_consistency"]["attention_memory_mb"]
@@ -273,9 +283,7 @@ def scan_scoring(device: torch.device, size: dict) -> dict:
     small = _scan_inputs(8, 64, size, device)
     flops = count_flops(lambda: score(*small, default_mb))
     flops = flops / (8 * 64) if flops else None
-    mean_words = float(lengths.float().mean())
-    # working tensors [images, texts, regions, words] float32: each written once and read once
-    bytes_per_pair = 2 * _WORKING_TENSORS * 4 * size["regions"] * mean_words
+    bytes_per_pair, bytes_note = _scan_bytes(size["regions"], float(lengths.float().mean()))
     rate = budgets[best]["items_per_s"]
     part = max(1, size["images"] // 10)  # a tenth of the images against every caption
     best_mb = default_mb if best == f"{default_mb:g} MB" else size["large_memory_mb"]
@@ -288,8 +296,7 @@ def scan_scoring(device: torch.device, size: dict) -> dict:
                     f"{size['regions']} regions, 7-{size['max_words']} words, d {size['dim']}",
             "unit": "pairs/s", "items_per_s": rate, "best_budget": best, "budgets": budgets,
             "flops_per_item": flops, "bytes_per_item": bytes_per_pair, "precision": "fp32",
-            "bytes_note": f"{_WORKING_TENSORS} float32 working tensors of regions x mean words "
-                          f"({size['regions']} x {mean_words:.1f}) per pair, each written and read once",
+            "bytes_note": bytes_note,
             "coco5k_s": 5000 * 25000 / rate, "peak_mib": budgets[best]["peak_mib"], "profile": profile,
             "cpu_items_per_s": cpu_rate,
             "cpu_note": f"{c_img} x {c_txt} pairs at {default_mb:g} MB, one call after one warm-up, "
@@ -381,7 +388,6 @@ def scan_eval_coco5k(device: torch.device, size: dict) -> dict:
     (`attention_memory_mb`); the whole run uses the faster one and is skipped, with the projection
     kept, when one block projects past `max_seconds`."""
     from pipeline.metrics.evaluate import evaluate_similarity
-    from pipeline.models.scan import _WORKING_TENSORS
     from pipeline.training.scoring import DENSE_IMAGE_CHUNK, _concat, score_source
 
     n_img, n_txt, bs = size["images"], size["captions"], size["batch"]
@@ -434,20 +440,16 @@ def scan_eval_coco5k(device: torch.device, size: dict) -> dict:
         t0 = time.perf_counter()
         caption_image = np.arange(n_txt) // (n_txt // n_img)
         protocols = ["coco5k", "coco1k"] if n_img == 5000 else ["all"]  # the COCO folds need 5,000 images
-        values = evaluate_similarity(matrix.numpy(), caption_image=caption_image, protocol=protocols, device=device)
+        evaluate_similarity(matrix.numpy(), caption_image=caption_image, protocol=protocols, device=device)
         sync(device)
-        out.update(metrics_s=time.perf_counter() - t0, measured="the whole run",
-                   rsum=float(values.get("coco5k_rsum", values.get("rsum", float("nan")))))
+        out.update(metrics_s=time.perf_counter() - t0, measured="the whole run")
     out["coco5k_eval_s"] = out["encode_s"] + out["score_s"] + out["metrics_s"]
     out["items_per_s"] = n_img * n_txt / out["score_s"]
     out["peak_mib"] = peak_mib(device)
     with torch.no_grad():
         flops = count_flops(lambda: method.similarity(image_rep[:4], tuple(t[:16] for t in text_rep)))
     out["flops_per_item"] = flops / 64 if flops else None
-    mean_words = (7 + size["max_words"]) / 2
-    out["bytes_per_item"] = 2 * _WORKING_TENSORS * 4 * size["regions"] * mean_words
-    out["bytes_note"] = (f"{_WORKING_TENSORS} float32 working tensors of regions x mean words "
-                         f"({size['regions']} x {mean_words:.1f}) per pair, each written and read once")
+    out["bytes_per_item"], out["bytes_note"] = _scan_bytes(size["regions"], (7 + size["max_words"]) / 2)
     cpu = torch.device("cpu")
     c_img, c_txt = size["cpu_items"]
     cpu_method = method.to(cpu)

@@ -17,7 +17,7 @@ from tiny_project import commit, create_project, dvc, edit_params, ran, run, tin
 
 DATASETS = ["shapes", "shapes_2"]
 SHARED = [f"{stage}@{ds}" for ds in DATASETS for stage in ("extract", "tokenize")]  # what a team shares
-# stages that rerun on every params.yaml edit: both only read params and write small files
+# stages that rerun on every params.yaml edit: both read it whole and take seconds
 ALWAYS = ("check_params", "code_fingerprints")
 
 
