@@ -99,15 +99,15 @@ def test_xmr_methods_lists_every_method_without_torch():
     for name, entry in METHODS.items():
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
         assert entry.paper in row and entry.family in row and entry.description in row
-    assert ("| ss | papers/000 (Semantic Sharing) | label-wise | yes | yes | official | up to 15 epochs, patience 2, "
+    assert ("| ss | papers/000 (Semantic Sharing) | label-wise | yes | yes | official | up to 30 epochs, patience 2, "
             "lr 0.001, batch 64, "
             "clips text only, selects on train loss |") in table
-    assert ("| dscmr | Zhen et al., CVPR 2019 (DSCMR) | label-wise | yes | no | official | up to 15 epochs, "
+    assert ("| dscmr | Zhen et al., CVPR 2019 (DSCMR) | label-wise | yes | no | official | up to 30 epochs, "
             "patience 2, lr 0.001, "
             "batch 64, Adam betas (0.5, 0.999) |") in table
     assert "| cca | Hotelling 1936 (CCA) | label-wise | no | no | - | closed form, one fit |" in table
-    assert ("| scan_i2t | papers/002 (SCAN) | instance-level | no | no | official | up to 15 epochs, patience 2, "
-            "lr 0.001, batch 64 |") in table
+    assert ("| scan_i2t | papers/002 (SCAN) | instance-level | no | no | official | up to 30 epochs, patience 2, "
+            "lr 0.001, batch 64, validates on 100 images |") in table
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])

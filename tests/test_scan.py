@@ -7,7 +7,7 @@ import torch
 
 from pipeline.losses.consistency import semantic_consistency_loss
 from pipeline.losses.ranking import distinct_images, triplet_ranking_loss
-from pipeline.models.scan import chunked_cross_attention, cross_attention_scores, l2_normalise
+from pipeline.models.scan import _Softmax, chunked_cross_attention, cross_attention_scores, l2_normalise
 from pipeline.params import validate
 from pipeline.training.registry import build_method, rebuild_method
 from pipeline.training.scoring import score_source
@@ -64,6 +64,24 @@ def test_batched_attention_matches_per_pair_reference():
     fv2, fs2 = cross_attention_scores(regions, padded, lengths, lambda1=9.0, lambda2=4.0)
     torch.testing.assert_close(fv2.double(), fv.double(), atol=1e-6, rtol=0)
     torch.testing.assert_close(fs2.double(), fs.double(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_attention_softmax_matches_torch_with_its_gradient_and_masked_words(dim):
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 6, 5, dtype=torch.float64) * 4
+    x[..., 3:] = float("-inf") if dim == 3 else 0.0   # padded words get no weight, as in Eq. 5
+    mine, ref = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y, y_ref = _Softmax.apply(mine, dim), torch.softmax(ref, dim)
+    assert torch.allclose(y, y_ref, atol=1e-12)
+    if dim == 3:
+        assert (y[..., 3:] == 0).all()
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+    (y_ref * g).sum().backward()
+    assert torch.allclose(mine.grad, ref.grad, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: _Softmax.apply(t, dim), (torch.randn(2, 3, 4, 5, dtype=torch.float64,
+                                                                                   requires_grad=True),))
 
 
 def test_chunked_similarity_equals_unchunked():

@@ -104,7 +104,7 @@ class _Softmax(torch.autograd.Function):
 
     Why not `torch.softmax`: on the CPU its kernel over a short last dimension (a caption's ~12 words) is
     about 8x slower than these few elementwise passes (48 vs 6 ms forward on SCAN's [64, 64, 36, 12]
-    batch tensor, one thread; bench/scan_sim.py), and SCAN spends a fifth of a training step there. The
+    batch tensor, one thread; bench/scan_softmax.py), and SCAN spent a fifth of a training step there. The
     two agree to float rounding (a few 1e-7), not bit for bit.
     """
 
