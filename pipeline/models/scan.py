@@ -103,9 +103,9 @@ class _Softmax(torch.autograd.Function):
     """`softmax(x, dim)` as exp(x - max) / sum, with the backward y * (g - sum(g * y)).
 
     Why not `torch.softmax`: on the CPU its kernel over a short last dimension (a caption's ~12 words) is
-    about 8x slower than these few elementwise passes (48 vs 6 ms forward on SCAN's [64, 64, 36, 12]
-    batch tensor, one thread; bench/scan_softmax.py), and SCAN spent a fifth of a training step there. The
-    two agree to float rounding (a few 1e-7), not bit for bit.
+    about 5x slower than these few elementwise passes, forward and backward, on SCAN's [64, 64, 36, 12]
+    batch tensor on one thread (bench/scan_softmax.py); over the 36 regions the two cost about the same.
+    The two agree to float rounding (a few 1e-7), not bit for bit.
     """
 
     @staticmethod
