@@ -12,6 +12,7 @@ from pipeline.losses.context import masked_prediction_loss
 from pipeline.losses.ranking import pooled_hardest_ranking_loss, triplet_ranking_loss
 from pipeline.models.scan import cross_attention_scores
 from pipeline.params import ParamError, validate
+from pipeline.training.optimizers import SGD
 from pipeline.training.recipes import resolve_settings
 from pipeline.training.registry import build_method
 from pipeline.training.schedule import epoch_lr, make_optimizer, set_epoch_lr
@@ -207,7 +208,7 @@ def test_lr_decays_at_the_given_epoch():
     assert set_epoch_lr(opt, settings, 15) == pytest.approx(2e-5) and opt.param_groups[0]["lr"] == pytest.approx(2e-5)
     assert set_epoch_lr(opt, settings, 3) == 2e-4                # a resume before the decay restores it
     sgd = make_optimizer([w], {**settings, "optimizer": "sgd_nesterov", "momentum": 0.9})
-    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"]
+    assert isinstance(sgd, SGD) and sgd.defaults["nesterov"]
 
 
 # --- recipes ---------------------------------------------------------------------------------------------------
