@@ -74,7 +74,8 @@ def kind(stage: str) -> tuple[str, str]:
 
 
 def table(total: float, install: float, rows: list[tuple[str, float]]) -> str:
-    out = [f"Total {total / 60:.0f} min {total % 60:.0f} s; install (until the first stage) {install:.0f} s.", "",
+    minutes, secs = divmod(round(total), 60)  # whole minutes: 936 s is 15 min 36 s, not "16 min 36 s"
+    out = [f"Total {minutes} min {secs} s; install (until the first stage) {install:.0f} s.", "",
            "| dataset | part | stages | seconds (in its task, bookkeeping included) |", "|---|---|---|---|"]
     parts: dict[tuple[str, str], list[float]] = defaultdict(list)
     for stage, seconds in rows:
