@@ -22,7 +22,7 @@ FAST_TESTS ?= tests/test_params.py tests/test_method_registry.py tests/test_metr
 venv: $(VENV)/.installed
 
 # The installer. uv (pinned, installed into the venv by pip) unpacks torch's few GB of wheels and byte-compiles
-# them on every core, pip on one: about 30 s against 80 s on the 2-core machine (bench/install.py). uv reads
+# them on every core, pip on one: 46 s against 81 s on the 2-core machine (bench/install.py). uv reads
 # its own index settings (UV_INDEX_URL, ...), not pip.conf; INSTALLER=pip installs with pip alone.
 INSTALLER ?= uv
 UV_VERSION := 0.13.9

@@ -1,5 +1,7 @@
-"""pipeline.training.optimizers against torch.optim: the same bits after every step, the same state dict, and
-no torch._dynamo import (the reason the module exists)."""
+"""pipeline.training.optimizers against torch.optim on the CPU: the same bits after every step, the same state
+dict, and no torch._dynamo import (the reason the module exists). The same comparison on CUDA, against
+torch.optim's foreach default there, is tests/test_gpu.py::test_optimisers_match_torch_optim_on_the_device
+(`make gpu-check`)."""
 from __future__ import annotations
 
 import subprocess

@@ -11,8 +11,7 @@ run on the CPU (their single-tensor path) and, on CUDA, to their foreach default
 either resumes in the other.
 
 Only what the training loop uses: Adam with L2 weight decay (not AdamW, not amsgrad) and SGD with Nesterov
-momentum; parameter groups with their own `lr`; parameters without a gradient in a step are left alone. The
-detector's training (pipeline/detection/train.py, one process per dataset) keeps torch.optim.AdamW.
+momentum; parameter groups with their own `lr`; parameters without a gradient in a step are left alone.
 """
 from __future__ import annotations
 
