@@ -52,7 +52,8 @@ def install(installer: str, work: Path) -> dict:
                    check=True, env=env, stdout=subprocess.DEVNULL)
     wall, cpu = time.monotonic() - start, child_cpu_seconds() - cpu
     size, pycs = tree_size(venv)
-    shutil.rmtree(venv), shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(venv)
+    shutil.rmtree(cache, ignore_errors=True)
     return {"installer": installer, "wall": wall, "cpu": cpu, "size": size, "pycs": pycs}
 
 

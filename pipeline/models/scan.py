@@ -99,10 +99,16 @@ def cross_attention_scores(regions: torch.Tensor, words: torch.Tensor, lengths: 
                                 text_grounded, activation, aggregation, lse_temperature)
 
 
+def _attention_softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """The attention softmax: `_Softmax` on the CPU, where it was measured faster; elsewhere torch's one
+    fused kernel (`_Softmax` makes several passes over memory and was not measured on a GPU)."""
+    return _Softmax.apply(x, dim) if x.device.type == "cpu" else torch.softmax(x, dim=dim)
+
+
 class _Softmax(torch.autograd.Function):
     """`softmax(x, dim)` as exp(x - max) / sum, with the backward y * (g - sum(g * y)).
 
-    Why not `torch.softmax`: on the CPU its kernel over a short last dimension (a caption's ~12 words) is
+    Why not `torch.softmax` on the CPU: its kernel over a short last dimension (a caption's ~12 words) is
     about 5x slower than these few elementwise passes, forward and backward, on SCAN's [64, 64, 36, 12]
     batch tensor on one thread (bench/scan_softmax.py); over the 36 regions the two cost about the same.
     The two agree to float rounding (a few 1e-7), not bit for bit.
@@ -139,7 +145,7 @@ def _cross_attention(regions, words, lengths, lambda1, lambda2, image_grounded, 
         # Eq. 5: normalise over regions, softmax over the words of the text with inverse temperature lambda1.
         scale = lambda1 / torch.linalg.vector_norm(rect, dim=2, keepdim=True).clamp_min(eps)
         padding = torch.zeros(valid.shape, device=rect.device, dtype=rect.dtype).masked_fill(~valid, float("-inf"))
-        alpha = _Softmax.apply(torch.addcmul(padding[None, :, None, :], rect, scale), 3)
+        alpha = _attention_softmax(torch.addcmul(padding[None, :, None, :], rect, scale), 3)
         word_gram = torch.einsum("tld,tmd->tlm", words, words)
         dot = torch.linalg.vecdot(alpha, sims, dim=3)                  # v_i . c_i^t
         norm_sq = torch.linalg.vecdot(torch.einsum("itrl,tlm->itrm", alpha, word_gram), alpha, dim=3)
@@ -148,7 +154,7 @@ def _cross_attention(regions, words, lengths, lambda1, lambda2, image_grounded, 
     if text_grounded:
         # Eq. 7: normalise over the words, softmax over regions with inverse temperature lambda2.
         scale = lambda2 / torch.linalg.vector_norm(rect, dim=3, keepdim=True).clamp_min(eps)
-        beta = _Softmax.apply(rect * scale, 2)
+        beta = _attention_softmax(rect * scale, 2)
         region_gram = torch.einsum("ird,iqd->irq", regions, regions)
         dot = torch.linalg.vecdot(beta, sims, dim=2)                   # t_j . c_j^v, [I, T, L]
         norm_sq = torch.linalg.vecdot(torch.einsum("itrl,irq->itql", beta, region_gram), beta, dim=2)

@@ -75,9 +75,20 @@ class _Optimizer:
                                      for k, v in saved["state"][number].items()}
             mine.update({k: v for k, v in group.items() if k != "params"})
 
-    def _with_grad(self, group: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        params = [p for p in group["params"] if p.grad is not None]
-        return params, [p.grad for p in params]
+    @torch.no_grad()
+    def step(self) -> None:
+        """Update each group's parameters that have a gradient; L2 weight decay joins the gradient first."""
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if group["weight_decay"] != 0:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            self._update(group, params, grads)
+
+    def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        raise NotImplementedError
 
 
 class Adam(_Optimizer):
@@ -85,33 +96,26 @@ class Adam(_Optimizer):
 
     defaults = ADAM_DEFAULTS
 
-    @torch.no_grad()
-    def step(self) -> None:
-        for group in self.param_groups:
-            params, grads = self._with_grad(group)
-            if not params:
-                continue
-            for p in params:
-                if p not in self.state:
-                    self.state[p] = {"step": torch.tensor(0.0, dtype=torch.float32),
-                                     "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                                     "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
-            states = [self.state[p] for p in params]
-            steps = [s["step"] for s in states]
-            exp_avgs, exp_avg_sqs = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
-            (beta1, beta2), lr = group["betas"], group["lr"]
-            torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
-            if group["weight_decay"] != 0:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-            counts = [s.item() for s in steps]
-            step_sizes = [(lr / (1 - beta1 ** n)) * -1 for n in counts]
-            denominators = torch._foreach_sqrt(exp_avg_sqs)
-            torch._foreach_div_(denominators, [(1 - beta2 ** n) ** 0.5 for n in counts])
-            torch._foreach_add_(denominators, group["eps"])
-            torch._foreach_addcdiv_(params, exp_avgs, denominators, step_sizes)
+    def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        for p in params:
+            if p not in self.state:
+                self.state[p] = {"step": torch.tensor(0.0, dtype=torch.float32),
+                                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        states = [self.state[p] for p in params]
+        steps = [s["step"] for s in states]
+        exp_avgs, exp_avg_sqs = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+        (beta1, beta2), lr = group["betas"], group["lr"]
+        torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+        counts = [s.item() for s in steps]
+        step_sizes = [(lr / (1 - beta1 ** n)) * -1 for n in counts]
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denominators, [(1 - beta2 ** n) ** 0.5 for n in counts])
+        torch._foreach_add_(denominators, group["eps"])
+        torch._foreach_addcdiv_(params, exp_avgs, denominators, step_sizes)
 
 
 class SGD(_Optimizer):
@@ -119,25 +123,20 @@ class SGD(_Optimizer):
 
     defaults = SGD_DEFAULTS
 
-    @torch.no_grad()
-    def step(self) -> None:
-        for group in self.param_groups:
-            params, grads = self._with_grad(group)
-            if not params:
-                continue
-            if group["weight_decay"] != 0:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            momentum = group["momentum"]
-            buffers = []
-            for p, grad in zip(params, grads):
-                state = self.state.setdefault(p, {})
-                if state.get("momentum_buffer") is None:
-                    state["momentum_buffer"] = grad.detach().clone()
+    def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        momentum, dampening = group["momentum"], group["dampening"]
+        buffers = [self.state.get(p, {}).get("momentum_buffer") for p in params]
+        if all(b is not None for b in buffers):
+            torch._foreach_mul_(buffers, momentum)
+            torch._foreach_add_(buffers, grads, alpha=1 - dampening)
+        else:  # a first step: a new buffer starts as the gradient
+            for i, (p, grad) in enumerate(zip(params, grads)):
+                if buffers[i] is None:
+                    buffers[i] = self.state.setdefault(p, {})["momentum_buffer"] = grad.detach().clone()
                 else:
-                    state["momentum_buffer"].mul_(momentum).add_(grad, alpha=1 - group["dampening"])
-                buffers.append(state["momentum_buffer"])
-            if group["nesterov"]:
-                grads = torch._foreach_add(grads, buffers, alpha=momentum)
-            else:
-                grads = buffers
-            torch._foreach_add_(params, grads, alpha=-group["lr"])
+                    buffers[i].mul_(momentum).add_(grad, alpha=1 - dampening)
+        if group["nesterov"]:
+            grads = torch._foreach_add(grads, buffers, alpha=momentum)
+        else:
+            grads = buffers
+        torch._foreach_add_(params, grads, alpha=-group["lr"])
